@@ -1,0 +1,1 @@
+"""Canonical events, their validation, and adapters from public data formats."""

@@ -1,0 +1,1 @@
+"""Feature building (Spark), data-quality suites (GX) and the Feast feature store."""

@@ -1,0 +1,1 @@
+"""Device-resident batching, training loops, checkpoints and model artifacts."""

@@ -1,0 +1,138 @@
+"""A feature build loaded once onto the device; batches are gathered there by index.
+
+Histories are CSR: ``hist_item``/``hist_cate`` hold every user's time-sorted behaviours
+back to back (index 0 is a padding sentinel), and a sample points at its user's block by
+``start`` (first behaviour) and ``end = start + hist_end``. Gathering a batch is a few
+index operations on device tensors: no per-sample Python and no DataLoader.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from genctr.errors import ArtifactError
+from genctr.features.layout import SPLITS, BuildLayout
+
+SAMPLE_COLUMNS = ["user_id", "user_idx", "item_idx", "cate_idx", "price", "label", "hist_end", "seq_len"]
+
+
+@dataclass
+class Split:
+    """One split's samples as device tensors, each of shape (N,)."""
+
+    user: Tensor
+    item: Tensor
+    cate: Tensor
+    price: Tensor
+    label: Tensor
+    end: Tensor  # (N,) int64: one past the last visible behaviour in the flat arrays
+    seq_len: Tensor  # (N,) int64: behaviours visible to the model, <= L
+    user_raw: np.ndarray  # (N,) raw user ids (host): for gAUC
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+class FeatureData:
+    """Samples of every split plus flat behaviour arrays, on ``device``."""
+
+    def __init__(self, build_dir: str, max_seq_len: int, device: torch.device | str = "cpu") -> None:
+        self.layout = BuildLayout(build_dir)
+        if not self.layout.stats.exists():
+            raise ArtifactError(f"{build_dir} is not a feature build (no stats.json); run `genctr features build`")
+        self.stats = json.loads(self.layout.stats.read_text())
+        self.device = torch.device(device)
+        self.max_seq_len = max_seq_len
+        hist = pq.read_table(self.layout.histories).to_pandas()
+        lengths = hist["n_behaviors"].to_numpy(np.int64)
+        # flat position 0 is a padding sentinel, so user blocks start at 1
+        starts = np.concatenate([[1], 1 + np.cumsum(lengths)[:-1]]) if len(lengths) else np.zeros(0, np.int64)
+        self._user_index = pd.Index(hist["user_id"].to_numpy())
+        self._user_start = starts
+        self.n_train_behaviors = hist["n_train_behaviors"].to_numpy(np.int64)
+        self.hist_lengths = lengths
+        self.hist_item = self._flat(hist["item_seq"])
+        self.hist_cate = self._flat(hist["cate_seq"])
+        self.splits = {s: self._load_split(s) for s in SPLITS}
+        self.vocab_sizes = {k: int(self.stats["vocab_sizes"][k]) for k in ("user", "item", "category")}
+
+    def _flat(self, col: pd.Series) -> Tensor:
+        arrays = [np.zeros(1, np.int64)] + [np.asarray(a, np.int64) for a in col]
+        return torch.from_numpy(np.concatenate(arrays)).to(self.device)
+
+    def _load_split(self, split: str) -> Split:
+        df = pq.read_table(self.layout.samples(split), columns=SAMPLE_COLUMNS).to_pandas()
+        rows = self._user_index.get_indexer(df["user_id"].to_numpy())
+        if (rows < 0).any():
+            raise ArtifactError(f"{split}: samples reference users missing from histories")
+        start = self._user_start[rows]
+        dev = self.device
+
+        def t(x: np.ndarray, dtype: torch.dtype) -> Tensor:
+            return torch.as_tensor(np.ascontiguousarray(x)).to(dev, dtype)
+
+        return Split(
+            user=t(df["user_idx"].to_numpy(), torch.long), item=t(df["item_idx"].to_numpy(), torch.long),
+            cate=t(df["cate_idx"].to_numpy(), torch.long), price=t(df["price"].to_numpy(), torch.float32),
+            label=t(df["label"].to_numpy(), torch.float32),
+            end=t(start + df["hist_end"].to_numpy(np.int64), torch.long),
+            seq_len=t(np.minimum(df["seq_len"].to_numpy(np.int64), self.max_seq_len), torch.long),
+            user_raw=df["user_id"].to_numpy(),
+        )
+
+    def gather_history(self, end: Tensor, length: Tensor) -> tuple[Tensor, Tensor]:
+        """(B,) block ends and lengths -> left-aligned (B, L) item and category indices."""
+        L = self.max_seq_len
+        j = torch.arange(L, device=end.device)  # (L,)
+        src = end[:, None] - length[:, None] + j  # (B, L): oldest visible first
+        valid = j < length[:, None]  # (B, L)
+        src = torch.where(valid, src, torch.zeros_like(src))  # padding reads the sentinel 0
+        return self.hist_item[src], self.hist_cate[src]
+
+    def batch(self, split: Split, idx: Tensor) -> dict[str, Tensor]:
+        """Gather the samples ``idx`` (B,) into the models' batch dict."""
+        length = split.seq_len[idx]
+        hist_item, hist_cate = self.gather_history(split.end[idx], length)
+        return {
+            "user": split.user[idx], "item": split.item[idx], "cate": split.cate[idx],
+            "price": split.price[idx], "label": split.label[idx],
+            "hist_item": hist_item, "hist_cate": hist_cate, "hist_len": length,
+        }
+
+    def pretrain_windows(self) -> tuple[Tensor, Tensor]:
+        """Training-period behaviour windows for sequence pretraining: (ends, lengths), each (W,).
+
+        Each user's training behaviours are cut, from the most recent backwards, into
+        windows of at most L, so every training behaviour is a next-item target once.
+        """
+        L = self.max_seq_len
+        n = self.n_train_behaviors
+        n_win = -(-n // L)  # ceil; users without behaviours get none
+        user = np.repeat(np.arange(len(n)), n_win)
+        k = np.arange(n_win.sum()) - np.repeat(np.cumsum(n_win) - n_win, n_win)  # window number per user
+        end_local = n[user] - k * L
+        length = np.minimum(end_local, L)
+        keep = length >= 2  # a window needs one context item and one target
+        ends = self._user_start[user] + end_local
+        dev = self.device
+        return (torch.as_tensor(ends[keep], device=dev, dtype=torch.long),
+                torch.as_tensor(length[keep], device=dev, dtype=torch.long))
+
+    def sequence_batch(self, ends: Tensor, lengths: Tensor) -> dict[str, Tensor]:
+        seq_item, seq_cate = self.gather_history(ends, lengths)
+        return {"seq_item": seq_item, "seq_cate": seq_cate, "seq_len": lengths}
+
+    def item_categories(self) -> Tensor:
+        """(n_items,) category index of every item index (0/1 rows map to padding/OOV)."""
+        items = pq.read_table(self.layout.items, columns=["item_idx", "cate_idx"]).to_pandas()
+        table = np.zeros(self.vocab_sizes["item"], np.int64)
+        table[1] = 1
+        items = items[items["item_idx"] >= 2]  # unseen items share the OOV row
+        table[items["item_idx"].to_numpy()] = items["cate_idx"].to_numpy()
+        return torch.as_tensor(table, device=self.device)

@@ -1,0 +1,118 @@
+"""One training loop for pretraining and fine-tuning.
+
+Rows are shuffled by a device-side permutation and gathered into batches by index (see
+``data.py``). Every epoch reseeds its random streams from (seed, epoch), and a checkpoint
+is written at the end of each epoch, so a run killed at any point and resumed from its
+last checkpoint ends with exactly the weights of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from genctr.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genctr.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+Objective = Callable[[nn.Module, dict[str, Tensor], torch.Generator], Tensor]
+MakeBatch = Callable[[Tensor], dict[str, Tensor]]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    on_cuda = next(model.parameters()).is_cuda
+    # fused Adam is one kernel per step on CUDA; foreach is the fast path on CPU
+    kw: dict[str, Any] = {"fused": True} if on_cuda else {"foreach": True}
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+
+
+def autocast(device: torch.device, cfg: TrainConfig) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and cfg.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def fit(
+    model: nn.Module,
+    objective: Objective,
+    n_rows: int,
+    make_batch: MakeBatch,
+    cfg: TrainConfig,
+    ckpt_dir: str | Path,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+    desc: str = "train",
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place for ``cfg.epochs``; resumes from ``ckpt_dir`` if it holds a checkpoint.
+
+    Returns the per-epoch history (train loss, throughput, and ``evaluate``'s metrics).
+    """
+    device = next(model.parameters()).device
+    opt = make_optimizer(model, cfg)
+    history: list[dict[str, Any]] = []
+    first = 0
+    last = latest_checkpoint(ckpt_dir)
+    if last is not None:
+        meta = load_checkpoint(last, model, opt)
+        history, first = meta["history"], meta["epoch"] + 1
+        log.info("resumed from %s (epoch %d done)", last, meta["epoch"] + 1)
+    step_model = torch.compile(model) if cfg.compile else model
+    for epoch in range(first, cfg.epochs):
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and init-free randomness
+        gen = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch))
+        perm = torch.randperm(n_rows, generator=gen, device=device)
+        model.train()
+        t0, total, seen = time.perf_counter(), torch.zeros((), device=device), 0
+        starts = range(0, n_rows, cfg.batch_size)
+        bar = tqdm(starts, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        for s in bar:
+            idx = perm[s : s + cfg.batch_size]
+            batch = make_batch(idx)
+            with autocast(device, cfg):
+                loss = objective(step_model, batch, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.detach() * len(idx)  # stays on device: no sync per step
+            seen += len(idx)
+        secs = time.perf_counter() - t0
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(total) / max(seen, 1),
+                               "seconds": secs, "rows_per_s": seen / max(secs, 1e-9)}
+        if evaluate is not None:
+            row.update(evaluate(model))
+        history.append(row)
+        log.info("%s epoch %d: %s", desc, epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        save_checkpoint(ckpt_dir, epoch, model, opt, history)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+    return history
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, n_rows: int, make_batch: MakeBatch, batch_size: int,
+                   cfg: TrainConfig | None = None) -> Tensor:
+    """Logits for rows 0..n_rows-1 in order, shape (n_rows,), on the model's device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for s in range(0, n_rows, batch_size):
+        idx = torch.arange(s, min(s + batch_size, n_rows), device=device)
+        with autocast(device, cfg or TrainConfig()):
+            out.append(model(make_batch(idx)).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, device=device)
