@@ -47,12 +47,17 @@ def _to_epoch_seconds(col: pd.Series) -> pd.Series:
     except (ValueError, TypeError) as exc:
         bad = _first_unparseable(col)
         raise DataValidationError(
-            f"column 'event_time' has an unparseable timestamp {bad!r}: "
+            f"column 'event_time' has an unparseable timestamp {_show(bad)}: "
             "use epoch seconds or ISO-8601 strings"
         ) from exc
     if parsed.isna().any():
         raise DataValidationError("column 'event_time' has nulls")
     return (parsed.astype("int64") // 10**9).astype("int64")
+
+
+def _show(value: object) -> str:
+    """repr of a value as the user wrote it (numpy scalars shown as plain Python values)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _first_unparseable(col: pd.Series) -> object:
@@ -82,7 +87,7 @@ def validate_events(df: pd.DataFrame, *, source: str = "events") -> pd.DataFrame
             if coerced.isna().any() or not np.all(coerced == np.floor(coerced)):
                 bad = col[coerced.isna() | (coerced != np.floor(coerced))].iloc[0]
                 raise DataValidationError(
-                    f"{source}: column '{name}' must hold integers, found {bad!r}"
+                    f"{source}: column '{name}' must hold integers, found {_show(bad)}"
                 )
             col = coerced
         out[name] = col.astype("int64")
@@ -93,7 +98,7 @@ def validate_events(df: pd.DataFrame, *, source: str = "events") -> pd.DataFrame
     bad_label = ~label.isin([0, 1])
     if bad_label.any():
         raise DataValidationError(
-            f"{source}: column 'clicked' must be 0 or 1, found {df['clicked'][bad_label].iloc[0]!r}"
+            f"{source}: column 'clicked' must be 0 or 1, found {_show(df['clicked'][bad_label].iloc[0])}"
         )
     out["clicked"] = label.astype("int8")
     for name, (dtype, default) in OPTIONAL.items():

@@ -1,0 +1,15 @@
+"""Kubeflow Pipelines components: typed interface + docstring + a short body calling ``genctr``.
+
+Each component's body imports ``genctr`` inside the function (the code is shipped to the
+pod as source; the image has the project installed) and calls one ``genctr.workflow``
+step. Nothing is pip-installed per task: ``packages_to_install=[]`` and the image's own
+kfp runs the executor (locally, the project installed in the current venv).
+"""
+from components.data import (build_features, ingest_events, materialize_features, validate_events,
+                             validate_samples)
+from components.gate import evaluate_and_gate
+from components.registry import register_model
+from components.training import finetune, pretrain
+
+__all__ = ["build_features", "evaluate_and_gate", "finetune", "ingest_events", "materialize_features",
+           "pretrain", "register_model", "validate_events", "validate_samples"]

@@ -1,0 +1,141 @@
+"""Data steps: ingest events, GX checks, Spark feature build, Feast materialisation."""
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
+
+from components.images import component
+
+
+@component
+def ingest_events(
+    events: Output[Dataset],
+    source: str = "movielens",
+    path: str = "",
+    category: str = "combo",
+    synthetic_events: int = 200_000,
+    synthetic_users: int = 2_000,
+    synthetic_items: int = 5_000,
+    seed: int = 0,
+):
+    """Read a source (movielens | taobao | synthetic | events) into canonical events Parquet.
+
+    Args:
+        events: Output canonical events (one Parquet file).
+        source: Source adapter; ``events`` = a file already in the canonical schema.
+        path: Source file/directory ('' = the bundled MovieLens data).
+        category: MovieLens category mapping: ``combo`` or ``first`` genre.
+        synthetic_events: Synthetic world: impressions to generate.
+        synthetic_users: Synthetic world: users.
+        synthetic_items: Synthetic world: items.
+        seed: Random seed of the synthetic world / sampling.
+    """
+    from genctr import workflow
+    from genctr.config import DataConfig
+    from genctr.logging_setup import setup_logging
+
+    setup_logging()
+    cfg = DataConfig(source=source, path=path, category=category, synthetic_events=synthetic_events,
+                     synthetic_users=synthetic_users, synthetic_items=synthetic_items, seed=seed)
+    result = workflow.export_events(cfg, events.path)
+    events.metadata.update(result.summary)
+
+
+@component
+def validate_events(events: Input[Dataset], report_html: Output[HTML], report_md: Output[Markdown]):
+    """Great Expectations events suite; a failed expectation fails the task (and so the run).
+
+    Args:
+        events: Canonical events Parquet.
+        report_html: GX report (HTML), written whether the suite passes or fails.
+        report_md: The same report as Markdown.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from genctr import workflow
+    from genctr.logging_setup import setup_logging
+
+    setup_logging()
+    report_dir = tempfile.mkdtemp(prefix="gx-events-")
+    try:
+        workflow.validate_events(events.path, report_dir)
+    finally:  # the report says what failed: keep it even when the suite raises
+        for name, artifact in (("report.html", report_html), ("report.md", report_md)):
+            if os.path.exists(os.path.join(report_dir, name)):
+                shutil.copyfile(os.path.join(report_dir, name), artifact.path)
+
+
+@component
+def build_features(
+    events: Input[Dataset],
+    build: Output[Dataset],
+    max_seq_len: int = 200,
+    spark_master: str = "local[*]",
+):
+    """Spark feature build: samples, per-user histories, vocabularies, time-ordered splits.
+
+    Args:
+        events: Canonical events Parquet.
+        build: Output build directory (genctr.features.layout); its metadata holds the stats.
+        max_seq_len: L, the number of most recent behaviours a model sees.
+        spark_master: Spark master URL (``local[*]`` inside the pod, or a cluster).
+    """
+    import json
+
+    from genctr import workflow
+    from genctr.config import FeatureConfig
+    from genctr.logging_setup import setup_logging
+
+    setup_logging()
+    result = workflow.build_features(events.path, build.path,
+                                     FeatureConfig(max_seq_len=max_seq_len, spark_master=spark_master))
+    build.metadata.update(json.loads(json.dumps(result.summary, default=str)))
+
+
+@component
+def validate_samples(build: Input[Dataset], report_html: Output[HTML], report_md: Output[Markdown]):
+    """Great Expectations samples suite (labels, seq_len bounds, no leakage, click rate, rows).
+
+    Args:
+        build: Feature build directory.
+        report_html: GX report (HTML), written whether the suite passes or fails.
+        report_md: The same report as Markdown.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from genctr import workflow
+    from genctr.logging_setup import setup_logging
+
+    setup_logging()
+    report_dir = tempfile.mkdtemp(prefix="gx-samples-")
+    try:
+        workflow.validate_samples(build.path, report_dir)
+    finally:  # the report says what failed: keep it even when the suite raises
+        for name, artifact in (("report.html", report_html), ("report.md", report_md)):
+            if os.path.exists(os.path.join(report_dir, name)):
+                shutil.copyfile(os.path.join(report_dir, name), artifact.path)
+
+
+@component
+def materialize_features(
+    build: Input[Dataset],
+    feast_repo: Output[Artifact],
+    online_store: str = "sqlite",
+    redis_url: str = "localhost:6379",
+):
+    """Feast: write the sources from the build, apply the definitions, materialise online.
+
+    Args:
+        build: Feature build directory.
+        feast_repo: Output Feast working directory (sources, registry, SQLite store).
+        online_store: ``sqlite`` (embedded) or ``redis`` (production).
+        redis_url: Redis connection string when ``online_store`` is ``redis``.
+    """
+    from genctr import workflow
+    from genctr.logging_setup import setup_logging
+
+    setup_logging()
+    result = workflow.materialize(build.path, feast_repo.path, online=online_store, redis_url=redis_url)
+    feast_repo.metadata.update(result.summary)

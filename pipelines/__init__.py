@@ -1,0 +1,1 @@
+"""Kubeflow pipelines: pure composition of ``components``; ``python -m pipelines.<name>`` compiles."""

@@ -1,0 +1,180 @@
+"""The training pipeline: events -> GX -> Spark features -> GX -> Feast -> pretrain -> fine-tune
+-> champion gate -> (if passed) register.
+
+Pure composition of ``components``. Parameters are typed with defaults: they are the Kubeflow
+UI's run form. Placement (images, GPUs, node selectors, tolerations, secrets) is fixed at
+compile time by a :class:`~pipelines.placement.PlatformConfig`::
+
+    python -m pipelines.training_pipeline --out training_pipeline.yaml
+
+Caching: on for the deterministic data and training steps; off for the gate and register,
+which read the registry's current champion. A run on new data behind an unchanged URI
+must be submitted with caching off (``genctr pipeline schedule`` does that by default).
+
+``pretrain_method="none"`` is handled inside the pretrain component (it writes a marker and
+fine-tuning starts from scratch), which keeps one linear DAG that kfp.local runs as well.
+The gate returns its decision as its single ``Output`` parameter: kfp.local resolves a
+``dsl.If`` on ``task.outputs["Output"]`` but silently treats a named output as false.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, dsl, kubernetes
+
+from components import (build_features, evaluate_and_gate, finetune, ingest_events, materialize_features,
+                        pretrain, register_model, validate_events, validate_samples)
+from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig
+
+PIPELINE_NAME = "genctr-training"
+
+
+def build_pipeline(platform: PlatformConfig | None = None) -> Any:
+    """The training pipeline (a KFP GraphComponent) placed according to ``platform``."""
+    platform = platform or PlatformConfig()
+
+    def on_cpu(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+        return task.set_display_name(name).set_container_image(platform.image)
+
+    def on_gpu(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+        task.set_display_name(name).set_container_image(platform.train_image)
+        task.set_cpu_request(platform.train_cpu).set_memory_request(platform.train_memory)
+        if platform.gpus:
+            task.set_accelerator_type(platform.accelerator_type).set_accelerator_limit(platform.gpus)
+        for label, value in platform.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, label_key=label, label_value=value)
+        for t in platform.gpu_tolerations:
+            kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value or None, effect=t.effect)
+        return task
+
+    def with_storage(task: dsl.PipelineTask) -> dsl.PipelineTask:
+        """Object-store credentials for steps that read or write URIs themselves (data, registry)."""
+        if platform.storage_secret:
+            kubernetes.use_secret_as_env(task, secret_name=platform.storage_secret,
+                                         secret_key_to_env={k: k for k in STORAGE_SECRET_KEYS}, optional=True)
+        return task
+
+    def reads_registry(task: dsl.PipelineTask) -> dsl.PipelineTask:
+        return with_storage(task.set_caching_options(enable_caching=False))  # the champion changes between runs
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="GenCTR/DGenCTR training: data checks, features, "
+                  "pretraining, fine-tuning, champion gate, registration.")
+    def training_pipeline(
+        data_source: str = "movielens",
+        data_path: str = "",
+        movielens_category: str = "combo",
+        synthetic_events: int = 200_000,
+        synthetic_users: int = 2_000,
+        synthetic_items: int = 5_000,
+        max_seq_len: int = 200,
+        spark_master: str = "local[*]",
+        online_store: str = "sqlite",
+        redis_url: str = "localhost:6379",
+        pretrain_method: str = "genctr",
+        negatives: str = "cs",
+        pretrain_epochs: int = 1,
+        pretrain_lr: float = 1e-3,
+        backbone: str = "dnn",
+        transfer: str = "share",
+        finetune_epochs: int = 1,
+        finetune_lr: float = 1e-3,
+        batch_size: int = 1024,
+        seed: int = 0,
+        device: str = "auto",
+        auc_margin: float = 0.001,
+        alpha: float = 0.05,
+        floor_auc: float = 0.55,
+        registry_root: str = "",
+        model_name: str = "genctr-ctr",
+        canary_percent: int = 10,
+        promote_without_canary: bool = True,
+    ) -> None:
+        """Train a generative-pretrained CTR model and register it if it beats the champion.
+
+        Args:
+            data_source: movielens | taobao | synthetic | events (canonical Parquet/CSV).
+            data_path: Source file or directory ('' = bundled MovieLens).
+            movielens_category: MovieLens category mapping: combo | first.
+            synthetic_events: Synthetic source: number of impressions.
+            synthetic_users: Synthetic source: number of users.
+            synthetic_items: Synthetic source: number of items.
+            max_seq_len: L, behaviours per sequence.
+            spark_master: Spark master URL for the feature build.
+            online_store: Feast online store: sqlite | redis.
+            redis_url: Redis connection string (online_store=redis).
+            pretrain_method: genctr | dgenctr | none.
+            negatives: GenCTR sampled-softmax negatives: cs (same category) | rs (random).
+            pretrain_epochs: Pretraining epochs.
+            pretrain_lr: Pretraining learning rate.
+            backbone: dnn | dcnv2 | dcnv2_ta.
+            transfer: How fine-tuning uses the pretrained model (none | share | integrate ...).
+            finetune_epochs: Fine-tuning epochs.
+            finetune_lr: Fine-tuning learning rate.
+            batch_size: Training batch size (both stages).
+            seed: Random seed (synthetic data and training).
+            device: auto | cpu | cuda.
+            auc_margin: Gate: the candidate's AUC must beat the champion's by more than this.
+            alpha: Gate: significance level of DeLong's one-sided test.
+            floor_auc: Gate: minimum AUC of a first model (no champion yet).
+            registry_root: Model registry (local path or s3://, gs:// URI; '' = $GENCTR_HOME/registry).
+            model_name: Registered model name.
+            canary_percent: Traffic share of the canary (used by the deploy step).
+            promote_without_canary: Make a passing model the champion at once (no canary).
+        """
+        ingest = with_storage(on_cpu(ingest_events(source=data_source, path=data_path, category=movielens_category,
+                                      synthetic_events=synthetic_events, synthetic_users=synthetic_users,
+                                      synthetic_items=synthetic_items, seed=seed), "Ingest events"))
+        events = ingest.outputs["events"]
+        checked_events = on_cpu(validate_events(events=events), "Validate events (GX)")
+        features = on_cpu(build_features(events=events, max_seq_len=max_seq_len, spark_master=spark_master),
+                          "Build features (Spark)").after(checked_events)
+        features.set_cpu_request(platform.spark_cpu).set_memory_request(platform.spark_memory)
+        build = features.outputs["build"]
+        checked_samples = on_cpu(validate_samples(build=build), "Validate samples (GX)")
+        feast = on_cpu(materialize_features(build=build, online_store=online_store, redis_url=redis_url),
+                       "Materialise to Feast").after(checked_samples)
+        pretrained = on_gpu(pretrain(build=build, method=pretrain_method, negatives=negatives,
+                                     max_seq_len=max_seq_len, epochs=pretrain_epochs, lr=pretrain_lr,
+                                     batch_size=batch_size, seed=seed, device=device),
+                            "Pretrain").after(checked_samples)
+        tuned = on_gpu(finetune(build=build, pretrained=pretrained.outputs["pretrained"],
+                                pretrain_method=pretrain_method, backbone=backbone, transfer=transfer,
+                                max_seq_len=max_seq_len, epochs=finetune_epochs, lr=finetune_lr,
+                                batch_size=batch_size, seed=seed, device=device), "Fine-tune")
+        gate = reads_registry(on_cpu(evaluate_and_gate(
+            build=build, candidate=tuned.outputs["model"], registry_root=registry_root, model_name=model_name,
+            min_auc_gain=auc_margin, alpha=alpha, floor_auc=floor_auc), "Evaluate and gate"))
+        with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
+            reads_registry(on_cpu(register_model(
+                candidate=tuned.outputs["model"], decision=gate.outputs["decision"], registry_root=registry_root,
+                model_name=model_name, set_champion=promote_without_canary,
+                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "Register model")).after(feast)
+            # the canary deploy step (canary_percent) goes here, after register
+
+    return training_pipeline
+
+
+training_pipeline = build_pipeline()  # default placement; kfp.local runs this one
+
+
+def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None) -> Path:
+    """Compile the pipeline (placed by ``platform``, default: from the environment) to YAML."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(platform or PlatformConfig.from_env()), str(out))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compile the genctr training pipeline to YAML "
+                                     "(placement from GENCTR_IMAGE, GENCTR_TRAIN_IMAGE, "
+                                     "GENCTR_GPU_NODE_SELECTOR, GENCTR_GPU_TOLERATIONS, GENCTR_STORAGE_SECRET).")
+    parser.add_argument("--out", default="training_pipeline.yaml", help="Output YAML path.")
+    args = parser.parse_args(argv)
+    print(compile_pipeline(args.out))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

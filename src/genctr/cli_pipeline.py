@@ -1,0 +1,165 @@
+"""``genctr pipeline ...``: compile, run locally, submit and schedule the training pipeline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+
+from genctr.errors import GenCTRError
+
+pipeline_app = typer.Typer(help="Kubeflow training pipeline: compile, run locally (kfp.local), submit, schedule.",
+                           no_args_is_help=True)
+
+PARAM_HELP = "Pipeline parameter override key=value (repeatable); `genctr pipeline params` lists them."
+
+
+def _fail(exc: GenCTRError) -> NoReturn:
+    """Print a user error without a traceback and exit non-zero."""
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    report = getattr(exc, "report_path", None)
+    if report:
+        typer.secho(f"report: {report}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _platform(image: Optional[str], train_image: Optional[str], node_selector: Optional[list[str]],
+              tolerations: Optional[list[str]], storage_secret: Optional[str]) -> Any:
+    """Placement from GENCTR_* variables, overridden by the flags that were given."""
+    from genctr.pipeline_runner import load_pipeline_module
+
+    load_pipeline_module()  # puts the source checkout on sys.path if needed
+    from pipelines.placement import PlatformConfig, Toleration, parse_labels
+
+    return PlatformConfig.from_env(
+        image=image, train_image=train_image, storage_secret=storage_secret,
+        gpu_node_selector=parse_labels(node_selector) if node_selector else None,
+        gpu_tolerations=tuple(Toleration.parse(t) for t in tolerations) if tolerations else None)
+
+
+IMAGE = typer.Option(None, help="CPU component image (default $GENCTR_IMAGE or ghcr.io/genctr/genctr:<version>).")
+TRAIN_IMAGE = typer.Option(None, help="GPU training image (default $GENCTR_TRAIN_IMAGE or the -cuda tag).")
+NODE_SELECTOR = typer.Option(None, "--gpu-node-selector",
+                             help="label=value for the training pods' nodeSelector (repeatable; "
+                                  "default $GENCTR_GPU_NODE_SELECTOR).")
+TOLERATION = typer.Option(None, "--gpu-toleration",
+                          help="key[=value][:effect] toleration for the training pods (repeatable; "
+                               "default $GENCTR_GPU_TOLERATIONS).")
+STORAGE_SECRET = typer.Option(None, help="Secret with object-store credentials for the registry steps "
+                                         "(default $GENCTR_STORAGE_SECRET; see manifests/storage-secret.yaml).")
+
+
+@pipeline_app.command("params")
+def params_cmd() -> None:
+    """List the pipeline's parameters with their types and defaults."""
+    from genctr.pipeline_runner import pipeline_parameters
+
+    for name, (kind, default) in pipeline_parameters().items():
+        typer.echo(f"{name:24s} {kind:8s} {default!r}")
+
+
+@pipeline_app.command("compile")
+def compile_cmd(
+    out: Path = typer.Option(Path("training_pipeline.yaml"), help="Output YAML path."),
+    image: Optional[str] = IMAGE,
+    train_image: Optional[str] = TRAIN_IMAGE,
+    gpu_node_selector: Optional[list[str]] = NODE_SELECTOR,
+    gpu_toleration: Optional[list[str]] = TOLERATION,
+    storage_secret: Optional[str] = STORAGE_SECRET,
+) -> None:
+    """Compile the training pipeline to a YAML package for Kubeflow Pipelines."""
+    from genctr.pipeline_runner import compile_pipeline
+
+    try:
+        platform = _platform(image, train_image, gpu_node_selector, gpu_toleration, storage_secret)
+        typer.echo(str(compile_pipeline(out, platform)))
+    except GenCTRError as exc:
+        _fail(exc)
+
+
+@pipeline_app.command("run")
+def run_cmd(
+    local: bool = typer.Option(False, "--local", help="Run here through kfp.local (required: clusters use `submit`)."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    pipeline_root: Optional[Path] = typer.Option(None, help="Where runs write (default $GENCTR_HOME/pipeline-runs)."),
+    cache: bool = typer.Option(False, "--cache/--no-cache",
+                               help="Reuse outputs of identical earlier local tasks (gate and register always run)."),
+) -> None:
+    """Run the training pipeline end to end on this machine (the same pipeline function a cluster runs)."""
+    from genctr.paths import home
+    from genctr.pipeline_runner import parse_params, run_local
+
+    if not local:
+        _fail(GenCTRError("only --local runs start here; use `genctr pipeline submit --host URL` for a cluster"))
+    try:
+        run = run_local(parse_params(param), pipeline_root or home() / "pipeline-runs", enable_caching=cache)
+    except GenCTRError as exc:
+        _fail(exc)
+    decision = run.decision or {}
+    typer.echo(f"run directory: {run.run_dir}")
+    typer.echo(f"gate: {'PASSED' if decision.get('passed') else 'FAILED'}: {decision.get('reason', '?')}")
+    typer.echo(f"gate report: {run.gate_report}")
+    typer.echo(f"registered version: {run.registered_version or '- (not registered)'}")
+
+
+@pipeline_app.command("submit")
+def submit_cmd(
+    host: str = typer.Option(..., help="Kubeflow Pipelines API URL, e.g. http://localhost:8080."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    experiment: str = typer.Option("genctr", help="Experiment to file the run under."),
+    run_name: Optional[str] = typer.Option(None, help="Run name shown in the UI."),
+    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+    cache: Optional[bool] = typer.Option(None, "--cache/--no-cache",
+                                         help="Force caching on/off for every step (default: per step)."),
+    service_account: Optional[str] = typer.Option(None, help="Service account of the run's pods "
+                                                             "(manifests/rbac-pipeline-runner.yaml)."),
+    package: Optional[Path] = typer.Option(None, help="A compiled YAML to submit instead of compiling now."),
+) -> None:
+    """Start one run of the training pipeline on a Kubeflow Pipelines cluster."""
+    from genctr.pipeline_runner import parse_params, submit
+
+    try:
+        run_id = submit(host, parse_params(param), experiment, run_name=run_name, namespace=namespace,
+                        enable_caching=cache, service_account=service_account, package=package)
+    except GenCTRError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({"run_id": run_id, "host": host}))
+
+
+@pipeline_app.command("schedule")
+def schedule_cmd(
+    host: str = typer.Option(..., help="Kubeflow Pipelines API URL."),
+    cron: Optional[str] = typer.Option(None, help="6-field cron, seconds first: '0 0 3 * * *' = daily 03:00."),
+    name: Optional[str] = typer.Option(None, help="Recurring run name."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f",
+                                        help="Recurring-run definition YAML (manifests/recurring-run.yaml); "
+                                             "flags override it."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    experiment: Optional[str] = typer.Option(None, help="Experiment (default genctr)."),
+    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+    cache: Optional[bool] = typer.Option(None, "--cache/--no-cache",
+                                         help="Caching for scheduled runs (default off: new data, same URI)."),
+    max_concurrency: Optional[int] = typer.Option(None, help="Runs allowed at once (default 1)."),
+    service_account: Optional[str] = typer.Option(None, help="Service account of the runs' pods."),
+    package: Optional[Path] = typer.Option(None, help="A compiled YAML to schedule instead of compiling now."),
+) -> None:
+    """Create a recurring run of the training pipeline (Kubeflow cron: 6 fields, seconds first)."""
+    from genctr.pipeline_runner import load_schedule_file, parse_params, schedule
+
+    try:
+        spec: dict[str, Any] = load_schedule_file(file) if file else {}
+        flags = {"cron": cron, "name": name, "experiment": experiment, "enable_caching": cache,
+                 "max_concurrency": max_concurrency, "service_account": service_account}
+        spec.update({k: v for k, v in flags.items() if v is not None})
+        spec["params"] = {**spec.get("params", {}), **parse_params(param)}
+        if not spec.get("cron") or not spec.get("name"):
+            raise GenCTRError("give --cron and --name (or a --file that sets them)")
+        job_id = schedule(host, spec.pop("cron"), spec.pop("params"), spec.pop("name"), namespace=namespace,
+                          package=package, **spec)
+    except GenCTRError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({"recurring_run_id": job_id, "host": host}))
+
+
+__all__ = ["pipeline_app"]

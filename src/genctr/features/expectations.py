@@ -1,0 +1,277 @@
+"""Great Expectations (Core 1.x) suites for canonical events and for a build's samples.
+
+Two suites, each run in a fresh ephemeral GX context (nothing is written to a GX project):
+
+    events    on a pandas DataFrame of canonical events (``genctr.data.schema``), before the
+              feature build: columns and types, no null ids/time/label, label in {0, 1}, a sane
+              time range, unique request ids, enough rows, a plausible click rate.
+    samples   on the three samples tables of a build (``genctr.features.layout``), read with
+              pandas or Spark: label in {0, 1}, ``seq_len`` in [0, L] (a numeric column: GX's
+              value-length expectation measures strings), ``hist_end >= seq_len``, no leakage
+              (``last_beh_time < event_time``), sample ids unique across splits, click rate
+              and row counts per split, indices inside the vocabularies of ``stats.json``.
+
+Every run writes a Markdown and an HTML report naming each expectation with its observed
+value; ``raise_on_failure=True`` turns a failed run into ``DataValidationError``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genctr.data.schema import REQUIRED
+from genctr.errors import ArtifactError, ConfigError, DataValidationError
+from genctr.features.expectations_report import ExpectationOutcome, outcome_from_gx, write_reports
+from genctr.features.layout import OOV, SPLITS, BuildLayout
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+EPOCH_1990 = 631_152_000  # 1990-01-01T00:00:00Z: nothing in a click log is older
+
+# Samples columns and their pandas dtypes (layout.py); Spark names the same types differently.
+SAMPLE_COLUMNS = {
+    "sample_id": "int64", "user_id": "int64", "item_id": "int64", "user_idx": "int32",
+    "item_idx": "int32", "cate_idx": "int32", "price": "float32", "event_time": "int64",
+    "label": "int8", "hist_end": "int32", "seq_len": "int32", "last_beh_time": "int64",
+}
+_SPARK_TYPES = {"int64": "LongType", "int32": "IntegerType", "int8": "ByteType",
+                "float32": "FloatType", "float64": "DoubleType"}
+_VOCAB_OF = {"user_idx": "user", "item_idx": "item", "cate_idx": "category"}
+
+
+@dataclass
+class ExpectationsConfig:
+    """Thresholds of both suites (bounds inclusive)."""
+
+    min_events: int = 100  # events suite: fewer rows than this is a broken extract
+    min_click_rate: float = 0.001  # mean label, events and every samples split
+    max_click_rate: float = 0.9  # above this the label is almost surely not a click
+    min_event_time: int = EPOCH_1990  # epoch seconds; earlier times are unit or parsing bugs
+    future_slack_s: int = 3_600  # clock skew tolerated beyond "now" for event_time
+    min_rows_per_split: int = 1  # samples suite: every split must have at least this many rows
+
+    def __post_init__(self) -> None:
+        if self.min_events < 0 or self.min_rows_per_split < 0:
+            raise ConfigError("expectations: min_events and min_rows_per_split must be >= 0")
+        if not 0.0 <= self.min_click_rate <= self.max_click_rate <= 1.0:
+            raise ConfigError("expectations: need 0 <= min_click_rate <= max_click_rate <= 1, got "
+                              f"{self.min_click_rate}, {self.max_click_rate}")
+        if self.future_slack_s < 0:
+            raise ConfigError("expectations: future_slack_s must be >= 0")
+
+
+@dataclass
+class ValidationResult:
+    """Outcome of one suite: overall success, one outcome per expectation, report paths."""
+
+    suite: str
+    success: bool
+    outcomes: list[ExpectationOutcome]
+    report_path: Path  # Markdown
+    html_path: Path
+    context: dict[str, Any] = field(default_factory=dict)  # rows, L, vocab sizes...
+
+    @property
+    def failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    def outcome(self, name: str) -> ExpectationOutcome:
+        for o in self.outcomes:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+    def failure_message(self) -> str:
+        fails = "; ".join(f"{o.name} (observed: {o.observed})" for o in self.failures)
+        return (f"{self.suite} validation failed: {len(self.failures)} of {len(self.outcomes)} "
+                f"expectations failed: {fails}. Report: {self.report_path}")
+
+
+def validate_events(df: pd.DataFrame, cfg: ExpectationsConfig | None = None,
+                    report_dir: str | Path = ".", *, raise_on_failure: bool = False) -> ValidationResult:
+    """Run the events suite on canonical events ``df`` (one row per impression)."""
+    cfg = cfg or ExpectationsConfig()
+    expectations = _events_suite(cfg, now=int(time.time()))
+    return _run("events", "pandas", df, expectations, Path(report_dir), raise_on_failure,
+                {"rows": len(df)})
+
+
+def validate_samples(build_dir: str | Path, cfg: ExpectationsConfig | None = None,
+                     report_dir: str | Path = ".", *, spark: Any = None,
+                     raise_on_failure: bool = False) -> ValidationResult:
+    """Run the samples suite on all splits of the build at ``build_dir``.
+
+    The splits are validated as one table with a ``split`` column (so uniqueness holds
+    across splits); with ``spark`` (a SparkSession) GX computes on Spark, else on pandas.
+    ``max_seq_len`` and the vocabulary sizes come from the build's ``stats.json``.
+    """
+    cfg = cfg or ExpectationsConfig()
+    lay = BuildLayout(build_dir)
+    stats = _read_stats(lay)
+    L = int(stats["max_seq_len"])
+    vocab_sizes = {k: int(v) for k, v in stats["vocab_sizes"].items()}
+    engine = "spark" if spark is not None else "pandas"
+    table = _read_samples_spark(spark, lay) if spark is not None else _read_samples_pandas(lay)
+    expectations = _samples_suite(cfg, L, vocab_sizes, engine, now=int(time.time()))
+    ctx = {"build_dir": str(lay.root), "max_seq_len": L, "vocab_sizes": vocab_sizes,
+           "rows_per_split": {s: stats.get("splits", {}).get(s, {}).get("rows") for s in SPLITS}}
+    return _run("samples", engine, table, expectations, Path(report_dir), raise_on_failure, ctx)
+
+
+# --- suites: (name, description, expectation) triples -------------------------------------
+
+Spec = tuple[str, str, Any]
+
+
+def _events_suite(cfg: ExpectationsConfig, now: int) -> list[Spec]:
+    import great_expectations.expectations as E
+
+    specs: list[Spec] = []
+    for col, dtype in REQUIRED.items():
+        specs.append((f"{col}_exists", f"column {col} is present", E.ExpectColumnToExist(column=col)))
+        specs.append((f"{col}_type", f"column {col} has dtype {dtype}",
+                      E.ExpectColumnValuesToBeOfType(column=col, type_=dtype)))
+        specs.append((f"{col}_not_null", f"column {col} has no nulls",
+                      E.ExpectColumnValuesToNotBeNull(column=col)))
+    specs += [
+        ("clicked_in_0_1", "the label is 0 or 1", E.ExpectColumnValuesToBeInSet(column="clicked", value_set=[0, 1])),
+        ("event_time_in_range", f"event_time in [{cfg.min_event_time}, now + {cfg.future_slack_s} s]",
+         E.ExpectColumnValuesToBeBetween(column="event_time", min_value=cfg.min_event_time,
+                                         max_value=now + cfg.future_slack_s)),
+        ("request_id_unique", "request_id identifies one impression",
+         E.ExpectColumnValuesToBeUnique(column="request_id")),
+        ("row_count", f"at least {cfg.min_events} events", E.ExpectTableRowCountToBeBetween(min_value=cfg.min_events)),
+        ("click_rate", f"mean clicked in [{cfg.min_click_rate}, {cfg.max_click_rate}]",
+         E.ExpectColumnMeanToBeBetween(column="clicked", min_value=cfg.min_click_rate,
+                                       max_value=cfg.max_click_rate)),
+    ]
+    return specs
+
+
+def _samples_suite(cfg: ExpectationsConfig, L: int, vocab_sizes: dict[str, int], engine: str,
+                   now: int) -> list[Spec]:
+    import great_expectations.expectations as E
+    from great_expectations.expectations.row_conditions import Column
+
+    specs: list[Spec] = []
+    for col, dtype in SAMPLE_COLUMNS.items():
+        type_ = _SPARK_TYPES[dtype] if engine == "spark" else dtype
+        specs.append((f"{col}_exists", f"column {col} is present", E.ExpectColumnToExist(column=col)))
+        specs.append((f"{col}_type", f"column {col} has type {type_}", E.ExpectColumnValuesToBeOfType(column=col, type_=type_)))
+        specs.append((f"{col}_not_null", f"column {col} has no nulls", E.ExpectColumnValuesToNotBeNull(column=col)))
+    specs += [
+        ("label_in_0_1", "the label is 0 or 1", E.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1])),
+        ("seq_len_in_0_L", f"seq_len in [0, max_seq_len={L}]",
+         E.ExpectColumnValuesToBeBetween(column="seq_len", min_value=0, max_value=L)),
+        ("hist_end_ge_seq_len", "hist_end >= seq_len (a model never sees more than the history)",
+         E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="hist_end", column_B="seq_len", or_equal=True)),
+        ("no_leakage", "last_beh_time < event_time (history strictly before the impression; -1 = none)",
+         E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="event_time", column_B="last_beh_time", or_equal=False)),
+        ("no_history_time_when_empty", "last_beh_time = -1 exactly when hist_end = 0",
+         E.ExpectColumnValuesToBeInSet(column="last_beh_time", value_set=[-1], row_condition=Column(name="hist_end") == 0)),
+        ("history_time_when_nonempty", "last_beh_time is a real time when hist_end > 0",
+         E.ExpectColumnValuesToBeBetween(column="last_beh_time", min_value=cfg.min_event_time,
+                                         row_condition=Column(name="hist_end") > 0)),
+        ("event_time_in_range", f"event_time in [{cfg.min_event_time}, now + {cfg.future_slack_s} s]",
+         E.ExpectColumnValuesToBeBetween(column="event_time", min_value=cfg.min_event_time,
+                                         max_value=now + cfg.future_slack_s)),
+        ("sample_id_unique", "sample_id unique across train/valid/test",
+         E.ExpectColumnValuesToBeUnique(column="sample_id")),
+        ("click_rate", f"mean label in [{cfg.min_click_rate}, {cfg.max_click_rate}]",
+         E.ExpectColumnMeanToBeBetween(column="label", min_value=cfg.min_click_rate, max_value=cfg.max_click_rate)),
+    ]
+    for split in SPLITS:
+        in_split = Column(name="split") == split
+        specs.append((f"rows_{split}", f"{split} has at least {cfg.min_rows_per_split} rows",
+                      E.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows_per_split, row_condition=in_split)))
+        specs.append((f"click_rate_{split}", f"{split}: mean label in [{cfg.min_click_rate}, {cfg.max_click_rate}]",
+                      E.ExpectColumnMeanToBeBetween(column="label", min_value=cfg.min_click_rate,
+                                                    max_value=cfg.max_click_rate, row_condition=in_split)))
+    for col, vocab in _VOCAB_OF.items():
+        size = vocab_sizes[vocab]
+        # 0 is padding and never names a sample's value; OOV (1) is a real value.
+        specs.append((f"{col}_in_vocab", f"{col} in [{OOV}, {size - 1}] ({vocab} vocabulary size {size})",
+                      E.ExpectColumnValuesToBeBetween(column=col, min_value=OOV, max_value=size - 1)))
+    return specs
+
+
+# --- running ------------------------------------------------------------------------------
+
+def _run(suite: str, engine: str, table: Any, specs: list[Spec], report_dir: Path,
+         raise_on_failure: bool, context: dict[str, Any]) -> ValidationResult:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
+
+    names = [name for name, _, _ in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate expectation names in suite {suite}")
+    described = {name: desc for name, desc, _ in specs}
+    gx_ctx = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(), analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False)))
+    source = gx_ctx.data_sources.add_spark(suite) if engine == "spark" else gx_ctx.data_sources.add_pandas(suite)
+    batch_def = source.add_dataframe_asset(suite).add_batch_definition_whole_dataframe("all")
+    for name, _, exp in specs:
+        exp.meta = {"name": name}
+    gx_suite = gx_ctx.suites.add(gx.ExpectationSuite(name=suite, expectations=[e for _, _, e in specs]))
+    vdef = gx_ctx.validation_definitions.add(gx.ValidationDefinition(name=suite, data=batch_def, suite=gx_suite))
+    t0 = time.perf_counter()
+    res = vdef.run(batch_parameters={"dataframe": table}, result_format="SUMMARY")
+    elapsed = time.perf_counter() - t0
+    by_name = {r.expectation_config.meta["name"]: r for r in res.results}
+    present = set(table.columns)
+    outcomes = [outcome_from_gx(name, described[name], by_name[name], present) for name in names]
+    success = all(o.success for o in outcomes)
+    context = {**context, "engine": engine, "seconds": round(elapsed, 3)}
+    md, html = write_reports(report_dir, suite, success, outcomes, context)
+    result = ValidationResult(suite, success, outcomes, md, html, context)
+    if success:
+        log.info("%s suite passed (%d expectations, %.2f s); report %s", suite, len(outcomes), elapsed, md)
+    else:
+        log.warning(result.failure_message())
+        if raise_on_failure:
+            raise DataValidationError(result.failure_message(), report_path=str(md))
+    return result
+
+
+def _read_stats(lay: BuildLayout) -> dict[str, Any]:
+    if not lay.stats.exists():
+        raise ArtifactError(f"{lay.stats} is missing: {lay.root} is not a complete feature build")
+    stats = json.loads(lay.stats.read_text())
+    missing = [k for k in ("max_seq_len", "vocab_sizes") if k not in stats]
+    vocabs = [v for v in _VOCAB_OF.values() if v not in stats.get("vocab_sizes", {})]
+    if missing or vocabs:
+        raise ArtifactError(f"{lay.stats} lacks {missing + [f'vocab_sizes.{v}' for v in vocabs]}")
+    return stats
+
+
+def _check_splits(lay: BuildLayout) -> None:
+    absent = [s for s in SPLITS if not lay.samples(s).exists()]
+    if absent:
+        raise ArtifactError(f"build {lay.root} has no samples table for split(s) {absent}")
+
+
+def _read_samples_pandas(lay: BuildLayout) -> pd.DataFrame:
+    import pandas as pd
+
+    _check_splits(lay)
+    frames = [pd.read_parquet(lay.samples(s)).assign(split=s) for s in SPLITS]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_samples_spark(spark: Any, lay: BuildLayout) -> Any:
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    _check_splits(lay)
+    frames = [spark.read.parquet(lay.samples(s).absolute().as_uri()).withColumn("split", F.lit(s)) for s in SPLITS]
+    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)

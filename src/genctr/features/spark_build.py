@@ -1,0 +1,253 @@
+"""Events -> samples, per-user histories, vocabularies and splits (PySpark).
+
+Reads canonical events (Parquet, ``genctr.data.schema`` columns) and writes a build
+directory laid out as ``genctr.features.layout`` describes. The build is atomic: it is
+written into a hidden sibling directory and renamed onto ``out_dir`` only once complete,
+so a failed build leaves nothing at ``out_dir`` and an earlier build stays untouched.
+``out_dir`` must be on the driver's local (or locally mounted) filesystem.
+
+    spark-submit src/genctr/features/spark_build.py --events EVENTS --out OUT [--master M]
+    python -m genctr.features.spark_build --events EVENTS --out OUT
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genctr.config import FeatureConfig
+from genctr.data.schema import REQUIRED
+from genctr.errors import ConfigError, DataValidationError, GenCTRError
+from genctr.features.layout import FIRST_ID, SPLITS, BuildLayout
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
+                   spark: SparkSession | None = None) -> dict[str, Any]:
+    """Build features from the canonical events at ``events`` into ``out_dir``; returns stats.
+
+    Raises ConfigError for an unusable ``out_dir`` and DataValidationError for missing or
+    malformed events. ``spark`` defaults to a session built from ``cfg``.
+    """
+    from genctr.features.spark_session import get_spark
+
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if spark is None:
+        spark = get_spark(cfg.spark_master, shuffle_partitions=cfg.shuffle_partitions,
+                          driver_memory=cfg.spark_driver_memory)
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    cached: list[DataFrame] = []
+    try:
+        stats = _build_into(_read_events(spark, events), BuildLayout(tmp), cfg, cached)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for df in cached:
+            df.unpersist()
+    log.info("feature build written to %s: %s", out, json.dumps(stats["splits"]))
+    return stats
+
+
+def _read_events(spark: SparkSession, events: str | Path) -> DataFrame:
+    """Read events, check columns, nulls and labels; cast to the canonical types."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    uri = str(events)
+    if "://" not in uri:
+        path = Path(uri).expanduser().absolute()
+        if not path.exists():
+            raise DataValidationError(f"events path {path} does not exist")
+        uri = path.as_uri()
+    try:
+        df = spark.read.parquet(uri)
+    except AnalysisException as exc:
+        raise DataValidationError(f"events at {events} could not be read as Parquet: {exc}") from exc
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"events at {events}: missing required column(s) {missing}; expected {list(REQUIRED)}")
+    time_type = dict(df.dtypes)["event_time"]
+    event_time = F.unix_timestamp("event_time") if time_type.startswith("timestamp") else F.col("event_time")
+    price = F.col("price").cast("double") if "price" in df.columns else F.lit(0.0)
+    df = df.select(*[F.col(c).cast("long") for c in ("request_id", "user_id", "item_id", "category_id")],
+                   event_time.cast("long").alias("event_time"), F.col("clicked").cast("int").alias("clicked"),
+                   F.coalesce(price, F.lit(0.0)).alias("price"))
+    _check_events(df, events)
+    return df
+
+
+def _check_events(df: DataFrame, events: str | Path) -> None:
+    """One aggregate pass: no rows, null ids/times or labels outside {0, 1} are errors."""
+    from pyspark.sql import functions as F
+
+    cols = ["request_id", "user_id", "item_id", "category_id", "event_time", "clicked"]
+    row = df.agg(F.count(F.lit(1)).alias("rows"),
+                 *[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in cols],
+                 F.sum((~F.col("clicked").isin(0, 1)).cast("long")).alias("bad_label")).first()
+    if row is None or row["rows"] == 0:
+        raise DataValidationError(f"events at {events} hold no rows")
+    nulls = {c: row[c] for c in cols if row[c]}
+    if nulls:
+        raise DataValidationError(f"events at {events}: null or non-numeric values in {nulls}")
+    if row["bad_label"]:
+        raise DataValidationError(f"events at {events}: column 'clicked' must be 0 or 1 "
+                                  f"({row['bad_label']} rows are not)")
+
+
+def _build_into(events: DataFrame, lay: BuildLayout, cfg: FeatureConfig,
+                cached: list[DataFrame]) -> dict[str, Any]:
+    """Compute and write every table of the layout under ``lay.root``.
+
+    Frames read more than once are persisted and appended to ``cached`` for the caller to
+    release. The events are shuffled and sorted by user once (split + history windows);
+    vocabulary joins are broadcast, so later per-user aggregations need no shuffle.
+    """
+    from pyspark.sql import functions as F
+
+    from genctr.features import spark_ops as ops
+
+    def keep(df: DataFrame) -> DataFrame:
+        cached.append(df.persist())  # MEMORY_AND_DISK
+        return df
+
+    L = cfg.max_seq_len
+    timed = keep(ops.split_and_history(events, cfg.split))
+    vocabs = keep(ops.fit_vocabs(timed.filter(F.col("split") == "train")))
+    indexed = keep(ops.apply_vocabs(timed, vocabs))
+    _write_by(ops.samples(indexed, L), "split", {s: lay.samples(s) for s in SPLITS})
+    timed.unpersist()  # ``indexed`` is materialised now and holds all that follows needs
+
+    users = keep(ops.user_behaviours(indexed))
+    _write(ops.histories(users), lay.histories)
+    _write(ops.feast_user_behavior_seq(users, L), lay.feast_user)
+    items = keep(ops.items(indexed))
+    _write(items.drop("first_seen"), lay.items, sort_by=("item_idx", "item_id"))
+    _write(ops.feast_item_features(items), lay.feast_item, sort_by=("item_id",))
+    _write_by(vocabs, "kind", {k: lay.vocab(k) for k in ops.VOCABS}, sort_by=("kind", "idx"))
+
+    counts = {r["kind"]: int(r["count"]) for r in vocabs.groupBy("kind").count().collect()}
+    counts = {k: counts.get(k, 0) for k in ops.VOCABS}
+    stats = _stats(ops.split_stats(indexed, L).collect(), counts, items.count(), cfg)
+    lay.stats.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return stats
+
+
+def _write(df: DataFrame, path: Path, sort_by: tuple[str, ...] | None = None) -> None:
+    """Write Parquet; ``sort_by`` makes one sorted file (for tables of ids, not of events)."""
+    if sort_by is not None:
+        df = df.coalesce(1).sortWithinPartitions(*sort_by)
+    df.write.mode("error").parquet(path.as_uri())
+
+
+def _write_by(df: DataFrame, column: str, dest: dict[str, Path], sort_by: tuple[str, ...] | None = None) -> None:
+    """One pass partitioned by ``column``; each ``column=<value>`` folder is renamed to ``dest[value]``.
+
+    A value without rows still gets a readable, typed, empty table.
+    """
+    staging = next(iter(dest.values())).parent / f"_by_{column}"
+    if sort_by is not None:
+        df = df.coalesce(1).sortWithinPartitions(*sort_by)
+    df.write.partitionBy(column).parquet(staging.as_uri())
+    for value, path in dest.items():
+        part = staging / f"{column}={value}"
+        if part.exists():
+            part.rename(path)
+        else:
+            _write(df.drop(column).limit(0).coalesce(1), path)
+    shutil.rmtree(staging)
+
+
+def _stats(rows: list[Any], vocab_counts: dict[str, int], n_items: int, cfg: FeatureConfig) -> dict[str, Any]:
+    per = {r["split"]: r for r in rows}
+    splits = {}
+    for s in SPLITS:
+        r = per.get(s)
+        n, clicks = (int(r["rows"]), int(r["clicks"])) if r else (0, 0)
+        splits[s] = {"rows": n, "clicks": clicks, "click_rate": clicks / n if n else 0.0,
+                     "mean_seq_len": float(r["mean_seq_len"]) if r else 0.0}
+    return {
+        "format_version": FORMAT_VERSION,
+        "max_seq_len": cfg.max_seq_len,
+        "split_fractions": list(cfg.split),
+        "n_events": sum(v["rows"] for v in splits.values()),
+        "n_behaviors": sum(v["clicks"] for v in splits.values()),
+        "n_users": vocab_counts["user"],  # every user has a training row, so all are in the vocabulary
+        "n_items": n_items,
+        "vocab_counts": vocab_counts,
+        # embedding table sizes: real ids from FIRST_ID on, plus the padding and OOV rows
+        "vocab_sizes": {k: v + FIRST_ID for k, v in vocab_counts.items()},
+        "splits": splits,
+    }
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` onto ``out``; an existing build is moved aside first and restored on failure."""
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}" if out.exists() else None
+    if old is not None:
+        os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m genctr.features.spark_build`` or ``spark-submit`` this file."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", required=True, help="canonical events: a Parquet file or directory")
+    p.add_argument("--out", required=True, help="build directory to (re)place")
+    p.add_argument("--master", default=None,
+                   help="Spark master; default: spark-submit's --master, else local[*]")
+    p.add_argument("--max-seq-len", type=int, default=FeatureConfig.max_seq_len)
+    p.add_argument("--split", type=float, nargs=3, default=FeatureConfig.split,
+                   metavar=("TRAIN", "VALID", "TEST"))
+    p.add_argument("--shuffle-partitions", type=int, default=FeatureConfig.shuffle_partitions)
+    p.add_argument("--driver-memory", default=FeatureConfig.spark_driver_memory)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from genctr.features.spark_session import get_spark
+
+    try:
+        cfg = FeatureConfig(max_seq_len=args.max_seq_len, split=tuple(args.split),
+                            spark_master=args.master or "local[*]", spark_driver_memory=args.driver_memory,
+                            shuffle_partitions=args.shuffle_partitions)
+    except GenCTRError as exc:
+        p.error(str(exc))
+    spark = get_spark(args.master, shuffle_partitions=cfg.shuffle_partitions, driver_memory=cfg.spark_driver_memory)
+    try:
+        stats = build_features(args.events, args.out, cfg, spark=spark)
+    except GenCTRError as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        spark.stop()
+    print(json.dumps(stats, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

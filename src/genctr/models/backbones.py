@@ -1,0 +1,121 @@
+"""CTR backbones: DNN, DCN-V2 (parallel cross + deep) and DCN-V2 with DIN target attention.
+
+Every backbone is ``inputs`` (embeddings + pooling -> one flat vector x0) followed by an
+interaction/over arch, and returns logits; the loss lives in the training step.
+
+Batch (see the batch contract in the lead's training loop): ``user``/``item``/``cate`` [B]
+long, ``price`` [B] float, ``hist_item``/``hist_cate`` [B, L] long (oldest first, left-aligned,
+positions >= ``hist_len`` are padding), ``hist_len`` [B] long.
+
+x0 = [user | item | cate | log1p(price) | masked-mean(hist item | hist cate)
+      | target-attention(hist)  (dcnv2_ta only) | extra  (integration, optional)]
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from genctr.models.config import ModelConfig
+from genctr.models.layers import (
+    MLP,
+    CrossNet,
+    FeatureEmbedding,
+    TargetAttention,
+    masked_mean,
+    sequence_mask,
+)
+
+Batch = dict[str, Tensor]
+
+
+class InputArch(nn.Module):
+    """Embeddings, history pooling and dense features -> x0 [B, out_dim].
+
+    ``extra_dim`` > 0 reserves room for an extra input vector [B, extra_dim] (the GenCTR
+    integration feature); forward then requires it.
+    """
+
+    def __init__(self, cfg: ModelConfig, target_attention: bool = False, extra_dim: int = 0) -> None:
+        super().__init__()
+        cfg.require_vocab()
+        E = cfg.embed_dim
+        self.embedding = FeatureEmbedding({"user": cfg.n_users, "item": cfg.n_items, "cate": cfg.n_cates}, E)
+        self.attention = TargetAttention(2 * E, cfg.attention_dims) if target_attention else None
+        self.extra_dim = extra_dim
+        self.out_dim = 3 * E + 1 + 2 * E + (2 * E if target_attention else 0) + extra_dim
+
+    def forward(self, batch: Batch, extra: Tensor | None = None) -> Tensor:
+        emb = self.embedding
+        user = emb("user", batch["user"])  # [B, E]
+        target = torch.cat([emb("item", batch["item"]), emb("cate", batch["cate"])], dim=-1)  # [B, 2E]
+        hist = torch.cat(
+            [emb("item", batch["hist_item"]), emb("cate", batch["hist_cate"])], dim=-1
+        )  # [B, L, 2E]
+        mask = sequence_mask(batch["hist_len"], hist.shape[1])  # [B, L]
+        price = torch.log1p(torch.nan_to_num(batch["price"].float()).clamp_min(0.0)).unsqueeze(-1)  # [B, 1]
+        parts = [user, target, price.to(user.dtype), masked_mean(hist, mask)]
+        if self.attention is not None:
+            parts.append(self.attention(target, hist, mask))  # [B, 2E]
+        if self.extra_dim:
+            if extra is None or extra.shape != (user.shape[0], self.extra_dim):
+                got = None if extra is None else tuple(extra.shape)
+                raise ValueError(f"backbone built for an extra input [B, {self.extra_dim}], got {got}")
+            parts.append(extra)
+        elif extra is not None:
+            raise ValueError("backbone built without an extra input (extra_dim=0) but one was passed")
+        return torch.cat(parts, dim=-1)  # [B, out_dim]
+
+
+class Backbone(nn.Module):
+    """Base of every backbone: ``inputs`` builds x0; ``forward(batch, extra=None) -> [B]`` logits."""
+
+    inputs: InputArch
+
+
+class DNN(Backbone):
+    """Embeddings -> MLP -> logit.  forward(batch, extra=None) -> [B]."""
+
+    def __init__(self, cfg: ModelConfig, extra_dim: int = 0) -> None:
+        super().__init__()
+        self.inputs = InputArch(cfg, target_attention=False, extra_dim=extra_dim)
+        self.deep = MLP(self.inputs.out_dim, cfg.mlp_dims, cfg.dropout)
+        self.head = nn.Linear(self.deep.out_dim, 1)
+
+    def forward(self, batch: Batch, extra: Tensor | None = None) -> Tensor:
+        x0 = self.inputs(batch, extra)  # [B, d]
+        return self.head(self.deep(x0)).squeeze(-1)  # [B]
+
+
+class DCNv2(Backbone):
+    """DCN-V2, parallel structure: [CrossNet(x0) | MLP(x0)] -> logit.  forward(batch, extra) -> [B]."""
+
+    def __init__(self, cfg: ModelConfig, extra_dim: int = 0, target_attention: bool = False) -> None:
+        super().__init__()
+        self.inputs = InputArch(cfg, target_attention=target_attention, extra_dim=extra_dim)
+        d = self.inputs.out_dim
+        self.cross = CrossNet(d, cfg.cross_layers)
+        self.deep = MLP(d, cfg.mlp_dims, cfg.dropout)
+        self.head = nn.Linear(d + self.deep.out_dim, 1)
+
+    def forward(self, batch: Batch, extra: Tensor | None = None) -> Tensor:
+        x0 = self.inputs(batch, extra)  # [B, d]
+        z = torch.cat([self.cross(x0), self.deep(x0)], dim=-1)  # [B, d + h]
+        return self.head(z).squeeze(-1)  # [B]
+
+
+class DCNv2TA(DCNv2):
+    """DCN-V2 whose input also holds DIN target attention over the (item, category) history."""
+
+    def __init__(self, cfg: ModelConfig, extra_dim: int = 0) -> None:
+        super().__init__(cfg, extra_dim=extra_dim, target_attention=True)
+
+
+_BACKBONES: dict[str, type[Backbone]] = {"dnn": DNN, "dcnv2": DCNv2, "dcnv2_ta": DCNv2TA}
+
+
+def build_backbone(cfg: ModelConfig, extra_dim: int = 0) -> Backbone:
+    """The backbone ``cfg.backbone`` names, with room for an extra input of ``extra_dim``."""
+    return _BACKBONES[cfg.backbone](cfg, extra_dim=extra_dim)
+
+
+__all__ = ["Backbone", "Batch", "DCNv2", "DCNv2TA", "DNN", "InputArch", "build_backbone"]

@@ -1,0 +1,125 @@
+"""Model configuration: backbones, the GenCTR decoder and its pretraining, and transfer.
+
+Vocabulary sizes are *table sizes* (largest index + 1, so they count the padding row 0 and
+the out-of-vocabulary row 1). They are unknown when a YAML config is written: leave them 0
+and fill them from the feature build's ``stats.json`` with :meth:`ModelConfig.with_vocab`;
+model constructors call :meth:`ModelConfig.require_vocab`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from genctr.errors import ConfigError
+from genctr.features.layout import FIRST_ID
+
+BACKBONES = ("dnn", "dcnv2", "dcnv2_ta")
+NEGATIVES = ("cs", "rs")  # category-conditioned (paper) | random (ablation)
+SIMILARITIES = ("dot", "cosine")
+TRANSFERS = ("none", "share", "integrate")
+
+
+def _positive_dims(name: str, dims: Any) -> tuple[int, ...]:
+    """Accept a list/tuple of positive ints (YAML gives lists); return a tuple."""
+    try:
+        out = tuple(int(d) for d in dims)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.{name} must be a list of positive integers, got {dims!r}") from exc
+    if not out or any(d <= 0 for d in out):
+        raise ConfigError(f"model.{name} must be a non-empty list of positive integers, got {dims!r}")
+    return out
+
+
+@dataclass
+class DecoderConfig:
+    """The GenCTR conditional self-attention decoder."""
+
+    d_model: int = 64  # width of the attention stream (item/category tables stay embed_dim wide)
+    n_layers: int = 1  # 1 = the paper's single conditional layer; more add causal self-attn blocks
+    n_heads: int = 2  # must divide d_model
+    ffn_mult: int = 4  # feed-forward hidden width = ffn_mult * d_model
+    dropout: float = 0.1  # on embeddings, attention weights and residual branches
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "ffn_mult"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"model.decoder.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"model.decoder.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.decoder.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a CTR backbone, the GenCTR decoder and how the two are combined."""
+
+    backbone: str = "dnn"  # dnn | dcnv2 | dcnv2_ta
+    embed_dim: int = 16  # width of every feature embedding (shared with the decoder's tables)
+    mlp_dims: tuple[int, ...] = (256, 128)  # deep tower hidden widths
+    cross_layers: int = 3  # DCN-V2 cross layers
+    attention_dims: tuple[int, ...] = (64, 32)  # DIN target-attention MLP hidden widths
+    dropout: float = 0.1  # deep tower dropout
+    n_users: int = 0  # table sizes (index 0 = pad, 1 = OOV); 0 = not set yet, see with_vocab
+    n_items: int = 0
+    n_cates: int = 0
+    max_seq_len: int = 200  # L: history length the batches carry
+    # GenCTR pretraining
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    negatives: str = "cs"  # cs: same category as the positive | rs: uniform over real items
+    n_negatives: int = 20  # K sampled negatives per position
+    temperature: float = 0.1  # logits = similarity / temperature (for dot as well as cosine)
+    similarity: str = "cosine"  # cosine | dot between the decoder output and item embeddings
+    # fine-tuning
+    transfer: str = "none"  # none | share (embedding init) | integrate (share + decoder feature)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.decoder, dict):
+            from genctr.config import from_dict
+
+            self.decoder = from_dict(DecoderConfig, self.decoder)
+        if not isinstance(self.decoder, DecoderConfig):
+            raise ConfigError(f"model.decoder must be a mapping of decoder options, got {self.decoder!r}")
+        self._check_choice("backbone", BACKBONES)
+        self._check_choice("negatives", NEGATIVES)
+        self._check_choice("similarity", SIMILARITIES)
+        self._check_choice("transfer", TRANSFERS)
+        self.mlp_dims = _positive_dims("mlp_dims", self.mlp_dims)
+        self.attention_dims = _positive_dims("attention_dims", self.attention_dims)
+        for name in ("embed_dim", "cross_layers", "max_seq_len", "n_negatives"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_users", "n_items", "n_cates"):
+            n = int(getattr(self, name))
+            if n != 0 and n <= FIRST_ID:
+                raise ConfigError(
+                    f"model.{name} is a table size (largest index + 1) and must be > {FIRST_ID} "
+                    f"(rows 0 and 1 are padding and OOV), or 0 for 'not set yet'; got {n}"
+                )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not self.temperature > 0:
+            raise ConfigError(f"model.temperature must be > 0, got {self.temperature}")
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        if getattr(self, name) not in choices:
+            raise ConfigError(f"model.{name} must be one of {choices}, got {getattr(self, name)!r}")
+
+    def with_vocab(self, n_users: int, n_items: int, n_cates: int) -> ModelConfig:
+        """A copy with the vocabulary table sizes set (validated again)."""
+        return dataclasses.replace(self, n_users=n_users, n_items=n_items, n_cates=n_cates)
+
+    def require_vocab(self, *names: str) -> None:
+        """Raise ConfigError unless the named table sizes (default: all three) are set."""
+        for name in names or ("n_users", "n_items", "n_cates"):
+            if int(getattr(self, name)) == 0:
+                raise ConfigError(
+                    f"model.{name} is not set: fill the vocabulary sizes from the feature build's "
+                    "stats.json (ModelConfig.with_vocab) before building a model"
+                )
+
+
+__all__ = ["BACKBONES", "NEGATIVES", "SIMILARITIES", "TRANSFERS", "DecoderConfig", "ModelConfig"]

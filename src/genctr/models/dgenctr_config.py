@@ -1,0 +1,118 @@
+"""DGenCTR configuration and the fixed set of field tokens a sample is made of.
+
+A sample is the unordered set of these fields (canonical order only names them; the
+denoiser is a set function, so the order tokens are stacked in does not matter):
+
+    user    user vocabulary index
+    item    target item index
+    cate    target item's category index
+    price   price bucket (see ``price_boundaries``)
+    seq     the behaviour sequence, one token: target attention pooled over the history
+    label   the click, vocabulary {0, 1}
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from genctr.errors import ConfigError
+
+FIELDS: tuple[str, ...] = ("user", "item", "cate", "price", "seq", "label")
+FIELD_INDEX: dict[str, int] = {name: k for k, name in enumerate(FIELDS)}
+LABEL = FIELD_INDEX["label"]
+SEQ = FIELD_INDEX["seq"]
+N_FIELDS = len(FIELDS)
+
+SCHEDULES = ("linear", "cosine")
+LOSS_WEIGHTINGS = ("mdlm", "inverse", "none")
+TRANSFER_MODES = ("full", "embedding_only", "scorer_only")
+
+# Price vocabulary: 0 = padding (unused), 1 = unknown (price <= 0 or not finite, e.g.
+# MovieLens, which has no price), 2 + b = bucket b of torch.bucketize(price, boundaries),
+# b in 0..len(boundaries). Roughly log-spaced, so it suits prices from cents to thousands.
+DEFAULT_PRICE_BOUNDARIES: tuple[float, ...] = (
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+)
+
+
+@dataclass
+class DGenCTRConfig:
+    """Hyper-parameters of DGenCTR (pretraining and fine-tuning share one network).
+
+    Vocabulary sizes are not here: they come from the feature build and are given to
+    ``DGenCTR(cfg, n_users=..., n_items=..., n_cates=...)``.
+    """
+
+    embed_dim: int = 64  # d: every embedding, token and head output
+    n_layers: int = 2  # transformer encoder layers of the denoiser
+    n_heads: int = 4  # attention heads; must divide embed_dim
+    ffn_mult: int = 4  # encoder feed-forward width = ffn_mult * embed_dim
+    head_hidden: int = 128  # hidden width of each scoring head G_k (a 2-layer MLP)
+    dropout: float = 0.1  # encoder dropout
+    timesteps: int = 100  # T: diffusion steps; t is drawn uniformly from 1..T
+    schedule: str = "linear"  # mask ratio λ(t): linear t/T | cosine 1 - cos(π t / 2T)
+    temperature: float = 0.1  # τ of the cosine sampled softmax (and of the CTR logit)
+    loss_weighting: str = "mdlm"  # mdlm: T(λ(t)-λ(t-1))/λ(t) (= 1/λ(t) when linear) | inverse: 1/λ(t) | none
+    transfer: str = "full"  # what fine-tuning copies from pretraining: full | embedding_only | scorer_only
+    label_in_pretraining: bool = True  # False: the label token is always masked in pretraining, never a target
+    diffusion: bool = True  # False: one fixed mask ratio for every sample (and a single timestep, t = 1)
+    fixed_mask_ratio: float = 0.5  # the ratio when diffusion=False (0.5 = the linear schedule's mean)
+    feature_specific_heads: bool = True  # False: one scoring head shared by every field
+    price_boundaries: tuple[float, ...] = DEFAULT_PRICE_BOUNDARIES  # price bucket edges, increasing
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "n_layers", "n_heads", "ffn_mult", "head_hidden", "timesteps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"dgenctr.{name} must be a positive integer, got {value!r}")
+        if self.embed_dim % self.n_heads:
+            raise ConfigError(
+                f"dgenctr.embed_dim ({self.embed_dim}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dgenctr.dropout must be in [0, 1), got {self.dropout}")
+        if not self.temperature > 0.0:
+            raise ConfigError(f"dgenctr.temperature must be positive, got {self.temperature}")
+        if not 0.0 < self.fixed_mask_ratio <= 1.0:
+            raise ConfigError(f"dgenctr.fixed_mask_ratio must be in (0, 1], got {self.fixed_mask_ratio}")
+        self._check_choice("schedule", SCHEDULES)
+        self._check_choice("loss_weighting", LOSS_WEIGHTINGS)
+        self._check_choice("transfer", TRANSFER_MODES)
+        for name in ("label_in_pretraining", "diffusion", "feature_specific_heads"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"dgenctr.{name} must be true or false, got {getattr(self, name)!r}")
+        self._check_boundaries()
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        if getattr(self, name) not in choices:
+            raise ConfigError(f"dgenctr.{name} must be one of {choices}, got {getattr(self, name)!r}")
+
+    def _check_boundaries(self) -> None:
+        try:
+            bounds = tuple(float(x) for x in self.price_boundaries)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"dgenctr.price_boundaries must be a list of numbers: {exc}") from exc
+        if not bounds or not all(math.isfinite(b) and b > 0 for b in bounds):
+            raise ConfigError("dgenctr.price_boundaries must be a non-empty list of positive numbers")
+        if any(b >= c for b, c in zip(bounds, bounds[1:])):
+            raise ConfigError(f"dgenctr.price_boundaries must be strictly increasing, got {bounds}")
+        self.price_boundaries = bounds
+
+    @property
+    def n_price(self) -> int:
+        """Size of the price vocabulary: padding, unknown and len(boundaries) + 1 buckets."""
+        return len(self.price_boundaries) + 3
+
+
+__all__ = [
+    "DGenCTRConfig",
+    "FIELDS",
+    "FIELD_INDEX",
+    "LABEL",
+    "SEQ",
+    "N_FIELDS",
+    "SCHEDULES",
+    "LOSS_WEIGHTINGS",
+    "TRANSFER_MODES",
+    "DEFAULT_PRICE_BOUNDARIES",
+]

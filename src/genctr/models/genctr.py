@@ -1,0 +1,163 @@
+"""GenCTR: a conditional self-attention decoder pretrained by next-item sampled softmax.
+
+At position t the *query* is built from the target's side information (category ``c_t`` +
+position t) and the *keys/values* from the preceding items ``i_<t`` (item + category +
+position). The key/value stream is shifted right by one behind a learned BOS slot, so
+``scaled_dot_product_attention(is_causal=True)`` lets query t see BOS and items 0..t-1 and
+never item t. Later layers (``decoder.n_layers`` > 1) are causal pre-LN self-attention blocks
+over the query stream; they stay leak-free because stream position s < t only saw items < s.
+
+Sequences are left-aligned (oldest first, padding after ``seq_len``), so causality alone keeps
+padding out of every valid position: no key-padding mask is needed. Positions are absolute
+within a window of at most ``max_seq_len`` behaviours, the windows pretraining sees; see
+``encode_target`` for how a full fine-tuning history is kept inside that range.
+
+Widths: the item/category tables are ``embed_dim`` wide (the backbone's width, so parameter
+sharing copies them verbatim); learned projections lift them to ``d_model``, and ``head``
+projects the decoder output back to ``embed_dim`` for scoring against the (tied) item table.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genctr.errors import ConfigError
+from genctr.features.layout import FIRST_ID
+from genctr.models.config import ModelConfig
+from genctr.models.layers import DecoderBlock, make_embedding, sequence_mask
+from genctr.models.sampling import NegativeSampler
+
+
+class GenCTR(nn.Module):
+    """The pretrained generative model.
+
+    ``item_cate`` [n_items] (category index of each item index) builds the CS negative buckets;
+    it is needed for pretraining and may be omitted when the weights (buffers included) come
+    from a state dict.
+    """
+
+    def __init__(self, cfg: ModelConfig, item_cate: Tensor | None = None) -> None:
+        super().__init__()
+        cfg.require_vocab("n_items", "n_cates")
+        self.cfg = cfg
+        E, dc = cfg.embed_dim, cfg.decoder
+        D = dc.d_model
+        self.item_embedding = make_embedding(cfg.n_items, E)  # also the output (scoring) table
+        self.cate_embedding = make_embedding(cfg.n_cates, E)
+        self.pos_embedding = nn.Embedding(cfg.max_seq_len, D)  # positions 0..max_seq_len-1
+        nn.init.normal_(self.pos_embedding.weight, std=0.02)
+        self.bos = nn.Parameter(torch.randn(D) * 0.02)  # the "nothing seen yet" key/value
+        self.query_proj = nn.Linear(E, D)  # category of the target -> query stream
+        self.key_proj = nn.Linear(2 * E, D)  # [item | category] of a past item -> key/value stream
+        self.drop = nn.Dropout(dc.dropout)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(D, dc.n_heads, dc.ffn_mult, dc.dropout, cross=(i == 0)) for i in range(dc.n_layers)
+        )
+        self.ln_f = nn.LayerNorm(D)
+        self.head = nn.Linear(D, E)  # decoder output -> predicted next-item embedding (pretraining only)
+        self.sampler = NegativeSampler(cfg.n_items, cfg.n_cates, cfg.negatives, cfg.n_negatives, item_cate)
+
+    @property
+    def out_dim(self) -> int:
+        """Width of ``forward``/``encode_target`` outputs (the integration feature)."""
+        return self.cfg.decoder.d_model
+
+    # -- streams -------------------------------------------------------------------------
+    def _queries(self, cate: Tensor, pos: Tensor) -> Tensor:
+        """cate [B, T], pos [T] or [B, T] -> query stream [B, T, D]."""
+        return self.drop(self.query_proj(self.cate_embedding(cate)) + self.pos_embedding(pos))
+
+    def _keys(self, item: Tensor, cate: Tensor) -> Tensor:
+        """items at positions 0..T-1, [B, T] -> [BOS, items] stream [B, T+1, D]."""
+        B, T = item.shape
+        x = torch.cat([self.item_embedding(item), self.cate_embedding(cate)], dim=-1)  # [B, T, 2E]
+        x = self.key_proj(x) + self.pos_embedding(torch.arange(T, device=item.device))  # [B, T, D]
+        bos = self.bos.to(x.dtype).expand(B, 1, -1)  # [B, 1, D]
+        return self.drop(torch.cat([bos, x], dim=1))  # [B, T+1, D]
+
+    def _check_len(self, T: int) -> None:
+        if T > self.cfg.max_seq_len:
+            raise ConfigError(
+                f"GenCTR got sequences of length {T} but was built for at most max_seq_len = "
+                f"{self.cfg.max_seq_len}; raise model.max_seq_len"
+            )
+
+    # -- public API ----------------------------------------------------------------------
+    def forward(self, seq_item: Tensor, seq_cate: Tensor, seq_len: Tensor) -> Tensor:
+        """seq_item, seq_cate [B, T], seq_len [B] -> g [B, T, D]; g[:, t] never sees item t.
+
+        T <= ``max_seq_len``. Rows past ``seq_len`` are 0.
+        """
+        B, T = seq_item.shape
+        self._check_len(T)
+        h = self._queries(seq_cate, torch.arange(T, device=seq_item.device))  # [B, T, D]
+        kv = self._keys(seq_item[:, :-1], seq_cate[:, :-1])  # [B, T, D]: BOS, items 0..T-2
+        h = self.blocks[0](h, kv, is_causal=True)  # query t attends BOS + items < t
+        for block in self.blocks[1:]:
+            h = block(h, is_causal=True)  # [B, T, D]
+        g = self.ln_f(h)
+        return g * sequence_mask(seq_len, T).unsqueeze(-1).to(g.dtype)
+
+    def encode_target(
+        self, hist_item: Tensor, hist_cate: Tensor, hist_len: Tensor, target_cate: Tensor
+    ) -> Tensor:
+        """g(history, c_target): the query from ``target_cate`` [B] at position ``hist_len`` over
+        the valid history (hist_* [B, L], left-aligned) -> [B, D].
+
+        Equals ``forward`` on the history with the target appended at position ``hist_len``.
+        The target slot must be a position pretraining trains (< max_seq_len), so a history of
+        max_seq_len or more behaviours keeps only its most recent max_seq_len - 1.
+        """
+        hist_item, hist_cate, hist_len = self._recent(hist_item, hist_cate, hist_len)
+        B, L = hist_item.shape
+        if len(self.blocks) > 1:  # deeper stacks need the whole query stream: run it, read one slot
+            seq_item = F.pad(hist_item, (0, 1))  # [B, L+1]; the target's own item is never seen
+            seq_cate = F.pad(hist_cate, (0, 1)).scatter(1, hist_len.unsqueeze(1), target_cate.unsqueeze(1))
+            g = self(seq_item, seq_cate, hist_len + 1)  # [B, L+1, D]
+            return g.gather(1, hist_len.view(B, 1, 1).expand(B, 1, g.shape[-1])).squeeze(1)  # [B, D]
+        kv = self._keys(hist_item, hist_cate)  # [B, L+1, D]: BOS + the L history slots
+        q = self._queries(target_cate.unsqueeze(1), hist_len.unsqueeze(1))  # [B, 1, D]
+        slots = torch.arange(L + 1, device=hist_len.device)  # [L+1]
+        allowed = slots.unsqueeze(0) <= hist_len.unsqueeze(1)  # [B, L+1]: BOS + items < hist_len
+        h = self.blocks[0](q, kv, attn_mask=allowed.view(B, 1, 1, L + 1))  # [B, 1, D]
+        return self.ln_f(h).squeeze(1)  # [B, D]
+
+    def _recent(self, item: Tensor, cate: Tensor, length: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Keep the most recent ``max_seq_len - 1`` behaviours, left-aligned: [B, L] -> [B, <= P-1]."""
+        keep = self.cfg.max_seq_len - 1
+        if item.shape[1] <= keep:
+            return item, cate, length
+        drop = (length - keep).clamp_min(0)  # [B]: oldest behaviours past the window
+        src = (torch.arange(keep, device=item.device) + drop.unsqueeze(1)).clamp_max(item.shape[1] - 1)
+        return item.gather(1, src), cate.gather(1, src), length - drop  # [B, keep] x2, [B]
+
+    def pretrain_logits(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Next-item sampled-softmax logits over every position of a batch of user sequences.
+
+        batch: ``seq_item``/``seq_cate`` [B, T] long, ``seq_len`` [B] long (left-aligned).
+        Returns ``logits`` [N = B*T, 1+K] (column 0 = the true item t, columns 1.. = K sampled
+        negatives, accidental hits set to -inf) and ``valid`` [N] bool (t < seq_len and item t
+        is a real item, index >= FIRST_ID). Rows that are not valid hold finite garbage.
+        ``generator`` must live on the batch's device.
+        """
+        item, cate, length = batch["seq_item"], batch["seq_cate"], batch["seq_len"]
+        B, T = item.shape
+        h = self.head(self(item, cate, length)).reshape(B * T, -1)  # [N, E] predicted item embedding
+        pos = item.reshape(B * T)  # [N]: the target of position t is item t
+        valid = (sequence_mask(length, T) & (item >= FIRST_ID)).reshape(B * T)  # [N]
+        neg = self.sampler(pos, generator)  # [N, K]
+        cand = torch.cat([pos.unsqueeze(1), neg], dim=1)  # [N, 1+K]
+        w = self.item_embedding(cand)  # [N, 1+K, E]: one gather for positives and negatives
+        logits = torch.bmm(w, h.unsqueeze(-1).to(w.dtype)).squeeze(-1)  # [N, 1+K]
+        if self.cfg.similarity == "cosine":
+            norms = w.norm(dim=-1) * h.norm(dim=-1, keepdim=True).to(w.dtype)  # [N, 1+K]
+            logits = logits / norms.clamp_min(1e-6)
+        logits = logits / self.cfg.temperature
+        hits = F.pad(neg == pos.unsqueeze(1), (1, 0))  # [N, 1+K]; column 0 never masked
+        return logits.masked_fill(hits, float("-inf")), valid
+
+
+__all__ = ["GenCTR"]

@@ -1,0 +1,20 @@
+"""Model building blocks, grouped by role."""
+from genctr.models.layers.attention import DecoderBlock, MultiHeadAttention
+from genctr.models.layers.cross import CrossLayer, CrossNet
+from genctr.models.layers.embedding import FeatureEmbedding, make_embedding
+from genctr.models.layers.masking import masked_mean, sequence_mask
+from genctr.models.layers.mlp import MLP
+from genctr.models.layers.target_attention import TargetAttention
+
+__all__ = [
+    "CrossLayer",
+    "CrossNet",
+    "DecoderBlock",
+    "FeatureEmbedding",
+    "MLP",
+    "MultiHeadAttention",
+    "TargetAttention",
+    "make_embedding",
+    "masked_mean",
+    "sequence_mask",
+]

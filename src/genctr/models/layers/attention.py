@@ -1,0 +1,71 @@
+"""Multi-head attention on fused kernels and the pre-LN decoder block built from it."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class MultiHeadAttention(nn.Module):
+    """Queries from ``x_q`` [B, Tq, D], keys/values from ``x_kv`` [B, Tk, D] -> [B, Tq, D].
+
+    Uses ``F.scaled_dot_product_attention`` so flash / memory-efficient kernels apply.
+    ``attn_mask`` (bool, True = may attend) broadcasts to [B, H, Tq, Tk].
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x_q: Tensor, x_kv: Tensor, *, is_causal: bool = False, attn_mask: Tensor | None = None
+    ) -> Tensor:
+        B, Tq, D = x_q.shape
+        Tk, H = x_kv.shape[1], self.n_heads
+        q = self.q_proj(x_q).view(B, Tq, H, D // H).transpose(1, 2)  # [B, H, Tq, hd]
+        k, v = self.kv_proj(x_kv).split(D, dim=-1)  # [B, Tk, D] each
+        k = k.view(B, Tk, H, D // H).transpose(1, 2)  # [B, H, Tk, hd]
+        v = v.view(B, Tk, H, D // H).transpose(1, 2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # [B, H, Tq, hd]
+        y = y.transpose(1, 2).reshape(B, Tq, D)  # [B, Tq, D]
+        return self.resid_drop(self.out_proj(y))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-LN block: ``h += Attn(LN(h), LN(kv)); h += FFN(LN(h))`` -> [B, T, D].
+
+    ``cross=True``: queries from the stream ``h``, keys/values from a separate ``kv`` stream.
+    ``cross=False``: self-attention over ``h`` (``kv`` must be None).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, ffn_mult: int, dropout: float, cross: bool) -> None:
+        super().__init__()
+        self.cross = cross
+        self.ln_q = nn.LayerNorm(d_model)
+        self.ln_kv = nn.LayerNorm(d_model) if cross else None
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.ln_ffn = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, ffn_mult * d_model),
+            nn.GELU(),
+            nn.Linear(ffn_mult * d_model, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(
+        self, h: Tensor, kv: Tensor | None = None, *, is_causal: bool = False,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        if self.cross != (kv is not None):
+            raise ValueError("DecoderBlock: pass kv exactly when the block was built with cross=True")
+        q = self.ln_q(h)
+        src = self.ln_kv(kv) if self.ln_kv is not None and kv is not None else q
+        h = h + self.attn(q, src, is_causal=is_causal, attn_mask=attn_mask)
+        return h + self.ffn(self.ln_ffn(h))

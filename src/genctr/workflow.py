@@ -1,0 +1,70 @@
+"""The workflow's steps as plain library functions over paths.
+
+Each KFP component's body calls exactly one of these; the CLI and `make demo` call the
+same functions, so a laptop run exercises the code a cluster run does. Inputs and outputs
+are directories or files; every writer writes to a temp path and renames.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genctr.config import DataConfig, FeatureConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    """What a step produced: its main output path and a JSON-able summary."""
+
+    path: str
+    summary: dict[str, Any]
+
+
+def export_events(data: DataConfig, out: str | Path) -> StepResult:
+    """Source adapter -> canonical events Parquet at ``out``."""
+    from genctr.data.export import export_events as _export
+
+    dest = _export(data, out)
+    return StepResult(str(dest), {"source": data.source})
+
+
+def validate_events(events: str | Path, report_dir: str | Path) -> StepResult:
+    """GX events suite; raises DataValidationError (with report_path) on failure."""
+    from genctr.features.checks import check_events
+
+    report = check_events(events, report_dir)
+    return StepResult(str(report), {"passed": True})
+
+
+def build_features(events: str | Path, out: str | Path, cfg: FeatureConfig) -> StepResult:
+    """Spark feature build -> a build directory (see genctr.features.layout)."""
+    from genctr.features.spark_build import build_features as _build
+
+    stats = _build(events, out, cfg)
+    return StepResult(str(out), stats)
+
+
+def validate_samples(build: str | Path, report_dir: str | Path) -> StepResult:
+    """GX samples suite on a build; raises DataValidationError on failure."""
+    from genctr.features.checks import check_samples
+
+    report = check_samples(build, report_dir)
+    return StepResult(str(report), {"passed": True})
+
+
+def materialize(build: str | Path, work_dir: str | Path, online: str = "sqlite",
+                redis_url: str = "localhost:6379") -> StepResult:
+    """Feast: write sources, apply, materialise the online store."""
+    from genctr.features.feast_sync import materialize as _materialize
+
+    _materialize(build, online=online, redis_url=redis_url, work_dir=work_dir)
+    return StepResult(str(work_dir), {"online": online})
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

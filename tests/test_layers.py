@@ -1,0 +1,123 @@
+"""Layer tests: seeded tiny tensors, known values, masks."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genctr.config import from_dict
+from genctr.errors import ConfigError
+from genctr.models.config import ModelConfig
+from genctr.models.layers import (
+    MLP,
+    CrossLayer,
+    CrossNet,
+    DecoderBlock,
+    FeatureEmbedding,
+    TargetAttention,
+    masked_mean,
+    sequence_mask,
+)
+
+
+def test_cross_layer_matches_hand_computation() -> None:
+    layer = CrossLayer(3)
+    W = torch.tensor([[1.0, 2.0, 0.0], [0.0, -1.0, 1.0], [0.5, 0.0, 2.0]])
+    b = torch.tensor([0.1, -0.2, 0.3])
+    with torch.no_grad():
+        layer.linear.weight.copy_(W)
+        layer.linear.bias.copy_(b)
+    x0 = torch.tensor([[1.0, -2.0, 3.0]])
+    xl = torch.tensor([[0.5, 1.0, -1.0]])
+    # W xl + b = [0.5+2+0+0.1, 0-1-1-0.2, 0.25+0-2+0.3] = [2.6, -2.2, -1.45]
+    # x0 * that + xl = [2.6+0.5, 4.4+1.0, -4.35-1.0]
+    expected = torch.tensor([[3.1, 5.4, -5.35]])
+    torch.testing.assert_close(layer(x0, xl), expected)
+
+
+def test_cross_net_crosses_every_layer_with_x0() -> None:
+    torch.manual_seed(0)
+    net = CrossNet(4, 2)
+    x0 = torch.randn(5, 4)
+    x1 = x0 * net.layers[0].linear(x0) + x0
+    x2 = x0 * net.layers[1].linear(x1) + x1
+    torch.testing.assert_close(net(x0), x2)
+
+
+def test_sequence_mask_and_masked_mean() -> None:
+    mask = sequence_mask(torch.tensor([2, 0, 3]), 3)
+    assert mask.tolist() == [[True, True, False], [False, False, False], [True, True, True]]
+    x = torch.arange(18, dtype=torch.float32).view(3, 3, 2)
+    out = masked_mean(x, mask)
+    torch.testing.assert_close(out[0], x[0, :2].mean(0))
+    torch.testing.assert_close(out[1], torch.zeros(2))  # empty history -> 0, not NaN
+    torch.testing.assert_close(out[2], x[2].mean(0))
+
+
+def test_embedding_padding_row_is_zero_and_gets_no_gradient() -> None:
+    torch.manual_seed(0)
+    emb = FeatureEmbedding({"item": 6, "cate": 4}, 3)
+    idx = torch.tensor([[0, 2, 5], [1, 0, 0]])
+    out = emb("item", idx)
+    assert out.shape == (2, 3, 3)
+    assert torch.all(out[0, 0] == 0)
+    out.sum().backward()
+    assert torch.all(emb["item"].weight.grad[0] == 0)
+    assert emb["item"].weight.grad[2].abs().sum() > 0
+
+
+def test_mlp_shapes() -> None:
+    mlp = MLP(7, (5, 3), dropout=0.2, output_dim=1)
+    assert mlp.out_dim == 1
+    assert mlp(torch.randn(4, 7)).shape == (4, 1)
+    assert MLP(7, (5, 3)).out_dim == 3
+
+
+def _attention_inputs() -> tuple[TargetAttention, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    att = TargetAttention(4, (8,))
+    target = torch.randn(3, 4)
+    seq = torch.randn(3, 5, 4)
+    mask = sequence_mask(torch.tensor([2, 5, 0]), 5)
+    return att, target, seq, mask
+
+
+def test_target_attention_ignores_padding() -> None:
+    att, target, seq, mask = _attention_inputs()
+    out = att(target, seq, mask)
+    seq2 = seq.clone()
+    seq2[~mask] = torch.randn(int((~mask).sum()), 4) * 10  # rewrite every padded position
+    torch.testing.assert_close(att(target, seq2, mask), out, rtol=0, atol=0)
+    assert torch.all(out[2] == 0)  # nothing valid -> zero vector
+    seq3 = seq.clone()
+    seq3[0, 1] += 1.0  # a valid position does matter
+    assert not torch.allclose(att(target, seq3, mask)[0], out[0])
+
+
+def test_target_attention_uses_raw_weights_not_softmax() -> None:
+    att, target, seq, mask = _attention_inputs()
+    t = target[:1, None].expand(1, 5, 4)
+    w = att.score(torch.cat([t, seq[:1], t - seq[:1], t * seq[:1]], -1)).squeeze(-1)[0, :2]  # [2]
+    expected = (w.unsqueeze(-1) * seq[0, :2]).sum(0)  # raw MLP outputs as weights
+    torch.testing.assert_close(att(target, seq, mask)[0], expected)
+
+
+def test_decoder_block_rejects_missing_kv_for_cross() -> None:
+    block = DecoderBlock(8, 2, 2, 0.0, cross=True)
+    with pytest.raises(ValueError):
+        block(torch.randn(1, 3, 8))
+
+
+def test_model_config_validation() -> None:
+    with pytest.raises(ConfigError, match="backbone"):
+        ModelConfig(backbone="deepfm")
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelConfig(decoder={"d_model": 10, "n_heads": 3})
+    with pytest.raises(ConfigError, match="table size"):
+        ModelConfig(n_items=2)
+    with pytest.raises(ConfigError, match="unknown"):
+        from_dict(ModelConfig, {"decoder": {"depth": 2}})
+    cfg = from_dict(ModelConfig, {"mlp_dims": [8, 4], "decoder": {"n_layers": 2}, "negatives": "rs"})
+    assert cfg.mlp_dims == (8, 4) and cfg.decoder.n_layers == 2
+    with pytest.raises(ConfigError, match="stats.json"):
+        cfg.require_vocab()
+    cfg.with_vocab(10, 20, 5).require_vocab()

@@ -1,0 +1,144 @@
+"""The training pipeline end to end through kfp.local (SubprocessRunner, this interpreter).
+
+The same pipeline function a cluster runs: every step is a subprocess running the
+component's shipped source, artifacts live under a temporary pipeline root. Tests skip
+until the library functions they need exist, and say which.
+"""
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("kfp")
+
+from genctr import workflow  # noqa: E402
+from genctr.pipeline_runner import LocalRun, PipelineRunError, run_local  # noqa: E402
+from genctr.registry import ModelRegistry  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+FULL = ("export_events", "validate_events", "build_features", "validate_samples", "materialize", "pretrain",
+        "finetune", "evaluate_gate", "register")
+
+
+def needs(*names: str) -> pytest.MarkDecorator:
+    missing = [f"genctr.workflow.{n}" for n in names if not hasattr(workflow, n)]
+    if {"validate_events", "validate_samples"} & set(names) and importlib.util.find_spec("genctr.features.checks") is None:
+        missing.append("genctr.features.checks")
+    return pytest.mark.skipif(bool(missing), reason="needs " + ", ".join(missing))
+
+
+# Tiny but learnable: the synthetic world's clicks depend on the user's recent behaviour.
+TINY = {"data_source": "synthetic", "synthetic_events": 20_000, "synthetic_users": 400, "synthetic_items": 800,
+        "max_seq_len": 20, "pretrain_method": "genctr", "backbone": "dnn", "transfer": "share",
+        "pretrain_epochs": 1, "finetune_epochs": 1, "batch_size": 512, "seed": 0, "device": "cpu",
+        "floor_auc": 0.5, "model_name": "e2e", "promote_without_canary": True}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """GENCTR_HOME for this module (the steps' subprocesses inherit it)."""
+    path = tmp_path_factory.mktemp("genctr-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENCTR_HOME", str(path))
+        yield path
+
+
+def metadata(run: LocalRun, task: str, artifact: str) -> dict[str, Any]:
+    return run.outputs[task]["artifacts"][artifact]["artifacts"][0]["metadata"]
+
+
+def canonical_events(n: int = 500) -> pd.DataFrame:
+    t0 = 1_700_000_000
+    return pd.DataFrame({"request_id": range(n), "user_id": [i % 50 for i in range(n)],
+                         "item_id": [i % 70 for i in range(n)], "category_id": [i % 7 for i in range(n)],
+                         "event_time": [t0 + 60 * i for i in range(n)], "clicked": [int(i % 5 == 0) for i in range(n)]})
+
+
+@pytest.fixture(scope="module")
+def first_run(home: Path) -> tuple[LocalRun, Path]:
+    registry = home / "registry"
+    run = run_local({**TINY, "registry_root": str(registry)}, home / "runs", enable_caching=True)
+    return run, registry
+
+
+@needs(*FULL)
+def test_end_to_end_registers_a_model_with_metrics_and_a_decision(first_run: tuple[LocalRun, Path]) -> None:
+    run, registry = first_run
+    decision = run.decision
+    assert decision is not None and decision["passed"] is True and decision["champion"] is None
+    assert run.registered_version == "1"
+    reg = ModelRegistry(registry)
+    assert reg.list_versions("e2e") == [1] and reg.champion("e2e") == 1
+    assert reg.get("e2e", 1).metadata["gate"]["passed"] is True
+
+    assert {"auc", "logloss", "gauc"} <= set(metadata(run, "finetune", "metrics"))
+    gate_metrics = metadata(run, "evaluate-and-gate", "metrics")
+    assert gate_metrics["candidate_auc"] >= 0.5 and gate_metrics["passed"] == 1.0
+    assert metadata(run, "evaluate-and-gate", "candidate_roc")["confidenceMetrics"]
+    assert run.gate_report is not None and "<html" in run.gate_report.read_text().lower()
+    for task in ("validate-events", "validate-samples"):
+        assert run.artifact_path(task, "report_html").is_file(), f"{task} kept no GX report"
+    assert (run.artifact_path("finetune", "model") / "model.safetensors").is_file()
+    assert (run.artifact_path("pretrain", "pretrained") / "model.safetensors").is_file()
+    assert run.artifact_path("materialize-features", "feast_repo").is_dir()
+
+
+@needs(*FULL)
+def test_an_identical_candidate_is_rejected_and_the_champion_stays(first_run: tuple[LocalRun, Path],
+                                                                  home: Path) -> None:
+    _, registry = first_run
+    # Cached data and training steps: the same candidate again; the gate and register never come from cache.
+    run = run_local({**TINY, "registry_root": str(registry)}, home / "runs", enable_caching=True)
+    decision = run.decision
+    assert decision is not None and decision["passed"] is False and decision["champion"] is not None
+    assert "register-model" not in run.outputs and run.registered_version is None
+    reg = ModelRegistry(registry)
+    assert reg.list_versions("e2e") == [1] and reg.champion("e2e") == 1
+
+
+@needs("export_events", "validate_events")
+def test_bad_data_stops_at_the_gx_step_and_nothing_is_registered(home: Path, tmp_path: Path) -> None:
+    events = canonical_events()
+    events["event_time"] = events["event_time"] * 1000  # milliseconds: valid schema, impossible times
+    path = tmp_path / "events_ms.parquet"
+    events.to_parquet(path, index=False)
+    registry = tmp_path / "registry"
+    with pytest.raises(PipelineRunError) as err:
+        run_local({"data_source": "events", "data_path": str(path), "registry_root": str(registry),
+                   "model_name": "bad"}, tmp_path / "runs")
+    exc = err.value
+    assert exc.failed_task == "validate-events"
+    assert exc.report_path and "event_time_in_range" in Path(exc.report_path).read_text()
+    run_dir = Path(exc.run_dir)
+    assert not (run_dir / "build-features").exists() and not (run_dir / "register-model").exists()
+    assert ModelRegistry(registry).names() == []
+
+
+@needs("export_events")
+def test_a_label_outside_0_1_stops_at_ingest_and_nothing_is_registered(home: Path, tmp_path: Path) -> None:
+    events = canonical_events()
+    events.loc[3, "clicked"] = 2
+    path = tmp_path / "events_label2.csv"
+    events.to_csv(path, index=False)
+    registry = tmp_path / "registry"
+    with pytest.raises(PipelineRunError) as err:
+        run_local({"data_source": "events", "data_path": str(path), "registry_root": str(registry),
+                   "model_name": "bad"}, tmp_path / "runs")
+    assert err.value.failed_task == "ingest-events"  # the canonical schema check runs while reading the file
+    assert not (Path(err.value.run_dir) / "validate-events").exists()
+    assert ModelRegistry(registry).names() == []
+
+
+def test_unknown_parameter_fails_before_anything_runs(tmp_path: Path) -> None:
+    from genctr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown pipeline parameter"):
+        run_local({"epochs": 3}, tmp_path / "runs")
+    assert not any((tmp_path / "runs").glob("genctr-training-*"))
+
