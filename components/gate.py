@@ -48,19 +48,19 @@ def evaluate_and_gate(
 
     setup_logging()
     out_dir = tempfile.mkdtemp(prefix="gate-")
-    result = workflow.evaluate_gate(build.path, candidate.path, registry_root or str(home() / "registry"), model_name,
-                                    gate={"min_auc_gain": min_auc_gain, "alpha": alpha, "floor_auc": floor_auc},
-                                    out_dir=out_dir)
+    gate = {"min_auc_gain": min_auc_gain, "alpha": alpha, "floor_auc": floor_auc}
+    result = workflow.evaluate_gate(build.path, candidate.path, registry_root or str(home() / "registry"),
+                                    model_name, gate=gate, out_dir=out_dir)
     shutil.copyfile(os.path.join(out_dir, "report.html"), report.path)
     shutil.copyfile(os.path.join(out_dir, "decision.json"), decision.path)
     s = result.summary
-    for who in ("candidate", "champion"):
+    for who, roc_artifact in (("candidate", candidate_roc), ("champion", champion_roc)):
+        if s[who] is None:  # first model: no champion
+            continue
         for key in ("auc", "logloss", "gauc"):
-            if s[who] is not None:
-                metrics.log_metric(f"{who}_{key}", float(s[who][key]))
-        if s["roc"][who] is not None:
-            roc = s["roc"][who]
-            (candidate_roc if who == "candidate" else champion_roc).log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
+            metrics.log_metric(f"{who}_{key}", float(s[who][key]))
+        roc = s["roc"][who]
+        roc_artifact.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
     metrics.log_metric("passed", float(s["passed"]))
     decision.metadata.update({"passed": bool(s["passed"]), "reason": s["reason"]})
     return bool(s["passed"])

@@ -27,7 +27,8 @@ def pretrain(
             with ``method="none"`` only a ``pretrain.json`` marker.
         metrics: Final-epoch training metrics.
         method: ``genctr`` (causal decoder), ``dgenctr`` (discrete diffusion) or ``none``.
-        negatives: GenCTR sampled softmax negatives: ``cs`` (same category) or ``rs`` (random).
+        negatives: GenCTR sampled softmax negatives: ``cs`` (same category) or ``rs`` (random);
+            unused by DGenCTR.
         max_seq_len: L, as in the feature build.
         epochs, lr, batch_size, seed, device: Training settings (genctr TrainConfig).
     """
@@ -45,8 +46,8 @@ def pretrain(
             json.dump({"method": "none"}, f)
         return
     train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
-    result = workflow.pretrain(build.path, pretrained.path, method=method,
-                               model={"negatives": negatives, "max_seq_len": max_seq_len}, train=train)
+    model = {"max_seq_len": max_seq_len, **({"negatives": negatives} if method == "genctr" else {})}
+    result = workflow.pretrain(build.path, pretrained.path, method=method, model=model, train=train)
     for key, value in (result.summary.get("history") or [{}])[-1].items():
         if isinstance(value, (int, float)):
             metrics.log_metric(f"pretrain_{key}", float(value))
@@ -76,8 +77,9 @@ def finetune(
         model: Output model directory (model.safetensors, config.json, metrics.json).
         metrics: Test-split ``auc``, ``logloss``, ``gauc``.
         pretrain_method: What the pretrain step ran; ``none`` = train from scratch.
-        backbone: ``dnn`` | ``dcnv2`` | ``dcnv2_ta``.
-        transfer: How pretrained knowledge is used: ``none`` | ``share`` | ``integrate`` ...
+        backbone: ``dnn`` | ``dcnv2`` | ``dcnv2_ta`` (not used after DGenCTR: it fine-tunes its own network).
+        transfer: GenCTR or none: ``none`` | ``share`` | ``integrate``; DGenCTR: ``full`` |
+            ``embedding_only`` | ``scorer_only``. Without pretraining it must be ``none``.
         max_seq_len: L, as in the feature build.
         epochs, lr, batch_size, seed, device: Training settings (genctr TrainConfig).
     """
@@ -86,9 +88,11 @@ def finetune(
 
     setup_logging()
     train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
-    result = workflow.finetune(build.path, model.path,
-                               model={"backbone": backbone, "transfer": transfer, "max_seq_len": max_seq_len},
-                               train=train, pretrained=None if pretrain_method == "none" else pretrained.path)
+    # DGenCTR fine-tunes its own pretrained network: only its transfer mode applies
+    spec = {"transfer": transfer} if pretrain_method == "dgenctr" else {
+        "backbone": backbone, "transfer": transfer, "max_seq_len": max_seq_len}
+    result = workflow.finetune(build.path, model.path, model=spec, train=train,
+                               pretrained=None if pretrain_method == "none" else pretrained.path)
     for key, value in result.summary["test"].items():
         metrics.log_metric(key, float(value))
     model.metadata.update({"backbone": backbone, "transfer": transfer, "pretrain_method": pretrain_method,

@@ -52,7 +52,8 @@ class PlatformConfig:
     train_memory: str = "16Gi"
     spark_cpu: str = "2"  # feature build request (Spark local[*] inside the pod)
     spark_memory: str = "8Gi"
-    gpu_node_selector: dict[str, str] = field(default_factory=dict)  # e.g. {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    # e.g. {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
     gpu_tolerations: tuple[Toleration, ...] = ()  # e.g. (Toleration("nvidia.com/gpu"),)
     storage_secret: str = ""  # Secret with object-store credentials for registry steps; '' = none
 

@@ -107,8 +107,9 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
             negatives: GenCTR sampled-softmax negatives: cs (same category) | rs (random).
             pretrain_epochs: Pretraining epochs.
             pretrain_lr: Pretraining learning rate.
-            backbone: dnn | dcnv2 | dcnv2_ta.
-            transfer: How fine-tuning uses the pretrained model (none | share | integrate ...).
+            backbone: dnn | dcnv2 | dcnv2_ta (genctr or none; dgenctr fine-tunes its own network).
+            transfer: Use of the pretrained model. genctr: share | integrate;
+                dgenctr: full | embedding_only | scorer_only; pretrain_method none: none.
             finetune_epochs: Fine-tuning epochs.
             finetune_lr: Fine-tuning learning rate.
             batch_size: Training batch size (both stages).

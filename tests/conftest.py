@@ -25,3 +25,17 @@ def spark() -> Iterator[object]:
     session = get_spark("local[2]", app_name="genctr-tests", shuffle_partitions=4)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def synthetic_build(spark, tmp_path_factory) -> dict[str, object]:
+    """A small synthetic world, its events and a real Spark feature build (shared, read-only)."""
+    from genctr.config import FeatureConfig
+    from genctr.data.sources.synthetic import SyntheticConfig, write_events
+    from genctr.features.spark_build import build_features
+
+    root = tmp_path_factory.mktemp("synthetic")
+    world = SyntheticConfig(n_users=400, n_items=800, n_cates=20, seed=7)
+    write_events(world, 40_000, str(root / "events"))
+    stats = build_features(root / "events", root / "build", FeatureConfig(max_seq_len=30), spark=spark)
+    return {"world": world, "events": root / "events", "build": root / "build", "stats": stats, "max_seq_len": 30}

@@ -29,7 +29,8 @@ def needs(*names: str) -> pytest.MarkDecorator:
     import importlib.util
 
     missing = [f"genctr.workflow.{n}" for n in names if not hasattr(workflow, n)]
-    if {"validate_events", "validate_samples"} & set(names) and importlib.util.find_spec("genctr.features.checks") is None:
+    gx = {"validate_events", "validate_samples"} & set(names)
+    if gx and importlib.util.find_spec("genctr.features.checks") is None:
         missing.append("genctr.features.checks (check_events / check_samples)")
     return pytest.mark.skipif(bool(missing), reason="needs " + ", ".join(missing))
 

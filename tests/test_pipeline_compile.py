@@ -55,7 +55,8 @@ def executors(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def k8s(spec: dict[str, Any]) -> dict[str, Any]:
     if not spec["platforms"]:
         return {}
-    return {n.removeprefix("exec-"): c for n, c in spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items()}
+    execs = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    return {n.removeprefix("exec-"): c for n, c in execs.items()}
 
 
 def test_golden_file(tmp_path: Path) -> None:
@@ -234,7 +235,8 @@ class RecordingClient:
         self.calls.append(("init", {"host": host, "namespace": namespace}))
 
     def create_run_from_pipeline_package(self, pipeline_file: str, **kw: Any) -> Any:
-        assert yaml.safe_load(Path(pipeline_file).read_text().split("\n---")[0])["pipelineInfo"]["name"] == "genctr-training"
+        spec = next(yaml.safe_load_all(Path(pipeline_file).read_text()))
+        assert spec["pipelineInfo"]["name"] == "genctr-training"
         self.calls.append(("run", kw))
         return type("Run", (), {"run_id": "run-1"})()
 

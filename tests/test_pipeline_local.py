@@ -28,7 +28,8 @@ FULL = ("export_events", "validate_events", "build_features", "validate_samples"
 
 def needs(*names: str) -> pytest.MarkDecorator:
     missing = [f"genctr.workflow.{n}" for n in names if not hasattr(workflow, n)]
-    if {"validate_events", "validate_samples"} & set(names) and importlib.util.find_spec("genctr.features.checks") is None:
+    gx = {"validate_events", "validate_samples"} & set(names)
+    if gx and importlib.util.find_spec("genctr.features.checks") is None:
         missing.append("genctr.features.checks")
     return pytest.mark.skipif(bool(missing), reason="needs " + ", ".join(missing))
 

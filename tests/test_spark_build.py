@@ -117,7 +117,7 @@ def test_tiny_items_and_feast(tiny_build: BuildLayout) -> None:
     assert [list(x) for x in f["cate_seq"]] == [[7, 9], [8, 50], [], [9]]
     assert f["seq_len"].tolist() == [2, 2, 0, 1]
     stamps = [int(ts.timestamp()) for ts in f["event_timestamp"]]
-    assert stamps.tolist() == [400, 350, 500, 50]  # user 30: its last impression
+    assert stamps == [400, 350, 500, 50]  # user 30: its last impression
     fi = _read(tiny_build.feast_item).set_index("item_id")
     assert fi["event_timestamp"].dt.tz is not None
     assert (int(fi.loc[102, "event_timestamp"].timestamp()), fi.loc[102, "category_id"]) == (200, 8)

@@ -18,6 +18,16 @@ features_app = typer.Typer(help="Feature build (Spark), data checks (Great Expec
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 
+
+def _register_subcommands() -> None:
+    from genctr.cli_train import evaluate_cmd, train_app
+
+    app.add_typer(train_app, name="train")
+    app.command("evaluate")(evaluate_cmd)
+
+
+_register_subcommands()
+
 log = logging.getLogger("genctr")
 
 

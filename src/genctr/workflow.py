@@ -68,3 +68,41 @@ def materialize(build: str | Path, work_dir: str | Path, online: str = "sqlite",
 
 def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def pretrain(build: str | Path, out: str | Path, method: str, model: dict[str, Any],
+             train: dict[str, Any]) -> StepResult:
+    """GenCTR or DGenCTR pretraining -> a pretrained model artifact at ``out``."""
+    from genctr.training.run import pretrain as _pretrain
+
+    return StepResult(str(out), _pretrain(build, out, method, model, train))
+
+
+def finetune(build: str | Path, out: str | Path, model: dict[str, Any], train: dict[str, Any],
+             pretrained: str | Path | None = None) -> StepResult:
+    """Fine-tune a CTR model (transfer from ``pretrained`` if given) -> artifact at ``out``."""
+    from genctr.training.run import finetune as _finetune
+
+    return StepResult(str(out), _finetune(build, out, model, train, pretrained))
+
+
+def evaluate_gate(build: str | Path, candidate: str | Path, registry_root: str, name: str,
+                  gate: dict[str, Any], out_dir: str | Path) -> StepResult:
+    """Candidate vs the registry's champion on the same test rows; report + decision in ``out_dir``."""
+    from genctr.evaluation.champion import evaluate_against_champion
+
+    result = evaluate_against_champion(build, candidate, registry_root, name, gate, out_dir)
+    return StepResult(str(Path(out_dir) / "report.html"), result)
+
+
+def register(candidate: str | Path, registry_root: str, name: str, metadata: dict[str, Any],
+             set_champion: bool = False) -> StepResult:
+    """Register ``candidate`` as the next version of ``name`` (and make it champion if asked)."""
+    from genctr.registry import ModelRegistry
+
+    reg = ModelRegistry(registry_root)
+    version = reg.register(candidate, name, metadata)
+    if set_champion:
+        reg.set_champion(name, version, reason="passed the gate (no canary)")
+    mv = reg.get(name, version)
+    return StepResult(mv.uri, {"version": str(version), "champion": str(reg.champion(name)), "uri": mv.uri})

@@ -104,7 +104,7 @@ def user_behaviours(indexed: DataFrame) -> DataFrame:
 
 
 def histories(users: DataFrame) -> DataFrame:
-    """Layout ``histories``: rows in user_idx order (the CSR concatenation order)."""
+    """Layout ``histories`` (unordered; the caller writes it as one file in user_idx order)."""
     return users.select(
         "user_id", "user_idx",
         F.size("beh").cast("int").alias("n_behaviors"),
@@ -112,7 +112,7 @@ def histories(users: DataFrame) -> DataFrame:
         F.col("beh.item_idx").cast("array<int>").alias("item_seq"),
         F.col("beh.cate_idx").cast("array<int>").alias("cate_seq"),
         F.col("beh.event_time").cast("array<bigint>").alias("time_seq"),
-    ).orderBy("user_idx", "user_id")
+    )
 
 
 def _tail(arr: str, n: int) -> Column:

@@ -33,7 +33,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict, list]:
 
 
 def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                    history: list[dict[str, Any]]) -> Path:
+                    history: list[dict[str, Any]], fingerprint: str = "") -> Path:
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -43,7 +43,7 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, op
         save_file(state, str(tmp / "model.safetensors"))
         opt_t, opt_s, groups = _optimizer_tensors(opt)
         save_file(opt_t, str(tmp / "optimizer.safetensors"))
-        meta = {"epoch": epoch, "optimizer_scalars": opt_s, "param_groups": groups, "history": history}
+        meta = {"epoch": epoch, "fingerprint": fingerprint, "optimizer_scalars": opt_s, "param_groups": groups, "history": history}
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
         final = ckpt_dir / f"epoch-{epoch:04d}"
         if final.exists():
@@ -53,6 +53,10 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, op
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    return str(json.loads((path / "state.json").read_text()).get("fingerprint", ""))
 
 
 def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:

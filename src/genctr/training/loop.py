@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from genctr.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genctr.training.checkpoint import (checkpoint_fingerprint, latest_checkpoint, load_checkpoint,
+                                       save_checkpoint)
 from genctr.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -54,16 +56,23 @@ def fit(
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
     desc: str = "train",
+    fingerprint: str = "",
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place for ``cfg.epochs``; resumes from ``ckpt_dir`` if it holds a checkpoint.
 
     Returns the per-epoch history (train loss, throughput, and ``evaluate``'s metrics).
+    ``fingerprint`` identifies the run's settings: checkpoints of a different run are discarded
+    rather than resumed.
     """
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg)
     history: list[dict[str, Any]] = []
     first = 0
     last = latest_checkpoint(ckpt_dir)
+    if last is not None and checkpoint_fingerprint(last) != fingerprint:
+        log.warning("%s holds checkpoints of a different run; starting afresh", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+        last = None
     if last is not None:
         meta = load_checkpoint(last, model, opt)
         history, first = meta["history"], meta["epoch"] + 1
@@ -96,7 +105,7 @@ def fit(
             row.update(evaluate(model))
         history.append(row)
         log.info("%s epoch %d: %s", desc, epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
-        save_checkpoint(ckpt_dir, epoch, model, opt, history)
+        save_checkpoint(ckpt_dir, epoch, model, opt, history, fingerprint)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     return history

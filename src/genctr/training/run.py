@@ -20,6 +20,7 @@ from genctr.config import from_dict
 from genctr.errors import ArtifactError, ConfigError
 from genctr.evaluation.metrics import evaluate
 from genctr.models.config import ModelConfig
+from genctr.models.dgenctr_config import DGenCTRConfig
 from genctr.models.genctr import GenCTR
 from genctr.models.losses import sampled_softmax_loss
 from genctr.models.transfer import build_ctr_model
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 KIND_GENCTR = "genctr_pretrain"
 KIND_CTR = "ctr"
+KIND_DGENCTR = "dgenctr_pretrain"
+KIND_DGENCTR_CTR = "dgenctr_ctr"
+METHODS = ("none", "genctr", "dgenctr")
 
 
 def with_vocab(cfg: ModelConfig, data: FeatureData) -> ModelConfig:
@@ -58,7 +62,7 @@ def ctr_objective(model: nn.Module, batch: dict[str, Tensor], gen: torch.Generat
 
 
 def train_genctr(data: FeatureData, cfg: ModelConfig, train: TrainConfig,
-                 ckpt_dir: str | Path | None = None, on_epoch_end=None) -> tuple[GenCTR, list[dict]]:
+                 ckpt_dir: str | Path | None = None, on_epoch_end=None, fp: str = "") -> tuple[GenCTR, list[dict]]:
     """Next-item pretraining on the training period's behaviour windows."""
     cfg = with_vocab(cfg, data)
     torch.manual_seed(train.seed)
@@ -70,7 +74,7 @@ def train_genctr(data: FeatureData, cfg: ModelConfig, train: TrainConfig,
     try:
         history = fit(model, genctr_objective, len(ends),
                       lambda idx: data.sequence_batch(ends[idx], lengths[idx]),
-                      train, path, on_epoch_end=on_epoch_end, desc="pretrain")
+                      train, path, on_epoch_end=on_epoch_end, desc="pretrain", fingerprint=fp)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -91,12 +95,15 @@ def evaluate_split(model: nn.Module, data: FeatureData, split: str) -> dict[str,
     return {k: float(m[k]) for k in ("auc", "logloss", "gauc")}
 
 
-def train_ctr(data: FeatureData, cfg: ModelConfig, train: TrainConfig, pretrained: GenCTR | None = None,
-              ckpt_dir: str | Path | None = None, on_epoch_end=None) -> tuple[nn.Module, list[dict]]:
-    """Fine-tune a backbone (with the configured transfer) on the train split."""
-    cfg = with_vocab(cfg, data)
-    torch.manual_seed(train.seed)
-    model = build_ctr_model(cfg, pretrained).to(data.device)
+def init_ctr(data: FeatureData, cfg: ModelConfig, pretrained: GenCTR | None, seed: int) -> nn.Module:
+    """A backbone with the configured transfer from ``pretrained`` (seeded init)."""
+    torch.manual_seed(seed)
+    return build_ctr_model(with_vocab(cfg, data), pretrained).to(data.device)
+
+
+def train_ctr(data: FeatureData, model: nn.Module, train: TrainConfig,
+              ckpt_dir: str | Path | None = None, on_epoch_end=None, fp: str = "") -> list[dict]:
+    """Fine-tune ``model`` in place with BCE on the train split; validation metrics per epoch."""
     s = data.splits["train"]
 
     def valid_metrics(m: nn.Module) -> dict[str, float]:
@@ -105,64 +112,127 @@ def train_ctr(data: FeatureData, cfg: ModelConfig, train: TrainConfig, pretraine
     path, tmp = _ckpt(ckpt_dir)
     try:
         history = fit(model, ctr_objective, len(s), lambda idx: data.batch(s, idx), train, path,
-                      evaluate=valid_metrics, on_epoch_end=on_epoch_end, desc=f"finetune {cfg.backbone}")
+                      evaluate=valid_metrics, on_epoch_end=on_epoch_end, desc="finetune",
+                      fingerprint=fp)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    return model, history
-
-
-def model_config_of(model: nn.Module) -> ModelConfig:
-    inner = model.backbone if hasattr(model, "backbone") else model
-    return getattr(model, "cfg", None) or inner.cfg
+    return history
 
 
 # -- path level -------------------------------------------------------------------------
 
-def _load_data(build: str | Path, cfg: ModelConfig, train: TrainConfig) -> FeatureData:
-    return FeatureData(str(build), cfg.max_seq_len, train.resolve_device())
+def _ckpt_beside(out: str | Path) -> Path:
+    """Checkpoints live beside the artifact while it trains and are removed once it is written."""
+    return Path(out).with_name(Path(out).name + ".ckpt")
 
 
-def pretrain(build: str | Path, out: str | Path, model: dict[str, Any] | ModelConfig,
+def fingerprint(*parts: Any) -> str:
+    """Identity of a run's settings (for resuming only the same run)."""
+    import hashlib
+    import json
+
+    blob = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _finish(out: str | Path, net: nn.Module, config: dict[str, Any], build: str | Path,
+            metrics: dict[str, Any]) -> None:
+    import shutil
+
+    save_artifact(out, net, config, build, metrics)
+    shutil.rmtree(_ckpt_beside(out), ignore_errors=True)
+
+
+def pretrain(build: str | Path, out: str | Path, method: str, model: dict[str, Any],
              train: dict[str, Any] | TrainConfig) -> dict[str, Any]:
-    cfg = model if isinstance(model, ModelConfig) else from_dict(ModelConfig, model)
+    """Pretrain with ``method`` (genctr | dgenctr) and write the artifact to ``out``.
+
+    ``model`` holds ModelConfig fields for genctr and DGenCTRConfig fields for dgenctr.
+    """
     tcfg = train if isinstance(train, TrainConfig) else from_dict(TrainConfig, {"epochs": 3, **train})
-    data = _load_data(build, cfg, tcfg)
-    net, history = train_genctr(data, cfg, tcfg, Path(out).with_name(Path(out).name + ".ckpt"))
-    config = {"kind": KIND_GENCTR, "model": dataclasses.asdict(net.cfg), "train": dataclasses.asdict(tcfg)}
-    save_artifact(out, net, config, build, {"history": history})
+    if method == "genctr":
+        cfg = from_dict(ModelConfig, model)
+        data = FeatureData(str(build), cfg.max_seq_len, tcfg.resolve_device())
+        net, history = train_genctr(data, cfg, tcfg, _ckpt_beside(out), fp=fingerprint(method, cfg, tcfg, str(build)))
+        config = {"kind": KIND_GENCTR, "model": dataclasses.asdict(net.cfg)}
+    elif method == "dgenctr":
+        from genctr.training.run_dgenctr import train_dgenctr
+
+        dcfg = from_dict(DGenCTRConfig, {k: v for k, v in model.items() if k != "max_seq_len"})
+        data = FeatureData(str(build), int(model.get("max_seq_len", 200)), tcfg.resolve_device())
+        net, history = train_dgenctr(data, dcfg, tcfg, _ckpt_beside(out),
+                                     fp=fingerprint(method, dcfg, tcfg, str(build)))
+        config = {"kind": KIND_DGENCTR, "model": dataclasses.asdict(dcfg), "vocab": data.vocab_sizes,
+                  "max_seq_len": data.max_seq_len}
+    else:
+        raise ConfigError(f"pretrain method must be 'genctr' or 'dgenctr', got {method!r}")
+    config["train"] = dataclasses.asdict(tcfg)
+    _finish(out, net, config, build, {"history": history})
     return {"history": history}
 
 
-def finetune(build: str | Path, out: str | Path, model: dict[str, Any] | ModelConfig,
+def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
              train: dict[str, Any] | TrainConfig, pretrained: str | Path | None = None) -> dict[str, Any]:
-    cfg = model if isinstance(model, ModelConfig) else from_dict(ModelConfig, model)
+    """Fine-tune a CTR model on a build and write the artifact (with test metrics) to ``out``.
+
+    Without ``pretrained`` or with a GenCTR one, ``model`` holds ModelConfig fields (backbone,
+    transfer ...). With a DGenCTR one, the same network is fine-tuned and ``model`` may
+    override DGenCTRConfig fields of the pretrained config (e.g. ``{"transfer": "full"}``).
+    """
     tcfg = train if isinstance(train, TrainConfig) else from_dict(TrainConfig, train)
-    data = _load_data(build, cfg, tcfg)
-    pre = None
-    if cfg.transfer != "none":
-        if not pretrained:
-            raise ConfigError(f"transfer={cfg.transfer} needs a pretrained model directory")
+    meta = read_config(pretrained) if pretrained else None
+    if meta is not None and meta["kind"] == KIND_DGENCTR:
+        from genctr.training.run_dgenctr import init_dgenctr_ctr
+
+        dcfg = from_dict(DGenCTRConfig, {**meta["model"], **{k: v for k, v in model.items() if k != "max_seq_len"}})
+        data = FeatureData(str(build), int(meta.get("max_seq_len", 200)), tcfg.resolve_device())
         pre = load_model(pretrained, data.device)
-        if not isinstance(pre, GenCTR):
-            raise ArtifactError(f"{pretrained} is not a GenCTR pretrained model")
-    net, history = train_ctr(data, cfg, tcfg, pre, Path(out).with_name(Path(out).name + ".ckpt"))
+        net = init_dgenctr_ctr(data, dcfg, pre, tcfg.seed)
+        config = {"kind": KIND_DGENCTR_CTR, "model": dataclasses.asdict(dcfg), "vocab": data.vocab_sizes,
+                  "max_seq_len": data.max_seq_len}
+    else:
+        cfg = from_dict(ModelConfig, model)
+        data = FeatureData(str(build), cfg.max_seq_len, tcfg.resolve_device())
+        pre = None
+        if cfg.transfer != "none":
+            if meta is None:
+                raise ConfigError(f"transfer={cfg.transfer} needs a pretrained GenCTR model directory")
+            if meta["kind"] != KIND_GENCTR:
+                raise ArtifactError(f"{pretrained} is a {meta['kind']!r} model, not a GenCTR pretrained model")
+            pre = load_model(pretrained, data.device)
+        net = init_ctr(data, cfg, pre, tcfg.seed)
+        config = {"kind": KIND_CTR, "model": dataclasses.asdict(with_vocab(cfg, data))}
+    history = train_ctr(data, net, tcfg, _ckpt_beside(out),
+                        fp=fingerprint(config["model"], tcfg, str(build), str(pretrained)))
     test = evaluate_split(net, data, "test")
     log.info("test: %s", test)
-    config = {"kind": KIND_CTR, "model": dataclasses.asdict(with_vocab(cfg, data)), "train": dataclasses.asdict(tcfg)}
-    save_artifact(out, net, config, build, {"history": history, "test": test})
+    config["train"] = dataclasses.asdict(tcfg)
+    _finish(out, net, config, build, {"history": history, "test": test})
     return {"history": history, "test": test}
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from its artifact (config.json + safetensors), in eval mode."""
     meta = read_config(model_dir)
-    cfg = from_dict(ModelConfig, meta["model"])
-    if meta["kind"] == KIND_GENCTR:
-        net: nn.Module = GenCTR(cfg)
-    elif meta["kind"] == KIND_CTR:
-        net = build_ctr_model(cfg, None, for_loading=True)
+    kind = meta.get("kind")
+    if kind in (KIND_GENCTR, KIND_CTR):
+        cfg = from_dict(ModelConfig, meta["model"])
+        net: nn.Module = GenCTR(cfg) if kind == KIND_GENCTR else build_ctr_model(cfg, None, for_loading=True)
+    elif kind in (KIND_DGENCTR, KIND_DGENCTR_CTR):
+        from genctr.models.dgenctr import DGenCTR
+
+        v = meta["vocab"]
+        net = DGenCTR(from_dict(DGenCTRConfig, meta["model"]), n_users=v["user"], n_items=v["item"],
+                      n_cates=v["category"])
     else:
-        raise ArtifactError(f"{model_dir}: unknown model kind {meta['kind']!r}")
+        raise ArtifactError(f"{model_dir}: unknown model kind {kind!r}")
     net.load_state_dict(load_weights(model_dir))
     return net.to(device).eval()
+
+
+def max_seq_len_of(model_dir: str | Path) -> int:
+    """History length the model's batches carry."""
+    meta = read_config(model_dir)
+    return int(meta["model"].get("max_seq_len") or meta.get("max_seq_len", 200))

@@ -1,0 +1,162 @@
+"""Cluster deployer: an InferenceService in Knative mode, rolled out by patching it with KServeClient.
+
+KServe has no promote helper; a rollout is three merge patches of
+``spec.predictor.canaryTrafficPercent`` (read only by the Knative reconciler):
+
+* ``start_canary(uri, N)``: ``storageUri = uri`` (a new revision) and ``canaryTrafficPercent = N``;
+  the previously rolled-out revision (the champion) keeps ``100 - N`` %;
+* ``promote()``: ``canaryTrafficPercent = 100`` (the latest revision takes everything);
+* ``rollback()``: ``canaryTrafficPercent = 0`` (all traffic back on the previous revision).
+
+The spec only ever names the *latest* storageUri, so the champion's and canary's URIs are kept in
+two annotations (:data:`ANN_CHAMPION`, :data:`ANN_CANARY`); ``status()`` reads them with the
+traffic split from the service's status. The ServingRuntime and ServiceAccount come from the
+kustomize tree (``kubectl apply -k manifests/kserve/overlays/<env>``); ``deploy()`` creates the
+InferenceService if it is absent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from genctr.deploy.base import CANARY, CHAMPION, Deployer, DeploymentStatus, check_percent
+from genctr.deploy.manifests import (
+    ANN_CANARY,
+    ANN_CHAMPION,
+    KSERVE_API,
+    MODEL_FORMAT,
+    RUNTIME_NAME,
+    ServingManifest,
+    inference_service,
+)
+from genctr.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class KServeDeployer(Deployer):
+    """Rollouts of the InferenceService ``manifest.name`` in ``manifest.namespace``.
+
+    ``client``: a ``kserve.KServeClient`` (default: one built from the kubeconfig / in-cluster
+    config on first use), or any object with the same ``create/get/patch`` methods.
+    """
+
+    def __init__(self, manifest: ServingManifest, client: Any | None = None) -> None:
+        self.manifest = manifest
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from kserve import KServeClient
+
+            self._client = KServeClient()
+        return self._client
+
+    # -- Deployer --------------------------------------------------------------------------
+
+    def deploy(self, model_uri: str) -> DeploymentStatus:
+        if self._get() is None:
+            isvc = inference_service(dataclasses.replace(self.manifest, storage_uri=model_uri))
+            self.client.create(isvc, namespace=self.manifest.namespace)
+            log.info("created InferenceService %s/%s serving %s", self.manifest.namespace, self.manifest.name, model_uri)
+        else:
+            self._patch(self.patch_object(model_uri, 100, {ANN_CHAMPION: model_uri, ANN_CANARY: None}))
+        return self.status()
+
+    def start_canary(self, model_uri: str, percent: int) -> DeploymentStatus:
+        check_percent(percent)
+        self._require()
+        self._patch(self.patch_object(model_uri, percent, {ANN_CANARY: model_uri}))
+        return self.status()
+
+    def promote(self) -> DeploymentStatus:
+        canary = self._annotations(self._require()).get(ANN_CANARY)
+        if not canary:
+            raise ConfigError(f"{self.manifest.name}: no canary in progress to promote")
+        self._patch(self.patch_object(None, 100, {ANN_CHAMPION: canary, ANN_CANARY: None}))
+        return self.status()
+
+    def rollback(self) -> DeploymentStatus:
+        canary = self._annotations(self._require()).get(ANN_CANARY)
+        if not canary:
+            raise ConfigError(f"{self.manifest.name}: no canary in progress to roll back")
+        self._patch(self.patch_object(None, 0, {ANN_CANARY: None}))
+        return self.status()
+
+    def status(self) -> DeploymentStatus:
+        isvc = self._require()
+        ann = self._annotations(isvc)
+        predictor = (isvc.get("spec") or {}).get("predictor") or {}
+        state = isvc.get("status") or {}
+        canary = ann.get(ANN_CANARY) or None
+        percent = int(predictor.get("canaryTrafficPercent", 0) or 0) if canary else 0
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in state.get("conditions") or [])
+        traffic = ((state.get("components") or {}).get("predictor") or {}).get("traffic") or []
+        urls = {}
+        if state.get("url"):
+            urls[CHAMPION if not canary else "service"] = state["url"]
+        for t in traffic:  # tag routing: "prev" = champion revision, "latest" = canary revision
+            if t.get("tag") == "prev" and t.get("url"):
+                urls[CHAMPION] = t["url"]
+            elif t.get("tag") == "latest" and t.get("url") and canary:
+                urls[CANARY] = t["url"]
+        return DeploymentStatus(name=self.manifest.name, champion_uri=ann.get(ANN_CHAMPION), canary_uri=canary,
+                                canary_percent=percent, ready=ready, urls=urls,
+                                detail={"traffic": traffic, "namespace": self.manifest.namespace})
+
+    def wait_ready(self, timeout_seconds: int = 600) -> None:
+        self.client.wait_isvc_ready(self.manifest.name, namespace=self.manifest.namespace,
+                                    timeout_seconds=timeout_seconds)
+
+    # -- the objects sent --------------------------------------------------------------------
+
+    def patch_object(self, storage_uri: str | None, percent: int | None,
+                     annotations: dict[str, str | None]) -> Any:
+        """The merge patch: ``None`` annotation values delete the annotation; a ``None``
+        storage_uri / percent leaves that field as it is."""
+        from kserve.models import (
+            V1beta1InferenceService,
+            V1beta1InferenceServiceSpec,
+            V1beta1ModelFormat,
+            V1beta1ModelSpec,
+            V1beta1PredictorSpec,
+        )
+        from kubernetes.client import V1ObjectMeta
+
+        model = None
+        if storage_uri is not None:
+            model = V1beta1ModelSpec(model_format=V1beta1ModelFormat(name=MODEL_FORMAT), runtime=RUNTIME_NAME,
+                                     storage_uri=storage_uri)
+        predictor = V1beta1PredictorSpec(canary_traffic_percent=percent, model=model)
+        return V1beta1InferenceService(
+            api_version=KSERVE_API, kind="InferenceService",
+            metadata=V1ObjectMeta(name=self.manifest.name, namespace=self.manifest.namespace, annotations=annotations),
+            spec=V1beta1InferenceServiceSpec(predictor=predictor))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _patch(self, obj: Any) -> None:
+        self.client.patch(self.manifest.name, obj, namespace=self.manifest.namespace)
+        log.info("patched InferenceService %s/%s: %s", self.manifest.namespace, self.manifest.name,
+                 {"percent": obj.spec.predictor.canary_traffic_percent, "annotations": obj.metadata.annotations})
+
+    def _get(self) -> dict[str, Any] | None:
+        try:
+            return self.client.get(self.manifest.name, namespace=self.manifest.namespace)
+        except RuntimeError as exc:  # KServeClient wraps ApiException; 404 = absent
+            if "404" in str(exc) or "Not Found" in str(exc):
+                return None
+            raise
+
+    def _require(self) -> dict[str, Any]:
+        isvc = self._get()
+        if isvc is None:
+            raise ConfigError(f"InferenceService {self.manifest.namespace}/{self.manifest.name} does not exist: "
+                              "deploy() a champion first")
+        return isvc
+
+    @staticmethod
+    def _annotations(isvc: dict[str, Any]) -> dict[str, str]:
+        return dict((isvc.get("metadata") or {}).get("annotations") or {})

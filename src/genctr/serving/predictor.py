@@ -1,0 +1,215 @@
+"""The KServe predictor: Feast online lookup + one batched forward pass per request.
+
+Per request (see :mod:`genctr.serving.request` for the v1 and v2 layouts):
+
+1. parse and validate (HTTP 400 naming the problem);
+2. one Feast lookup for the request's users (their behaviour sequences) and, only for
+   candidates that came without ``category_id``/``price``, their item features;
+3. raw ids -> indices through the artifact's vocabularies (vectorised; unknown -> OOV);
+4. one forward pass over all N candidates: a single user's history is a [1, W] tensor
+   *expanded* (stride 0) to [N, W], not copied per candidate. W = the longest history in
+   the request (<= L): padding columns past every row's length are masked out by the
+   models anyway, so dropping them changes no score and saves the attention work;
+5. pCTR = sigmoid(logit), in input order.
+
+Cold-start users (nothing in Feast) score with an empty history and the OOV user row.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import kserve
+import numpy as np
+import torch
+from kserve.errors import InferenceError, InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from genctr.errors import ArtifactError
+from genctr.features.layout import OOV
+from genctr.serving.online import FeastConfig, OnlineFeatures
+from genctr.serving.request import OUTPUT, Limits, ScoringRequest, parse_v1, parse_v2
+from genctr.serving.vocab import IdIndex, load_vocabularies
+from genctr.training.artifacts import read_config
+from genctr.training.run import KIND_CTR, KIND_DGENCTR_CTR, load_model, max_seq_len_of
+
+CTR_KINDS = (KIND_CTR, KIND_DGENCTR_CTR)  # artifacts whose forward(batch) returns CTR logits
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+class CTRPredictor(kserve.Model):
+    """A genctr CTR model artifact behind KServe's v1 and v2 protocols.
+
+    ``feast``: a :class:`FeastConfig` (opened in ``load()``), an open ``FeatureStore``, or
+    ``None`` (no feature store: every v1 instance must carry ``history`` and every
+    candidate its ``category_id`` and ``price``: the predictor half of a transformer layout).
+    """
+
+    def __init__(self, name: str, model_dir: str | Path, feast: FeastConfig | FeatureStore | None = None,
+                 *, limits: Limits = Limits(), device: str = "cpu") -> None:
+        super().__init__(name)
+        self.model_dir = Path(model_dir)
+        self.feast = feast
+        self.limits = limits
+        self.device = torch.device(device)
+        self.model: torch.nn.Module | None = None
+        self.vocab: dict[str, IdIndex] = {}
+        self.online: OnlineFeatures | None = None
+        self.max_seq_len = 0
+        self.ready = False
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Weights, vocabularies and the Feast reader, once; then ``ready``."""
+        if self.ready:
+            return True
+        kind = read_config(self.model_dir).get("kind")
+        if kind not in CTR_KINDS:
+            raise ArtifactError(f"{self.model_dir} holds a {kind!r} model; serving needs a fine-tuned "
+                                f"CTR model (one of {CTR_KINDS}, from `genctr train finetune`)")
+        model = load_model(self.model_dir, self.device)
+        vocab = load_vocabularies(self.model_dir)
+        tables = {k: m.num_embeddings for k, m in _embedding_tables(model).items()}
+        for name, table in (("user", "user"), ("item", "item"), ("category", "cate")):
+            if table in tables and vocab[name].size > tables[table]:
+                raise ArtifactError(f"{self.model_dir}: vocabulary {name!r} reaches index {vocab[name].size - 1} "
+                                    f"but the model's {table} table has {tables[table]} rows")
+        if self.feast is not None:
+            store = self.feast.open() if isinstance(self.feast, FeastConfig) else self.feast
+            self.online = OnlineFeatures(store)
+        self.model, self.vocab, self.max_seq_len = model, vocab, max_seq_len_of(self.model_dir)
+        self.ready = True
+        log.info("loaded %s (%s, L=%d) from %s; feast: %s", self.name, kind, self.max_seq_len,
+                 self.model_dir, "on" if self.online else "off (histories in requests)")
+        return self.ready
+
+    def stop(self) -> None:
+        self.model, self.online, self.ready = None, None, False
+
+    # -- KServe handlers -------------------------------------------------------------------
+
+    async def predict(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+        if isinstance(payload, InferRequest):
+            req = parse_v2(payload, self.limits)
+            pctr = self.score(req)
+            out = InferOutput(name=OUTPUT, shape=[len(pctr)], datatype="FP32")
+            out.set_data_from_numpy(pctr, binary_data=False)
+            return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=[out])
+        req = parse_v1(payload, self.limits)
+        pctr = self.score(req).tolist()
+        bounds = np.cumsum([0, *req.sizes])
+        return {"predictions": [pctr[a:b] for a, b in zip(bounds[:-1], bounds[1:])]}
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": "user_id", "datatype": "INT64", "shape": [-1]},
+                {"name": "item_id", "datatype": "INT64", "shape": [-1]},
+                {"name": "category_id", "datatype": "INT64", "shape": [-1], "optional": True},
+                {"name": "price", "datatype": "FP32", "shape": [-1], "optional": True}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [{"name": OUTPUT, "datatype": "FP32", "shape": [-1]}]
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def score(self, req: ScoringRequest) -> np.ndarray:
+        """pCTR [N] float32 of a validated request, in row order."""
+        if self.model is None:
+            raise InferenceError(f"model {self.name} is not loaded")
+        batch = self.batch(req)
+        with torch.inference_mode():
+            logits = self.model(batch)  # [N]
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+    def batch(self, req: ScoringRequest) -> dict[str, torch.Tensor]:
+        """The models' batch dict (see genctr.training.data) for ``req``, on the device."""
+        histories, item_feats = self._fetch(req)
+        hist_item, hist_cate, hist_len = self._histories(histories)  # [U, W], [U, W], [U]
+        cate, price = self._item_features(req, item_feats)  # [N], [N]
+        users = self.vocab["user"].lookup(np.array([s.user_id for s in req.slots], np.int64))  # [U]
+        n, dev = len(req), self.device
+
+        def t(x: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(x).to(dev)
+
+        if len(req.slots) == 1:  # one user: broadcast its row, no per-candidate copy
+            w = hist_item.shape[1]
+            per_user = {"user": t(users).expand(n), "hist_item": t(hist_item).expand(n, w),
+                        "hist_cate": t(hist_cate).expand(n, w), "hist_len": t(hist_len).expand(n)}
+        else:
+            rows = t(req.row_slot)
+            per_user = {"user": t(users)[rows], "hist_item": t(hist_item)[rows],
+                        "hist_cate": t(hist_cate)[rows], "hist_len": t(hist_len)[rows]}
+        return {"item": t(self.vocab["item"].lookup(req.item)), "cate": t(cate), "price": t(price), **per_user}
+
+    def _fetch(self, req: ScoringRequest) -> tuple[list[tuple[np.ndarray, np.ndarray]], ItemFeatures | None]:
+        """One Feast lookup: sequences of the slots without a request history, and features of
+        the items some candidate lacks. Returns raw histories per slot and the item features."""
+        need = [i for i, s in enumerate(req.slots) if s.history is None]
+        missing = ~(req.cate_given & req.price_given)  # [N]
+        items = np.unique(req.item[missing]) if missing.any() else None
+        histories = [s.history for s in req.slots]
+        if not need and items is None:
+            return histories, None  # type: ignore[return-value]
+        if self.online is None:
+            what = ("'history' ({'item_seq': [...], 'cate_seq': [...]}) with every instance" if need
+                    else "'category_id' and 'price' with every candidate")
+            raise InvalidInput(f"this predictor runs without a feature store: send {what}")
+        try:
+            seqs, (cate, found, price) = self.online.lookup(
+                [req.slots[i].user_id for i in need], [] if items is None else items.tolist())
+        except Exception as exc:  # the online store is down or misconfigured: not the client's fault
+            raise InferenceError(f"Feast online read failed: {type(exc).__name__}: {exc}") from exc
+        for i, h in zip(need, seqs):
+            histories[i] = h
+        return histories, (None if items is None else ItemFeatures(items, cate, found, price))  # type: ignore[return-value]
+
+    def _histories(self, raw: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw per-slot histories -> left-aligned indices [U, W] (last L, oldest first, 0-padded), lengths [U]."""
+        L = self.max_seq_len
+        recent = [(items[-L:], cates[-L:]) for items, cates in raw]
+        lengths = np.array([len(items) for items, _ in recent], np.int64)
+        width = max(1, int(lengths.max()))
+        hist_item = np.zeros((len(recent), width), np.int64)
+        hist_cate = np.zeros((len(recent), width), np.int64)
+        mask = np.arange(width)[None, :] < lengths[:, None]  # [U, W]; row-major = concatenation order
+        hist_item[mask] = self.vocab["item"].lookup(np.concatenate([i for i, _ in recent]))
+        hist_cate[mask] = self.vocab["category"].lookup(np.concatenate([c for _, c in recent]))
+        return hist_item, hist_cate, lengths
+
+    def _item_features(self, req: ScoringRequest, feats: ItemFeatures | None) -> tuple[np.ndarray, np.ndarray]:
+        """Category indices [N] and prices [N]; missing ones from Feast (unknown item -> OOV, price 0)."""
+        cate = np.where(req.cate_given, self.vocab["category"].lookup(req.cate), OOV).astype(np.int64)
+        price = req.price.astype(np.float32, copy=True)
+        if feats is not None:
+            pos = np.searchsorted(feats.item_id, req.item)  # rows whose item was looked up
+            pos = np.minimum(pos, len(feats.item_id) - 1)
+            f_cate = np.where(feats.found, self.vocab["category"].lookup(feats.category_id), OOV)
+            take_cate = ~req.cate_given
+            cate[take_cate] = f_cate[pos[take_cate]]
+            take_price = ~req.price_given
+            price[take_price] = np.nan_to_num(feats.price[pos[take_price]], nan=0.0)
+        return cate, price
+
+
+def _embedding_tables(model: torch.nn.Module) -> dict[str, torch.nn.Embedding]:
+    """The model's id tables by field name (``...tables.<field>``), for a vocabulary size check."""
+    return {name.rsplit(".", 1)[-1]: m for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Embedding) and ".tables." in f".{name}"}
+
+
+@dataclass
+class ItemFeatures:
+    """Feast item features of sorted unique raw ``item_id`` [M]."""
+
+    item_id: np.ndarray  # int64, sorted
+    category_id: np.ndarray  # int64 raw, valid where found
+    found: np.ndarray  # bool
+    price: np.ndarray  # float32, NaN when unknown

@@ -1,0 +1,88 @@
+"""Start a KServe ModelServer with genctr predictors: one model, or a champion + canary pair.
+
+``serve(ServeConfig(...))`` is what ``python -m genctr.serving`` and ``genctr serve`` run:
+it loads the model(s) once, installs the request-size limit, and blocks in
+``kserve.ModelServer.start``. Two modes:
+
+* ``model_dir``: one :class:`CTRPredictor` named ``model_name``;
+* ``deploy_state``: the models of a :class:`genctr.deploy.local.LocalDeployer` state file
+  (``<name>-champion`` and, during a canary, ``<name>-canary``), re-read on
+  ``POST /v2/repository/models/<model>/load`` so the deployer can swap them while serving.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from genctr.errors import ConfigError
+from genctr.serving.online import FeastConfig
+from genctr.serving.request import Limits
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: ~10k candidates of JSON; far above --max_candidates
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``serve`` needs; exactly one of ``model_dir`` / ``deploy_state``."""
+
+    model_dir: str = ""  # a model artifact directory (KServe mounts storageUri at /mnt/models)
+    deploy_state: str = ""  # or: a LocalDeployer state file (champion + canary)
+    model_name: str = "ctr"  # the URL name: /v1/models/<model_name>:predict
+    http_port: int = 8080
+    grpc_port: int = 8081
+    enable_grpc: bool = False  # the v2 gRPC endpoint (KServe's default port 8081)
+    feast: FeastConfig | None = None  # None: no feature store (histories must come in requests)
+    limits: Limits = field(default_factory=Limits)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    torch_threads: int = 1  # intra-op threads: 1 keeps a 2-core box free for the event loop
+    device: str = "cpu"
+    log_requests: bool = False  # uvicorn access log + KServe per-request latency line
+
+    def __post_init__(self) -> None:
+        if bool(self.model_dir) == bool(self.deploy_state):
+            raise ConfigError("give exactly one of --model_dir and --deploy_state")
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if self.torch_threads < 1:
+            raise ConfigError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        for name in ("http_port", "grpc_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise ConfigError(f"{name} must be a TCP port, got {getattr(self, name)}")
+
+
+def build_models(cfg: ServeConfig) -> tuple[list, object | None]:
+    """The loaded predictors (and, in deploy-state mode, the repository that reloads them)."""
+    from genctr.serving.predictor import CTRPredictor
+
+    if cfg.model_dir:
+        model = CTRPredictor(cfg.model_name, cfg.model_dir, cfg.feast, limits=cfg.limits, device=cfg.device)
+        model.load()
+        return [model], None
+    from genctr.deploy.local import StateRepository
+
+    repo = StateRepository(cfg.deploy_state, cfg.feast, limits=cfg.limits, device=cfg.device)
+    return repo.load_all(), repo
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Load, then serve HTTP on ``cfg.http_port`` until SIGTERM/SIGINT (blocking)."""
+    import kserve
+    from kserve import model_server
+
+    from genctr.serving.guard import RequestGuard
+
+    torch.set_num_threads(cfg.torch_threads)
+    models, repo = build_models(cfg)
+    # KServe builds its FastAPI app at import (kserve.model_server.app) and adds its own
+    # middleware when the server starts; ours goes on the same app, first.
+    model_server.app.add_middleware(RequestGuard, max_bytes=cfg.max_body_bytes)
+    if not cfg.log_requests:
+        logging.getLogger("uvicorn.access").disabled = True
+    server = kserve.ModelServer(http_port=cfg.http_port, grpc_port=cfg.grpc_port, enable_grpc=cfg.enable_grpc,
+                                enable_latency_logging=cfg.log_requests, registered_models=repo)
+    log.info("serving %s on http://0.0.0.0:%d", [m.name for m in models], cfg.http_port)
+    server.start(models)
