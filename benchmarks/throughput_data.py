@@ -176,7 +176,7 @@ def write_genctr_build(w: World, root: Path, max_seq_len: int, pretrain_holdout:
     return root
 
 
-def heldout_user_blocks(w: World, root: Path) -> np.ndarray:
+def heldout_user_blocks(root: Path) -> np.ndarray:
     """User rows (0-based) whose behaviours pretraining never saw (n_train_behaviors == 0)."""
     t = pq.read_table(root / "histories", columns=["n_train_behaviors", "n_behaviors"]).to_pandas()
     return np.flatnonzero((t["n_train_behaviors"] == 0) & (t["n_behaviors"] >= 2))

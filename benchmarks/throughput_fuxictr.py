@@ -118,15 +118,33 @@ def run(name: str, npz_dir: Path, vocab: tuple[int, int, int], seq_len: int, bat
     # BaseModel.fit's state, minus its per-epoch evaluation, checkpointing and best-weights reload
     model._max_gradient_norm = 10.0
     model._total_steps, model._stop_training, model._eval_steps = 0, False, 1 << 62
-    secs = []
+    ticks: list[float] = []
+    secs = 0.0
     for _ in range(epochs):
         t0 = time.perf_counter()
-        model.train_epoch(train_gen)
+        model.train_epoch(_Ticking(train_gen, ticks))
         if device == "cuda":
             torch.cuda.synchronize()
-        secs.append(time.perf_counter() - t0)
+        secs += time.perf_counter() - t0
     y = np.concatenate([b["clicked"].numpy().reshape(-1) for b in test_gen])
     p = model.predict(test_gen)
     rows = train_gen.num_samples
-    return {"rows": rows, "epochs": epochs, "seconds": sum(secs), "samples_per_s": rows * epochs / sum(secs),
-            "test_auc": float(roc_auc_score(y, p))}
+    step = float(np.median(np.diff(ticks[1:]))) if len(ticks) > 2 else float("nan")
+    return {"rows": rows, "epochs": epochs, "batch_size": batch_size, "seconds": round(secs, 2),
+            "samples_per_s_epoch": rows * epochs / secs, "samples_per_s_step": batch_size / step,
+            "steps": len(ticks), "test_auc": float(roc_auc_score(y, p))}
+
+
+class _Ticking:
+    """Wraps a loader: records the time each batch is handed to the training step."""
+
+    def __init__(self, loader, ticks: list[float]) -> None:
+        self.loader, self.ticks = loader, ticks
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.ticks.append(time.perf_counter())
+            yield batch

@@ -44,13 +44,15 @@ def pretrain(
         os.makedirs(pretrained.path, exist_ok=True)
         with open(os.path.join(pretrained.path, "pretrain.json"), "w") as f:
             json.dump({"method": "none"}, f)
-        return
-    train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
-    model = {"max_seq_len": max_seq_len, **({"negatives": negatives} if method == "genctr" else {})}
-    result = workflow.pretrain(build.path, pretrained.path, method=method, model=model, train=train)
-    for key, value in (result.summary.get("history") or [{}])[-1].items():
-        if isinstance(value, (int, float)):
-            metrics.log_metric(f"pretrain_{key}", float(value))
+    else:
+        train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
+        model = {"max_seq_len": max_seq_len, **({"negatives": negatives} if method == "genctr" else {})}
+        result = workflow.pretrain(build.path, pretrained.path, method=method, model=model, train=train)
+        for key, value in (result.summary.get("history") or [{}])[-1].items():
+            if isinstance(value, (int, float)):
+                metrics.log_metric(f"pretrain_{key}", float(value))
+    with open(metrics.path, "w") as f:  # a file too: kfp.local's cache treats a file-less artifact as missing
+        json.dump(metrics.metadata, f)
 
 
 @component(base_image=DEFAULT_TRAIN_IMAGE)
@@ -83,6 +85,8 @@ def finetune(
         max_seq_len: L, as in the feature build.
         epochs, lr, batch_size, seed, device: Training settings (genctr TrainConfig).
     """
+    import json
+
     from genctr import workflow
     from genctr.logging_setup import setup_logging
 
@@ -95,5 +99,7 @@ def finetune(
                                pretrained=None if pretrain_method == "none" else pretrained.path)
     for key, value in result.summary["test"].items():
         metrics.log_metric(key, float(value))
+    with open(metrics.path, "w") as f:  # a file too: kfp.local's cache treats a file-less artifact as missing
+        json.dump(metrics.metadata, f)
     model.metadata.update({"backbone": backbone, "transfer": transfer, "pretrain_method": pretrain_method,
                            **{f"test_{k}": float(v) for k, v in result.summary["test"].items()}})

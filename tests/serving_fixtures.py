@@ -6,6 +6,7 @@ Everything is built once per test session (module-level cache, like build_fixtur
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class ServingArtifacts:
     build: Path
     model: Path  # fine-tuned dcnv2_ta, seed 0
-    model_b: Path  # the same recipe, seed 1 (a different "canary" model)
+    model_b: Path  # model with perturbed weights (a different "canary" model)
     feast_dir: Path  # materialize() work dir: feature_store.yaml + registry + SQLite online store
     store: Any  # the FeatureStore materialize() returned
 
@@ -39,21 +40,31 @@ _CACHE: dict[str, ServingArtifacts] = {}
 
 
 def serving_artifacts(tmp_path_factory: Any, spark: Any) -> ServingArtifacts:
-    """Tiny build (L = MAX_SEQ_LEN) -> two 1-epoch dcnv2_ta artifacts + a SQLite Feast store."""
+    """Tiny build (L = MAX_SEQ_LEN) -> a 1-epoch dcnv2_ta artifact (+ a perturbed copy) + SQLite Feast."""
     if "a" not in _CACHE:
         from genctr.features.feast_sync import materialize
         from genctr.training.run import finetune
 
         build = shared_build(tmp_path_factory, spark)
         root = tmp_path_factory.mktemp("serving")
-        models = []
-        for seed, name in ((0, "model_a"), (1, "model_b")):
-            finetune(build, root / name, {"max_seq_len": MAX_SEQ_LEN, "backbone": "dcnv2_ta"},
-                     {"epochs": 1, "progress": False, "device": "cpu", "seed": seed})
-            models.append(root / name)
+        finetune(build, root / "model_a", {"max_seq_len": MAX_SEQ_LEN, "backbone": "dcnv2_ta"},
+                 {"epochs": 1, "progress": False, "device": "cpu", "seed": 0})
+        perturbed_copy(root / "model_a", root / "model_b")
         store = materialize(build, work_dir=root / "feast")
-        _CACHE["a"] = ServingArtifacts(build, models[0], models[1], root / "feast", store)
+        _CACHE["a"] = ServingArtifacts(build, root / "model_a", root / "model_b", root / "feast", store)
     return _CACHE["a"]
+
+
+def perturbed_copy(src: Path, dest: Path, scale: float = 0.05) -> None:
+    """A second valid artifact with different weights (a stand-in for a retrained model)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dest)
+    gen = torch.Generator().manual_seed(1)
+    weights = load_file(str(src / "model.safetensors"))
+    noisy = {k: (v + scale * torch.randn(v.shape, generator=gen)) if v.is_floating_point() else v
+             for k, v in weights.items()}
+    save_file(noisy, str(dest / "model.safetensors"))
 
 
 def known_users(art: ServingArtifacts) -> list[int]:

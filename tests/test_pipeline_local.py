@@ -103,6 +103,22 @@ def test_an_identical_candidate_is_rejected_and_the_champion_stays(first_run: tu
     assert reg.list_versions("e2e") == [1] and reg.champion("e2e") == 1
 
 
+@needs(*FULL)
+def test_a_worse_candidate_is_rejected_and_the_champion_stays(first_run: tuple[LocalRun, Path], home: Path) -> None:
+    _, registry = first_run
+    champion_auc = ModelRegistry(registry).get("e2e", 1).metadata["gate"]["candidate"]["auc"]
+    # Same data and pretraining (cached); fine-tuning barely moves from its random init.
+    run = run_local({**TINY, "registry_root": str(registry), "finetune_lr": 1e-7}, home / "runs",
+                    enable_caching=True)
+    decision = run.decision
+    assert decision is not None and decision["passed"] is False
+    assert decision["candidate"]["auc"] < champion_auc
+    assert decision["champion"]["auc"] == pytest.approx(champion_auc)  # the champion, rescored on the same rows
+    assert run.registered_version is None
+    reg = ModelRegistry(registry)
+    assert reg.list_versions("e2e") == [1] and reg.champion("e2e") == 1
+
+
 @needs("export_events", "validate_events")
 def test_bad_data_stops_at_the_gx_step_and_nothing_is_registered(home: Path, tmp_path: Path) -> None:
     events = canonical_events()

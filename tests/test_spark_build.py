@@ -139,9 +139,11 @@ def _random_events(n: int, n_users: int, seed: int) -> pd.DataFrame:
 def test_no_leakage_and_maximal_history(spark, tmp_path: Path) -> None:
     events = _random_events(1500, 40, seed=3)
     events.to_parquet(tmp_path / "events.parquet")
-    cfg = FeatureConfig(max_seq_len=5, split=(0.7, 0.15, 0.15))
+    cfg = FeatureConfig(max_seq_len=5, split=(0.7, 0.0, 0.3))  # no valid rows at all
     build_features(tmp_path / "events.parquet", tmp_path / "build", cfg, spark=spark)
     lay = BuildLayout(tmp_path / "build")
+    valid = pq.read_table(lay.samples("valid"))  # an empty split is still a typed table
+    assert valid.num_rows == 0 and valid.schema.names == pq.read_table(lay.samples("test")).schema.names
     h = _read(lay.histories)
     assert h["user_idx"].tolist() == list(range(2, 2 + len(h)))  # CSR row r is user_idx r + 2
     offsets = np.concatenate([[0], np.cumsum(h["n_behaviors"])])
@@ -175,8 +177,9 @@ def test_failed_build_leaves_nothing(spark, tiny_build: BuildLayout, tmp_path: P
     stats_before = (good / "stats.json").read_text()
     bad = tmp_path / "bad.parquet"
     _events_frame(TINY).drop(columns=["clicked"]).to_parquet(bad)
-    with pytest.raises(DataValidationError, match="clicked"):
-        build_features(bad, good, TINY_CFG, spark=spark)
+    for target in (good, tmp_path / "fresh"):
+        with pytest.raises(DataValidationError, match="clicked"):
+            build_features(bad, target, TINY_CFG, spark=spark)
     with pytest.raises(DataValidationError, match="does not exist"):
         build_features(tmp_path / "nope.parquet", tmp_path / "fresh", TINY_CFG, spark=spark)
     # a failure after Spark has written part of the build
@@ -184,12 +187,12 @@ def test_failed_build_leaves_nothing(spark, tiny_build: BuildLayout, tmp_path: P
     _events_frame(TINY).to_parquet(ok)
 
     def boom(*args, **kwargs):
-        raise RuntimeError("injected failure")
+        partial = list(tmp_path.glob(".build.tmp-*/samples/train/*.parquet"))
+        raise RuntimeError(f"injected failure after writing {len(partial)} sample files")
 
-    monkeypatch.setattr(spark_ops, "items", boom)
-    for target in (good, tmp_path / "fresh"):
-        with pytest.raises(RuntimeError, match="injected"):
-            build_features(ok, target, TINY_CFG, spark=spark)
+    monkeypatch.setattr(spark_ops, "user_behaviours", boom)  # samples are written by then
+    with pytest.raises(RuntimeError, match="injected failure after writing [1-9]"):
+        build_features(ok, good, TINY_CFG, spark=spark)
     assert sorted(p.relative_to(good) for p in good.rglob("*")) == before
     assert (good / "stats.json").read_text() == stats_before
     assert not (tmp_path / "fresh").exists()

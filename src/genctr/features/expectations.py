@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,23 +97,29 @@ class ValidationResult:
                 f"expectations failed: {fails}. Report: {self.report_path}")
 
 
-def validate_events(df: pd.DataFrame, cfg: ExpectationsConfig | None = None,
-                    report_dir: str | Path = ".", *, raise_on_failure: bool = False) -> ValidationResult:
-    """Run the events suite on canonical events ``df`` (one row per impression)."""
+def validate_events(df: pd.DataFrame, cfg: ExpectationsConfig | None, report_dir: str | Path, *,
+                    raise_on_failure: bool = False) -> ValidationResult:
+    """Run the events suite on canonical events ``df`` (one row per impression).
+
+    ``cfg=None`` uses the defaults. Reports go to ``report_dir/events_validation.{md,html}``;
+    with ``raise_on_failure`` a failed suite raises ``DataValidationError`` naming every
+    failing expectation, its observed value and the report path.
+    """
     cfg = cfg or ExpectationsConfig()
-    now = int(time.time())
-    return _run("events", "pandas", df, lambda: _events_suite(cfg, now), Path(report_dir),
+    specs = partial(_events_suite, cfg, int(time.time()))
+    return _run("events", "pandas", df, specs, Path(report_dir),
                 raise_on_failure, {"rows": len(df)})
 
 
-def validate_samples(build_dir: str | Path, cfg: ExpectationsConfig | None = None,
-                     report_dir: str | Path = ".", *, spark: Any = None,
-                     raise_on_failure: bool = False) -> ValidationResult:
+def validate_samples(build_dir: str | Path, cfg: ExpectationsConfig | None, report_dir: str | Path, *,
+                     spark: Any = None, raise_on_failure: bool = False) -> ValidationResult:
     """Run the samples suite on all splits of the build at ``build_dir``.
 
-    The splits are validated as one table with a ``split`` column (so uniqueness holds
-    across splits); with ``spark`` (a SparkSession) GX computes on Spark, else on pandas.
-    ``max_seq_len`` and the vocabulary sizes come from the build's ``stats.json``.
+    The splits are validated as one table with a ``split`` column, so sample ids must be
+    unique across splits. With ``spark`` (a SparkSession) GX computes on Spark (cached
+    table; observed values reported for failures only), else on pandas. ``max_seq_len``
+    and the vocabulary sizes come from the build's ``stats.json``. Reports and
+    ``raise_on_failure`` as in ``validate_events``.
     """
     cfg = cfg or ExpectationsConfig()
     lay = BuildLayout(build_dir)
@@ -120,14 +127,12 @@ def validate_samples(build_dir: str | Path, cfg: ExpectationsConfig | None = Non
     L = int(stats["max_seq_len"])
     vocab_sizes = {k: int(v) for k, v in stats["vocab_sizes"].items()}
     engine = "spark" if spark is not None else "pandas"
-    table = _read_samples_spark(spark, lay) if spark is not None else _read_samples_pandas(lay)
-    now = int(time.time())
-    specs = lambda: _samples_suite(cfg, L, vocab_sizes, engine, now)  # noqa: E731
+    specs = partial(_samples_suite, cfg, L, vocab_sizes, engine, int(time.time()))
     ctx = {"build_dir": str(lay.root), "max_seq_len": L, "vocab_sizes": vocab_sizes,
            "rows_per_split": {s: stats.get("splits", {}).get(s, {}).get("rows") for s in SPLITS}}
     if spark is None:
-        return _run("samples", engine, table, specs, Path(report_dir), raise_on_failure, ctx)
-    table = table.cache()  # GX runs one Spark job per metric batch: read the Parquet once
+        return _run("samples", engine, _read_samples_pandas(lay), specs, Path(report_dir), raise_on_failure, ctx)
+    table = _read_samples_spark(spark, lay).cache()  # GX runs dozens of Spark jobs: read the Parquet once
     try:
         return _run("samples", engine, table, specs, Path(report_dir), raise_on_failure, ctx)
     finally:

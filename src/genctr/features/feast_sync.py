@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,6 +32,7 @@ DEFAULT_REPO_DIR = Path(__file__).resolve().parents[3] / "feature_repo"
 USER_VIEW = "user_behavior_seq"
 SEQ_FEATURES = ("item_seq", "cate_seq", "seq_len")
 _TEMPLATES = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
+_PANDAS_DTYPES = {"Int64": "int64", "Int32": "int32", "Float32": "float32", "Float64": "float64"}
 
 
 def materialize(build_dir: str | Path, repo_dir: str | Path = DEFAULT_REPO_DIR,
@@ -39,8 +41,10 @@ def materialize(build_dir: str | Path, repo_dir: str | Path = DEFAULT_REPO_DIR,
                 ) -> FeatureStore:
     """Apply the Feast definitions to the build at ``build_dir`` and fill the online store.
 
-    ``work_dir`` (default ``<build_dir>/feast_store/<online>``) receives the rendered
-    ``feature_store.yaml``, the registry and, for SQLite, the online store. ``method``:
+    ``work_dir`` (default ``<build_dir>/feast_store/<online>``: replaced with the build)
+    receives the rendered ``feature_store.yaml``, the registry and, for SQLite, the online
+    store; a serving process opens ``FeatureStore(fs_yaml_file=work_dir/"feature_store.yaml")``.
+    ``redis_url`` is Feast's ``host:port[,db=N][,password=...]``. ``method``:
     ``"write"`` pushes each Feast table with ``write_to_online_store`` (the tables already
     hold one latest row per entity, so this is Feast's materialisation without re-reading
     and de-duplicating through the offline store, and faster); ``"materialize"`` runs
@@ -67,7 +71,7 @@ def materialize(build_dir: str | Path, repo_dir: str | Path = DEFAULT_REPO_DIR,
     store.apply(objects)
     t1 = time.perf_counter()
     if method == "write":
-        _write_online(store, lay)
+        _write_online(store)
     else:
         store.materialize(start_date=datetime(1970, 1, 1, tzinfo=timezone.utc), end_date=datetime.now(timezone.utc))
     t2 = time.perf_counter()
@@ -121,38 +125,39 @@ def load_definitions(path: Path, build_root: Path) -> list[Any]:
     return objects
 
 
-def _write_online(store: FeatureStore, lay: BuildLayout) -> None:
-    """Push each Feast table of the build into the online store, casting to the view's schema."""
+def _write_online(store: FeatureStore) -> None:
+    """Push every online feature view's Parquet source into the online store, typed as declared."""
     import pandas as pd
+    from feast.infra.offline_stores.file_source import FileSource
 
-    for view, table in ((USER_VIEW, lay.feast_user), ("item_features", lay.feast_item)):
-        fv = store.get_feature_view(view)
-        keys = list(fv.join_keys)
-        df = pd.read_parquet(table)
+    for fv in store.list_feature_views():
+        src = fv.batch_source
+        if not fv.online or not isinstance(src, FileSource):
+            continue
+        columns = [*fv.join_keys, src.timestamp_field, *(f.name for f in fv.features)]
+        df = pd.read_parquet(src.path, columns=columns)
         # the online store keeps the last write per key: make that the latest row, as
         # materialize() would (the build already writes one row per entity)
-        df = df.sort_values(fv.batch_source.timestamp_field, kind="stable").drop_duplicates(keys, keep="last")
+        df = df.sort_values(src.timestamp_field, kind="stable").drop_duplicates(list(fv.join_keys), keep="last")
         for f in fv.features:  # e.g. Spark's int32 seq_len -> the declared Int64
-            dtype = {"Int64": "int64", "Int32": "int32", "Float32": "float32", "Float64": "float64"}.get(str(f.dtype))
-            if dtype and f.name in df.columns:
+            dtype = _PANDAS_DTYPES.get(str(f.dtype))
+            if dtype:
                 df[f.name] = df[f.name].astype(dtype)
         if len(df):
-            store.write_to_online_store(view, df)
-        log.info("feast: wrote %d rows of %s online", len(df), view)
+            store.write_to_online_store(fv.name, df)
+        log.info("feast: wrote %d rows of %s online", len(df), fv.name)
 
 
-def get_online_sequences(store: FeatureStore, user_ids: list[int] | Any) -> dict[int, dict[str, Any]]:
+def get_online_sequences(store: FeatureStore, user_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """Behaviour sequences served online, per user id: ``{user_id: {"item_seq": [...],
     "cate_seq": [...], "seq_len": n}}`` (raw ids, oldest first). A user the store does not
-    know (cold start) gets ``[]``, ``[]``, ``0``."""
+    know (cold start) gets ``[]``, ``[]``, ``0``. Duplicate ids are looked up once."""
     unique = list(dict.fromkeys(int(u) for u in user_ids))
     if not unique:
         return {}
     refs = [f"{USER_VIEW}:{f}" for f in SEQ_FEATURES]
     got = store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in unique]).to_dict()
-    out: dict[int, dict[str, Any]] = {}
-    for i, u in enumerate(got["user_id"]):
-        items, cates, n = got["item_seq"][i], got["cate_seq"][i], got["seq_len"][i]
-        out[int(u)] = {"item_seq": [int(x) for x in items or []], "cate_seq": [int(x) for x in cates or []],
-                       "seq_len": int(n or 0)}
-    return out
+    return {
+        int(u): {"item_seq": list(items or []), "cate_seq": list(cates or []), "seq_len": int(n or 0)}
+        for u, items, cates, n in zip(got["user_id"], got["item_seq"], got["cate_seq"], got["seq_len"])
+    }

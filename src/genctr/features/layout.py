@@ -27,6 +27,31 @@ A build directory holds (all Parquet written by Spark; read by pyarrow/pandas or
                               ids, last max_seq_len behaviours, oldest first), seq_len
     feast/item_features       item_id, event_timestamp, category_id, price
     stats.json        row counts per split, click rates, vocabulary sizes, max_seq_len
+
+Details the Spark build (``genctr.features.spark_build``) guarantees:
+
+* Splits are per user and time-ordered: a user's n impressions sorted by (event_time,
+  request_id) are train up to rank max(1, floor(n * f_train)), valid up to rank
+  max(that, floor(n * (f_train + f_valid))), test after. Every user has a training row,
+  so every user is in the user vocabulary and no sample has user_idx = OOV.
+* Vocabularies are fitted on the training split: frequency desc, then raw id asc.
+* Behaviours are the clicked impressions of all splits, sorted by (event_time, request_id);
+  ``hist_end`` counts those with event_time strictly below the impression's (equal times
+  do not count), so ``time_seq[hist_end - 1] < event_time <= time_seq[hist_end]``.
+* ``histories`` is one Parquet file in user_idx order; user_idx runs 2, 3, ... without
+  gaps, so row r is the user with user_idx r + 2. Users without behaviours have empty
+  (never null) arrays. Sample rows are in no particular order.
+* ``items`` lists every item of any split (sorted by item_idx, item_id); items unseen in
+  training share item_idx = OOV. Its category is that of the item's latest impression.
+* ``feast/user_behavior_seq.event_timestamp`` is the time of the last behaviour (the last
+  impression for users without behaviours); ``feast/item_features.event_timestamp`` is the
+  item's first impression. Both are UTC timestamps (Parquet INT64 microseconds).
+* ``stats.json`` keys: format_version, max_seq_len, split_fractions, n_events,
+  n_behaviors, n_users, n_items, vocab_counts {user, item, category} (real ids),
+  vocab_sizes {user, item, category} (embedding rows: vocab_counts + 2 for padding and
+  OOV), splits {train|valid|test: {rows, clicks, click_rate, mean_seq_len}}.
+* A build is written to a hidden sibling directory and renamed onto its final path only
+  when complete.
 """
 from __future__ import annotations
 

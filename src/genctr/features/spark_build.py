@@ -69,7 +69,7 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
 
 def _read_events(spark: SparkSession, events: str | Path) -> DataFrame:
     """Read events, check columns, nulls and labels; cast to the canonical types."""
-    from pyspark.errors import AnalysisException
+    from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
 
     uri = str(events)
@@ -80,7 +80,7 @@ def _read_events(spark: SparkSession, events: str | Path) -> DataFrame:
         uri = path.as_uri()
     try:
         df = spark.read.parquet(uri)
-    except AnalysisException as exc:
+    except PySparkException as exc:
         raise DataValidationError(f"events at {events} could not be read as Parquet: {exc}") from exc
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
@@ -88,9 +88,11 @@ def _read_events(spark: SparkSession, events: str | Path) -> DataFrame:
             f"events at {events}: missing required column(s) {missing}; expected {list(REQUIRED)}")
     time_type = dict(df.dtypes)["event_time"]
     event_time = F.unix_timestamp("event_time") if time_type.startswith("timestamp") else F.col("event_time")
-    price = F.col("price").cast("double") if "price" in df.columns else F.lit(0.0)
-    df = df.select(*[F.col(c).cast("long") for c in ("request_id", "user_id", "item_id", "category_id")],
-                   event_time.cast("long").alias("event_time"), F.col("clicked").cast("int").alias("clicked"),
+    price = F.col("price").try_cast("double") if "price" in df.columns else F.lit(0.0)
+    # try_cast: a value of the wrong type becomes null and is reported by _check_events
+    df = df.select(*[F.col(c).try_cast("long").alias(c) for c in ("request_id", "user_id", "item_id", "category_id")],
+                   event_time.try_cast("long").alias("event_time"),
+                   F.col("clicked").try_cast("int").alias("clicked"),
                    F.coalesce(price, F.lit(0.0)).alias("price"))
     _check_events(df, events)
     return df
@@ -135,7 +137,9 @@ def _build_into(events: DataFrame, lay: BuildLayout, cfg: FeatureConfig,
     timed = keep(ops.split_and_history(events, cfg.split))
     vocabs = keep(ops.fit_vocabs(timed.filter(F.col("split") == "train")))
     indexed = keep(ops.apply_vocabs(timed, vocabs))
-    _write_by(ops.samples(indexed, L), "split", {s: lay.samples(s) for s in SPLITS})
+    samples = ops.samples(indexed, L)
+    for split in SPLITS:  # filtered scans of the cached frame: cheaper than a partitioned write's sort
+        _write(samples.filter(F.col("split") == split).drop("split"), lay.samples(split))
     clock.lap("samples")
     timed.unpersist()  # ``indexed`` is materialised now and holds all that follows needs
 
@@ -144,7 +148,7 @@ def _build_into(events: DataFrame, lay: BuildLayout, cfg: FeatureConfig,
     _write(ops.histories(users), lay.histories, sort_by=("user_idx", "user_id"))
     _write(ops.feast_user_behavior_seq(users, L), lay.feast_user)
     clock.lap("histories")
-    items = keep(ops.items(indexed))
+    items = keep(ops.items(indexed, vocabs))
     _write(items.drop("first_seen"), lay.items, sort_by=("item_idx", "item_id"))
     _write(ops.feast_item_features(items), lay.feast_item, sort_by=("item_id",))
     _write_by(vocabs, "kind", {k: lay.vocab(k) for k in ops.VOCABS}, sort_by=("kind", "idx"))

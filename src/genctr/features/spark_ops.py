@@ -5,6 +5,8 @@ I/O. Column types follow ``genctr.features.layout``.
 """
 from __future__ import annotations
 
+from functools import reduce
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -53,24 +55,29 @@ VOCABS = {"user": "user_id", "item": "item_id", "category": "category_id"}  # na
 def fit_vocabs(train: DataFrame) -> DataFrame:
     """(kind, raw_id int64, idx int32) for every vocabulary in ``VOCABS``, fitted on ``train``.
 
-    Indices start at FIRST_ID, by frequency desc then raw id asc. One scan and one shuffle
-    for all three; each vocabulary is numbered in its own partition (distinct ids are few
-    next to events).
+    Indices start at FIRST_ID, by frequency desc then raw id asc. Each vocabulary is
+    numbered within its own partition (distinct ids are few next to events).
     """
-    pairs = F.explode(F.array(*[F.struct(F.lit(k).alias("kind"), F.col(c).cast("long").alias("raw_id"))
-                                for k, c in VOCABS.items()]))
-    counts = train.select(pairs.alias("p")).groupBy("p.kind", "p.raw_id").count()
+    counts = [train.groupBy(F.col(c).alias("raw_id")).count().withColumn("kind", F.lit(k))
+              for k, c in VOCABS.items()]  # integer keys: cheaper than one exploded string-keyed count
+    counts_all = reduce(DataFrame.unionByName, counts)
     order = Window.partitionBy("kind").orderBy(F.desc("count"), F.asc("raw_id"))
-    return counts.select("kind", "raw_id", (F.row_number().over(order) + (FIRST_ID - 1)).cast("int").alias("idx"))
+    return counts_all.select(
+        "kind", F.col("raw_id").cast("long"),
+        (F.row_number().over(order) + (FIRST_ID - 1)).cast("int").alias("idx"),
+    )
 
 
-def apply_vocabs(df: DataFrame, vocabs: DataFrame) -> DataFrame:
-    """Add user_idx, item_idx, cate_idx (int32); values unseen in training become OOV.
+INDEX_COLUMNS = {"user": "user_idx", "item": "item_idx", "category": "cate_idx"}
+
+
+def apply_vocabs(df: DataFrame, vocabs: DataFrame, kinds: tuple[str, ...] = tuple(VOCABS)) -> DataFrame:
+    """Add user_idx, item_idx, cate_idx (int32) for ``kinds``; values unseen in training become OOV.
 
     Broadcast joins: the events keep their partitioning by user (no shuffle).
     """
-    for kind, out in (("user", "user_idx"), ("item", "item_idx"), ("category", "cate_idx")):
-        column = VOCABS[kind]
+    for kind in kinds:
+        column, out = VOCABS[kind], INDEX_COLUMNS[kind]
         v = vocabs.filter(F.col("kind") == kind).select(F.col("raw_id").alias(column), F.col("idx").alias(out))
         df = df.join(F.broadcast(v), on=column, how="left") \
             .withColumn(out, F.coalesce(F.col(out), F.lit(OOV)).cast("int"))
@@ -134,19 +141,19 @@ def feast_user_behavior_seq(users: DataFrame, max_seq_len: int) -> DataFrame:
     )
 
 
-def items(indexed: DataFrame) -> DataFrame:
-    """Every item seen in any split: its latest category, mean price, first-seen time.
+def items(indexed: DataFrame, vocabs: DataFrame) -> DataFrame:
+    """Every item seen in any split: category of its latest impression, mean price, first-seen time.
 
-    Items absent from training have item_idx = OOV (several rows may share it).
+    Items absent from training have item_idx = OOV (several rows may share it). Primitive
+    aggregates only, so Spark hash-aggregates (a struct-valued max_by would sort all events).
     """
-    latest = F.max_by(F.struct("category_id", "cate_idx"), F.struct("event_time", "request_id"))
-    return (
-        indexed.groupBy("item_id", "item_idx")
-        .agg(latest.alias("_cat"), F.avg("price").cast("float").alias("price"),
-             F.min("event_time").alias("first_seen"))
-        .select("item_id", "item_idx", F.col("_cat.category_id").alias("category_id"),
-                F.col("_cat.cate_idx").alias("cate_idx"), "price", "first_seen")
+    agg = indexed.groupBy("item_id", "item_idx").agg(
+        F.max_by("category_id", "event_time").alias("category_id"),
+        F.avg("price").cast("float").alias("price"),
+        F.min("event_time").alias("first_seen"),
     )
+    return apply_vocabs(agg, vocabs, kinds=("category",)).select(
+        "item_id", "item_idx", "category_id", "cate_idx", "price", "first_seen")
 
 
 def feast_item_features(items_df: DataFrame) -> DataFrame:

@@ -13,6 +13,7 @@ x0 = [user | item | cate | log1p(price) | masked-mean(hist item | hist cate)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genctr.models.config import ModelConfig
@@ -21,6 +22,7 @@ from genctr.models.layers import (
     CrossNet,
     FeatureEmbedding,
     TargetAttention,
+    lookup,
     masked_mean,
     sequence_mask,
 )
@@ -48,14 +50,15 @@ class InputArch(nn.Module):
         emb = self.embedding
         user = emb("user", batch["user"])  # [B, E]
         target = torch.cat([emb("item", batch["item"]), emb("cate", batch["cate"])], dim=-1)  # [B, 2E]
-        hist = torch.cat(
-            [emb("item", batch["hist_item"]), emb("cate", batch["hist_cate"])], dim=-1
-        )  # [B, L, 2E]
-        mask = sequence_mask(batch["hist_len"], hist.shape[1])  # [B, L]
+        mask = sequence_mask(batch["hist_len"], batch["hist_item"].shape[1])  # [B, L]
         price = torch.log1p(torch.nan_to_num(batch["price"].float()).clamp_min(0.0)).unsqueeze(-1)  # [B, 1]
-        parts = [user, target, price.to(user.dtype), masked_mean(hist, mask)]
-        if self.attention is not None:
-            parts.append(self.attention(target, hist, mask))  # [B, 2E]
+        parts = [user, target, price.to(user.dtype)]
+        if self.attention is None:
+            parts.append(self._pooled_history(batch, mask))  # [B, 2E]
+        else:
+            hist = torch.cat([lookup(emb["item"], batch["hist_item"]), lookup(emb["cate"], batch["hist_cate"])],
+                             dim=-1)  # [B, L, 2E]
+            parts += [masked_mean(hist, mask), self.attention(target, hist, mask)]  # [B, 2E] x2
         if self.extra_dim:
             if extra is None or extra.shape != (user.shape[0], self.extra_dim):
                 got = None if extra is None else tuple(extra.shape)
@@ -64,6 +67,17 @@ class InputArch(nn.Module):
         elif extra is not None:
             raise ValueError("backbone built without an extra input (extra_dim=0) but one was passed")
         return torch.cat(parts, dim=-1)  # [B, out_dim]
+
+    def _pooled_history(self, batch: Batch, mask: Tensor) -> Tensor:
+        """masked-mean(hist item | hist cate) [B, 2E] as weighted embedding bags: the [B, L, 2E]
+        history is never built (value = ``masked_mean``; pad-id rows get no gradient)."""
+        m = mask.to(self.embedding["item"].weight.dtype)  # [B, L]
+        weights = m / m.sum(dim=1, keepdim=True).clamp_min(1.0)  # [B, L]: 1/count on valid slots
+        return torch.cat([
+            F.embedding_bag(batch[key], self.embedding[field].weight, mode="sum", per_sample_weights=weights,
+                            padding_idx=self.embedding[field].padding_idx)
+            for key, field in (("hist_item", "item"), ("hist_cate", "cate"))
+        ], dim=-1)
 
 
 class Backbone(nn.Module):

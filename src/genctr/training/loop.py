@@ -30,10 +30,33 @@ MakeBatch = Callable[[Tensor], dict[str, Tensor]]
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    on_cuda = next(model.parameters()).is_cuda
-    # fused Adam is one kernel per step on CUDA; foreach is the fast path on CPU
-    kw: dict[str, Any] = {"fused": True} if on_cuda else {"foreach": True}
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+    # Fused Adam: one pass over each parameter per step, on CUDA and on CPU alike (on CPU about
+    # 2x faster than foreach, which runs ~8 element-wise passes; the dense embedding tables make
+    # the optimizer a visible share of a CPU step). Older builds without it fall back to foreach.
+    params = list(model.parameters())
+    try:
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> None:
+    """``clip_grad_norm_`` with one pass fewer on CPU.
+
+    On CPU reading the norm costs no device sync, so gradients are rescaled only when the norm
+    exceeds ``max_norm`` (multiplying by the clamped coefficient 1.0 changes nothing). On CUDA
+    the sync-free ``clip_grad_norm_`` runs unchanged.
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return
+    if params[0].is_cuda:
+        nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    grads = [p.grad for p in params]
+    norm = nn.utils.get_total_norm(grads, foreach=True)
+    if not float(max_norm / (norm + 1e-6)) >= 1.0:  # clip_grad_norm_'s coefficient (NaN clips too)
+        nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
 
 
 def autocast(device: torch.device, cfg: TrainConfig) -> contextlib.AbstractContextManager:
@@ -94,7 +117,7 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                clip_gradients(model, cfg.grad_clip)
             opt.step()
             total += loss.detach() * len(idx)  # stays on device: no sync per step
             seen += len(idx)

@@ -2,6 +2,7 @@
 from genctr.models.layers.attention import DecoderBlock, MultiHeadAttention
 from genctr.models.layers.cross import CrossLayer, CrossNet
 from genctr.models.layers.embedding import FeatureEmbedding, make_embedding
+from genctr.models.layers.lookup import gather_dot, lookup
 from genctr.models.layers.masking import masked_mean, sequence_mask
 from genctr.models.layers.mlp import MLP
 from genctr.models.layers.target_attention import TargetAttention
@@ -14,6 +15,8 @@ __all__ = [
     "MLP",
     "MultiHeadAttention",
     "TargetAttention",
+    "gather_dot",
+    "lookup",
     "make_embedding",
     "masked_mean",
     "sequence_mask",

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from genctr.features.layout import PAD
+from genctr.models.layers.lookup import lookup
 
 EMBED_INIT_STD = 0.02  # small init: embeddings feed MLPs directly
 
@@ -35,4 +36,4 @@ class FeatureEmbedding(nn.Module):
 
     def forward(self, name: str, idx: Tensor) -> Tensor:
         """idx [...] long -> [..., dim]."""
-        return self.tables[name](idx)
+        return lookup(self.tables[name], idx)  # type: ignore[arg-type]

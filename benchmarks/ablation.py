@@ -1,0 +1,213 @@
+"""Offline ablation on MovieLens: backbones x {no pretraining, share, integrate} x {CS, RS},
+plus DGenCTR (full transfer and its ablations), over the same seeds for every arm.
+
+    python benchmarks/ablation.py --seeds 0 1 2 3 4            # ~1 h on 2 CPU cores
+    python benchmarks/ablation.py --summarize-only              # rebuild the report
+
+Each finished arm is appended to ``benchmarks/results/ablation.jsonl`` (a killed run resumes
+where it stopped). The summary (mean +- std of AUC / LogLoss / gAUC, paired differences vs
+the same backbone without pretraining with paired t-test p-values) goes to
+``benchmarks/results/ablation.md`` and a plot to ``ablation.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genctr.config import DataConfig, FeatureConfig
+from genctr.models.config import ModelConfig
+from genctr.models.dgenctr_config import DGenCTRConfig
+from genctr.training.config import TrainConfig
+from genctr.training.data import FeatureData
+from genctr.training.run import evaluate_split, init_ctr, train_ctr, train_genctr
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+log = logging.getLogger("ablation")
+
+DGEN_ARMS = {  # arm name -> (pretraining overrides, fine-tuning transfer)
+    "dgenctr_full": ({}, "full"),
+    "dgenctr_embedding_only": ({}, "embedding_only"),
+    "dgenctr_scorer_only": ({}, "scorer_only"),
+    "dgenctr_no_label": ({"label_in_pretraining": False}, "full"),
+    "dgenctr_no_diffusion": ({"diffusion": False}, "full"),
+    "dgenctr_shared_head": ({"feature_specific_heads": False}, "full"),
+}
+
+
+def build_once(work: Path, category: str, max_seq_len: int) -> Path:
+    from genctr.workflow import build_features, export_events
+
+    build = work / f"movielens-{category}-L{max_seq_len}"
+    if not (build / "stats.json").exists():
+        events = work / f"movielens-{category}.parquet"
+        export_events(DataConfig(source="movielens", category=category), events)
+        build_features(events, build, FeatureConfig(max_seq_len=max_seq_len))
+    return build
+
+
+def done_keys(path: Path) -> set[tuple]:
+    if not path.exists():
+        return set()
+    return {(r["backbone"], r["arm"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())}
+
+
+def record(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    log.info("%s", row)
+
+
+def run_genctr_arms(data, args, seed, out, done) -> None:
+    ft = TrainConfig(epochs=args.ft_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
+    pt = TrainConfig(epochs=args.pt_epochs, batch_size=args.pt_batch_size, lr=args.pt_lr, seed=seed, progress=False)
+    pre = {}
+    for neg in args.negatives:
+        if all((b, f"{t}_{neg}", seed) in done for b in args.backbones for t in ("share", "integrate")):
+            continue
+        t0 = time.perf_counter()
+        pre[neg], hist = train_genctr(data, ModelConfig(max_seq_len=data.max_seq_len, negatives=neg,
+                                                        embed_dim=args.embed_dim), pt)
+        log.info("pretrained %s seed %d in %.0fs: loss %s", neg, seed, time.perf_counter() - t0,
+                 [round(h["train_loss"], 3) for h in hist])
+    for backbone in args.backbones:
+        arms = [("none", "none", None)] + [(f"{t}_{n}", t, n) for n in args.negatives for t in ("share", "integrate")]
+        for arm, transfer, neg in arms:
+            if (backbone, arm, seed) in done:
+                continue
+            cfg = ModelConfig(backbone=backbone, transfer=transfer, max_seq_len=data.max_seq_len,
+                              embed_dim=args.embed_dim, negatives=neg or "cs")
+            t0 = time.perf_counter()
+            model = init_ctr(data, cfg, pre.get(neg), seed)
+            train_ctr(data, model, ft)
+            m = evaluate_split(model, data, "test")
+            record(out, {"backbone": backbone, "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0})
+
+
+def run_dgenctr_arms(data, args, seed, out, done) -> None:
+    from genctr.training.run import ctr_objective  # noqa: F401 - same BCE objective as backbones
+    from genctr.training.run_dgenctr import init_dgenctr_ctr, train_dgenctr
+
+    ft = TrainConfig(epochs=args.ft_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
+    pt = TrainConfig(epochs=args.dg_epochs, batch_size=args.dg_batch_size, lr=args.pt_lr, seed=seed, progress=False)
+    base = DGenCTRConfig(embed_dim=args.dg_dim, n_layers=args.dg_layers, n_heads=2, head_hidden=2 * args.dg_dim)
+    pretrained: dict[str, object] = {}
+    arms = [a for a in args.dgenctr_arms if ("dgenctr", a, seed) not in done]
+    if ("dgenctr", "dgenctr_none", seed) not in done:
+        arms = ["dgenctr_none"] + arms
+    for arm in arms:
+        t0 = time.perf_counter()
+        if arm == "dgenctr_none":
+            cfg, pre = base, None
+        else:
+            over, transfer = DGEN_ARMS[arm]
+            key = json.dumps(over, sort_keys=True)
+            if key not in pretrained:
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as ck:
+                    pretrained[key], _ = train_dgenctr(data, dataclasses.replace(base, **over), pt, ck)
+            cfg, pre = dataclasses.replace(base, **over, transfer=transfer), pretrained[key]
+        model = init_dgenctr_ctr(data, cfg, pre, seed)
+        train_ctr(data, model, ft)
+        m = evaluate_split(model, data, "test")
+        record(out, {"backbone": "dgenctr", "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0})
+
+
+def summarize(jsonl: Path, md: Path, png: Path, header: str) -> None:
+    from scipy.stats import ttest_rel
+
+    df = pd.DataFrame(map(json.loads, jsonl.read_text().splitlines()))
+    lines = [header, "", "| backbone | arm | seeds | AUC | LogLoss | gAUC | ΔAUC vs none (paired) | p |",
+             "|---|---|---|---|---|---|---|---|"]
+    for backbone, g in df.groupby("backbone", sort=False):
+        base_arm = "dgenctr_none" if backbone == "dgenctr" else "none"
+        base = g[g.arm == base_arm].set_index("seed")
+        for arm, a in g.groupby("arm", sort=False):
+            a = a.set_index("seed")
+            cells = [f"{a[k].mean():.4f} ± {a[k].std(ddof=1) if len(a) > 1 else 0:.4f}" for k in ("auc", "logloss", "gauc")]
+            seeds = a.index.intersection(base.index)
+            if arm != base_arm and len(seeds) >= 2:
+                d = a.loc[seeds, "auc"] - base.loc[seeds, "auc"]
+                p = ttest_rel(a.loc[seeds, "auc"], base.loc[seeds, "auc"]).pvalue
+                diff, pv = f"{d.mean():+.4f} ± {d.std(ddof=1):.4f}", f"{p:.3g}"
+            else:
+                diff, pv = "—", "—"
+            lines.append(f"| {backbone} | {arm} | {len(a)} | {' | '.join(cells)} | {diff} | {pv} |")
+    md.write_text("\n".join(lines) + "\n")
+    _plot(df, png)
+
+
+def _plot(df: pd.DataFrame, png: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = list(df.groupby("backbone", sort=False))
+    fig = Figure(figsize=(4 * len(groups), 4))
+    FigureCanvasAgg(fig)
+    for i, (backbone, g) in enumerate(groups):
+        ax = fig.add_subplot(1, len(groups), i + 1)
+        stats = g.groupby("arm", sort=False)["auc"].agg(["mean", "std"])
+        ax.bar(range(len(stats)), stats["mean"], yerr=stats["std"].fillna(0), capsize=3)
+        ax.set_xticks(range(len(stats)), stats.index, rotation=60, ha="right", fontsize=8)
+        lo = (stats["mean"] - stats["std"].fillna(0)).min()
+        ax.set_ylim(lo - 0.01, (stats["mean"] + stats["std"].fillna(0)).max() + 0.005)
+        ax.set_title(backbone)
+        ax.set_ylabel("test AUC")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--backbones", nargs="+", default=["dnn", "dcnv2", "dcnv2_ta"])
+    p.add_argument("--negatives", nargs="+", default=["cs", "rs"])
+    p.add_argument("--dgenctr-arms", nargs="*", default=list(DGEN_ARMS))
+    p.add_argument("--category", default="combo", choices=["combo", "first"])
+    p.add_argument("--max-seq-len", type=int, default=200)
+    p.add_argument("--embed-dim", type=int, default=16)
+    p.add_argument("--ft-epochs", type=int, default=1)
+    p.add_argument("--pt-epochs", type=int, default=3)
+    p.add_argument("--dg-epochs", type=int, default=2)
+    p.add_argument("--dg-dim", type=int, default=32)
+    p.add_argument("--dg-layers", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--pt-batch-size", type=int, default=64)
+    p.add_argument("--dg-batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--pt-lr", type=float, default=1e-3)
+    p.add_argument("--tag", default="ablation", help="Result file stem under benchmarks/results/.")
+    p.add_argument("--work", type=Path, default=HERE / "data")
+    p.add_argument("--summarize-only", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{args.tag}.jsonl"
+    header = (f"# Offline ablation ({args.tag})\n\nMovieLens latest-small, category={args.category}, "
+              f"L={args.max_seq_len}, embed={args.embed_dim}, fine-tune {args.ft_epochs} epoch(s) batch "
+              f"{args.batch_size} lr {args.lr}, GenCTR pretrain {args.pt_epochs} epochs, DGenCTR pretrain "
+              f"{args.dg_epochs} epochs (d={args.dg_dim}, {args.dg_layers} layer). Test split; mean ± std over "
+              "seeds; ΔAUC is paired per seed against the same backbone without pretraining (paired t-test).\n\n"
+              f"Command: `python benchmarks/ablation.py {' '.join(__import__('sys').argv[1:])}`")
+    if not args.summarize_only:
+        args.work.mkdir(parents=True, exist_ok=True)
+        data = FeatureData(str(build_once(args.work, args.category, args.max_seq_len)), args.max_seq_len)
+        for seed in args.seeds:
+            done = done_keys(out)
+            run_genctr_arms(data, args, seed, out, done)
+            if args.dgenctr_arms is not None:
+                run_dgenctr_arms(data, args, seed, out, done)
+    summarize(out, RESULTS / f"{args.tag}.md", RESULTS / f"{args.tag}.png", header)
+    print((RESULTS / f"{args.tag}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
