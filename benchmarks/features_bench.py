@@ -146,6 +146,8 @@ def main() -> int:
     p.add_argument("--max-seq-len", type=int, default=200)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/genctr-features-bench"))
     p.add_argument("--keep-events", action="store_true", help="reuse events already in --work-dir")
+    p.add_argument("--warmup", type=int, default=100_000,
+                   help="events of an untimed first build that warms the JVM (0: none)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -156,6 +158,14 @@ def main() -> int:
                       driver_memory=args.driver_memory)
     startup = time.perf_counter() - t0
     cfg = FeatureConfig(max_seq_len=args.max_seq_len, shuffle_partitions=args.shuffle_partitions)
+    warmup = None
+    if args.warmup:
+        events = args.work_dir / f"events-warmup-{args.warmup}"
+        if not events.exists():
+            write_numpy_events(events, args.warmup, args.users, args.items, args.cates, seed=1)
+        warmup = run_one(spark, events, args.work_dir / "build-warmup", args.warmup, cfg)
+        log.info("warm-up (cold JVM): %s", json.dumps(warmup))
+        shutil.rmtree(args.work_dir / "build-warmup", ignore_errors=True)
     results = []
     for n in args.events:
         events = args.work_dir / f"events-{args.generator}-{n}"
@@ -174,7 +184,8 @@ def main() -> int:
     report = {"machine": f"{os.cpu_count()} cores {os.uname().machine}, "
                          f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
               "master": args.master, "driver_memory": args.driver_memory, "generator": args.generator,
-              "spark_startup_s": round(startup, 1), "python": sys.version.split()[0], "results": results}
+              "spark_startup_s": round(startup, 1), "python": sys.version.split()[0],
+              "warmup": warmup, "results": results}
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

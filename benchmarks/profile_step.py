@@ -43,14 +43,18 @@ def ctr_setup(backbone: str, L: int, B: int):
     return model, batch, ctr_objective
 
 
-def genctr_setup(L: int, B: int, d_model: int, k: int, dropout: float | None):
+def genctr_setup(L: int, B: int, d_model: int, k: int, dropout: float | None, attn_dropout: float | None = None):
     from genctr.models.genctr import GenCTR
     from genctr.training.run import genctr_objective
 
     g = torch.Generator().manual_seed(0)
     item_cate = torch.randint(2, VOCAB["cate"], (VOCAB["item"],), generator=g)
     item_cate[:2] = torch.tensor([0, 1])
-    decoder = {"d_model": d_model} if dropout is None else {"d_model": d_model, "dropout": dropout}
+    decoder: dict = {"d_model": d_model}
+    if dropout is not None:
+        decoder["dropout"] = dropout
+    if attn_dropout is not None:
+        decoder["attn_dropout"] = attn_dropout
     cfg = ModelConfig(embed_dim=16, n_users=VOCAB["user"], n_items=VOCAB["item"], n_cates=VOCAB["cate"],
                       max_seq_len=L, n_negatives=k, decoder=decoder)
     model = GenCTR(cfg, item_cate=item_cate)
@@ -68,6 +72,7 @@ def main() -> None:
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--negatives", type=int, default=20)
     p.add_argument("--dropout", type=float, default=None, help="genctr decoder dropout (default: config's)")
+    p.add_argument("--attn-dropout", type=float, default=None, help="genctr attention-weight dropout")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--profile", action="store_true")
@@ -77,7 +82,8 @@ def main() -> None:
     torch.manual_seed(0)
     B = a.batch_size or (256 if a.model == "genctr" else 4096)
     if a.model == "genctr":
-        model, batch, objective = genctr_setup(a.seq_len, B, a.d_model, a.negatives, a.dropout)
+        model, batch, objective = genctr_setup(a.seq_len, B, a.d_model, a.negatives, a.dropout,
+                                                a.attn_dropout)
     else:
         model, batch, objective = ctr_setup(a.model, a.seq_len, B)
     tcfg = TrainConfig(batch_size=B)

@@ -60,8 +60,8 @@ def validate_events(events: Input[Dataset], report_html: Output[HTML], report_md
     try:
         workflow.validate_events(events.path, report_dir)
     finally:  # the report says what failed: keep it even when the suite raises
-        for name, artifact in (("report.html", report_html), ("report.md", report_md)):
-            if os.path.exists(os.path.join(report_dir, name)):
+        for ext, artifact in ((".html", report_html), (".md", report_md)):
+            for name in sorted(f for f in os.listdir(report_dir) if f.endswith(ext))[:1]:
                 shutil.copyfile(os.path.join(report_dir, name), artifact.path)
 
 
@@ -113,8 +113,8 @@ def validate_samples(build: Input[Dataset], report_html: Output[HTML], report_md
     try:
         workflow.validate_samples(build.path, report_dir)
     finally:  # the report says what failed: keep it even when the suite raises
-        for name, artifact in (("report.html", report_html), ("report.md", report_md)):
-            if os.path.exists(os.path.join(report_dir, name)):
+        for ext, artifact in ((".html", report_html), (".md", report_md)):
+            for name in sorted(f for f in os.listdir(report_dir) if f.endswith(ext))[:1]:
                 shutil.copyfile(os.path.join(report_dir, name), artifact.path)
 
 

@@ -98,3 +98,15 @@ def test_configs_reject_unknown_and_bad_values() -> None:
     with pytest.raises(ConfigError, match="sum"):
         FeatureConfig(split=(0.5, 0.1, 0.1))
     assert from_dict(FeatureConfig, {"max_seq_len": 50}).max_seq_len == 50
+
+
+def test_canonical_events_load_from_an_fsspec_uri() -> None:
+    import fsspec
+
+    from genctr.data.sources.canonical import load_canonical
+
+    with fsspec.open("memory://genctr-test/events.parquet", "wb") as f:
+        good_events().to_parquet(f)
+    assert len(load_canonical("memory://genctr-test/events.parquet")) == 6
+    with pytest.raises(DataValidationError, match="not found"):
+        load_canonical("memory://genctr-test/missing.parquet")

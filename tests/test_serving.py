@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
 
@@ -16,7 +17,7 @@ from genctr.errors import ArtifactError, ConfigError
 from genctr.features.layout import OOV
 from genctr.serving.guard import RequestGuard
 from genctr.serving.online import FeastConfig
-from genctr.serving.predictor import CTRPredictor
+from genctr.serving.predictor import CTRPredictor, traced_or_eager
 from genctr.serving.request import Limits, parse_v1, parse_v2
 from genctr.serving.vocab import IdIndex
 from serving_fixtures import (
@@ -238,6 +239,40 @@ def test_history_is_expanded_not_copied(art: ServingArtifacts, predictor: CTRPre
     batch = predictor.batch(req)
     assert batch["hist_item"].shape[0] == 10 and batch["hist_item"].stride(0) == 0
     assert batch["user"].stride(0) == 0
+
+
+@pytest.mark.slow
+def test_traced_model_and_worker_threads_score_the_same(art: ServingArtifacts, predictor: CTRPredictor) -> None:
+    fast = CTRPredictor("ctr", art.model, art.store, forward_threads=2, jit=True)
+    fast.load()
+    assert isinstance(fast.model, torch.jit.ScriptModule)
+    users = [*known_users(art), COLD_USER]
+    body = {"instances": [{"user_id": u, "candidates": candidates_for(art, 20, seed=i)} for i, u in enumerate(users)]}
+
+    async def both() -> tuple[Any, Any]:
+        return await fast.predict(body), await predictor.predict(body)
+
+    got, want = asyncio.run(both())
+    for a, b in zip(got["predictions"], want["predictions"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    fast.stop()
+    assert not fast.ready
+
+
+def test_trace_falls_back_to_eager_when_the_trace_differs() -> None:
+    class ShapeBranch(torch.nn.Module):  # Python control flow on a shape: a trace bakes one branch in
+        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            x = batch["price"] * batch["hist_len"]
+            return x * 2 if batch["hist_item"].shape[1] > 3 else x
+
+    class Plain(torch.nn.Module):
+        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return batch["price"] * 2 + batch["hist_len"]
+
+    sizes = {"user": 10, "item": 10, "category": 5}
+    branchy = ShapeBranch()
+    assert traced_or_eager(branchy, sizes, 8, torch.device("cpu")) is branchy
+    assert isinstance(traced_or_eager(Plain(), sizes, 8, torch.device("cpu")), torch.jit.ScriptModule)
 
 
 @pytest.mark.slow

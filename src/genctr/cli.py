@@ -22,8 +22,11 @@ app.add_typer(features_app, name="features")
 def _register_subcommands() -> None:
     from genctr.cli_train import evaluate_cmd, train_app
 
+    from genctr.cli_pipeline import pipeline_app
+
     app.add_typer(train_app, name="train")
     app.command("evaluate")(evaluate_cmd)
+    app.add_typer(pipeline_app, name="pipeline")
 
 
 _register_subcommands()
@@ -129,6 +132,26 @@ def features_materialize(
     except GenCTRError as exc:
         fail(exc)
     typer.echo(f"materialised {build} into the {online} online store")
+
+
+@app.command("demo")
+def demo(
+    source: str = typer.Option("movielens", help="Data source for the run (movielens | synthetic)."),
+    backbone: str = typer.Option("dcnv2_ta", help="CTR backbone: dnn | dcnv2 | dcnv2_ta."),
+    pretrain_method: str = typer.Option("genctr", help="genctr | dgenctr | none."),
+    epochs: int = typer.Option(1, help="Pretraining and fine-tuning epochs."),
+    max_seq_len: int = typer.Option(50, help="L: behaviours per sequence."),
+) -> None:
+    """Run the training pipeline end to end on this machine (kfp.local) and print the gate's decision."""
+    from genctr.demo import run_demo
+
+    try:
+        summary = run_demo(source=source, backbone=backbone, pretrain_method=pretrain_method,
+                           epochs=epochs, max_seq_len=max_seq_len)
+    except GenCTRError as exc:
+        fail(exc)
+    for line in summary:
+        typer.echo(line)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -164,7 +164,8 @@ def _import_kfp_local() -> ModuleType:
     loaded = sys.modules.get("docker", False)
     if loaded is False:
         spec = importlib.util.find_spec("docker")
-        shadowed = spec is not None and spec.origin in (None, "namespace")
+        # not installed now, but the checkout may join sys.path later: block the name either way
+        shadowed = spec is None or spec.origin in (None, "namespace")
     else:
         shadowed = loaded is not None and getattr(loaded, "__file__", None) is None
     if shadowed:

@@ -73,20 +73,23 @@ class StateRepository(ModelRepository):
     """
 
     def __init__(self, state_file: str | Path, feast: FeastConfig | None, *, limits: Limits = Limits(),
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", forward_threads: int = 0, jit: bool = False) -> None:
         super().__init__()
         self.state_file = Path(state_file)
         self._feast_config = feast
         self._store: Any = None
         self.limits = limits
         self.device = device
+        self.forward_threads = forward_threads
+        self.jit = jit
 
     def _predictor(self, name: str, uri: str) -> Any:
         from genctr.serving.predictor import CTRPredictor
 
         if self._feast_config is not None and self._store is None:
             self._store = self._feast_config.open()
-        model = CTRPredictor(name, uri, self._store, limits=self.limits, device=self.device)
+        model = CTRPredictor(name, uri, self._store, limits=self.limits, device=self.device,
+                             forward_threads=self.forward_threads, jit=self.jit)
         model.load()
         return model
 

@@ -39,7 +39,9 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
     """Build features from the canonical events at ``events`` into ``out_dir``; returns stats.
 
     Raises ConfigError for an unusable ``out_dir`` and DataValidationError for missing or
-    malformed events. ``spark`` defaults to a session built from ``cfg``.
+    malformed events. ``spark`` defaults to a session built from ``cfg`` (left running for
+    reuse; the caller stops it). A crash that kills the process outright (SIGKILL) can leave
+    a hidden ``.<name>.tmp-*`` sibling behind; ``out_dir`` itself is never half-written.
     """
     from genctr.features.spark_session import get_spark
 
@@ -69,6 +71,7 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
 
 def _read_events(spark: SparkSession, events: str | Path) -> DataFrame:
     """Read events, check columns, nulls and labels; cast to the canonical types."""
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
 
@@ -80,8 +83,9 @@ def _read_events(spark: SparkSession, events: str | Path) -> DataFrame:
         uri = path.as_uri()
     try:
         df = spark.read.parquet(uri)
-    except PySparkException as exc:
-        raise DataValidationError(f"events at {events} could not be read as Parquet: {exc}") from exc
+    except (PySparkException, Py4JJavaError) as exc:
+        reason = exc.java_exception.toString() if isinstance(exc, Py4JJavaError) else str(exc)
+        raise DataValidationError(f"events at {events} could not be read as Parquet: {reason}") from exc
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataValidationError(

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from genctr.features.layout import FIRST_ID, OOV
 
-_EPS = 1e-9  # keeps floor(n * 0.3) == 3 for n = 10 despite binary fractions
+_EPS = 1e-9  # keeps floor(100 * 0.29) == 29: binary fractions land just below the integer
 
 
 def split_and_history(events: DataFrame, split: tuple[float, float, float]) -> DataFrame:

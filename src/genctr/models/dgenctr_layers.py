@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genctr.models.dgenctr_config import FIELDS, N_FIELDS, DGenCTRConfig
+from genctr.models.layers.lookup import lookup
 
 TABLE_FIELDS = ("user", "item", "cate", "price", "label")  # fields looked up in a table
 INIT_STD = 0.02
@@ -96,7 +97,8 @@ class FieldEmbedding(nn.Module):
 
     def pool(self, batch: dict[str, Tensor], query: Tensor) -> Tensor:
         """Pool the history against query [B, Q, d] (target item + cate vectors) -> [B, Q, d]."""
-        hist = self.tables["item"](batch["hist_item"].long()) + self.tables["cate"](batch["hist_cate"].long())
+        hist = (lookup(self.tables["item"], batch["hist_item"].long())  # type: ignore[arg-type]
+                + lookup(self.tables["cate"], batch["hist_cate"].long()))  # type: ignore[arg-type]
         return self.seq_pool(query, hist, batch["hist_len"].long())
 
     def tokens(self, values: Tensor, masked: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from genctr.errors import ConfigError
 from genctr.features.layout import FIRST_ID
 from genctr.models.config import ModelConfig
-from genctr.models.layers import DecoderBlock, make_embedding, sequence_mask
+from genctr.models.layers import DecoderBlock, gather_dot, lookup, make_embedding, sequence_mask
 from genctr.models.sampling import NegativeSampler
 
 
@@ -52,7 +52,8 @@ class GenCTR(nn.Module):
         self.key_proj = nn.Linear(2 * E, D)  # [item | category] of a past item -> key/value stream
         self.drop = nn.Dropout(dc.dropout)
         self.blocks = nn.ModuleList(
-            DecoderBlock(D, dc.n_heads, dc.ffn_mult, dc.dropout, cross=(i == 0)) for i in range(dc.n_layers)
+            DecoderBlock(D, dc.n_heads, dc.ffn_mult, dc.dropout, cross=(i == 0), attn_dropout=dc.attn_dropout)
+            for i in range(dc.n_layers)
         )
         self.ln_f = nn.LayerNorm(D)
         self.head = nn.Linear(D, E)  # decoder output -> predicted next-item embedding (pretraining only)
@@ -66,12 +67,12 @@ class GenCTR(nn.Module):
     # -- streams -------------------------------------------------------------------------
     def _queries(self, cate: Tensor, pos: Tensor) -> Tensor:
         """cate [B, T], pos [T] or [B, T] -> query stream [B, T, D]."""
-        return self.drop(self.query_proj(self.cate_embedding(cate)) + self.pos_embedding(pos))
+        return self.drop(self.query_proj(lookup(self.cate_embedding, cate)) + self.pos_embedding(pos))
 
     def _keys(self, item: Tensor, cate: Tensor) -> Tensor:
         """items at positions 0..T-1, [B, T] -> [BOS, items] stream [B, T+1, D]."""
         B, T = item.shape
-        x = torch.cat([self.item_embedding(item), self.cate_embedding(cate)], dim=-1)  # [B, T, 2E]
+        x = torch.cat([lookup(self.item_embedding, item), lookup(self.cate_embedding, cate)], dim=-1)  # [B, T, 2E]
         x = self.key_proj(x) + self.pos_embedding(torch.arange(T, device=item.device))  # [B, T, D]
         bos = self.bos.to(x.dtype).expand(B, 1, -1)  # [B, 1, D]
         return self.drop(torch.cat([bos, x], dim=1))  # [B, T+1, D]
@@ -150,14 +151,23 @@ class GenCTR(nn.Module):
         valid = (sequence_mask(length, T) & (item >= FIRST_ID)).reshape(B * T)  # [N]
         neg = self.sampler(pos, generator)  # [N, K]
         cand = torch.cat([pos.unsqueeze(1), neg], dim=1)  # [N, 1+K]
-        w = self.item_embedding(cand)  # [N, 1+K, E]: one gather for positives and negatives
-        logits = torch.bmm(w, h.unsqueeze(-1).to(w.dtype)).squeeze(-1)  # [N, 1+K]
+        table = self.item_embedding
+        # one fused gather + dot for positives and negatives; on CPU it never holds [N, 1+K, E]
+        logits = gather_dot(table, cand, h.to(table.weight.dtype))  # [N, 1+K]
         if self.cfg.similarity == "cosine":
-            norms = w.norm(dim=-1) * h.norm(dim=-1, keepdim=True).to(w.dtype)  # [N, 1+K]
+            norms = self._item_norms(cand) * h.norm(dim=-1, keepdim=True).to(logits.dtype)  # [N, 1+K]
             logits = logits / norms.clamp_min(1e-6)
         logits = logits / self.cfg.temperature
         hits = F.pad(neg == pos.unsqueeze(1), (1, 0))  # [N, 1+K]; column 0 never masked
         return logits.masked_fill(hits, float("-inf")), valid
+
+    def _item_norms(self, cand: Tensor) -> Tensor:
+        """|e(item)| of every candidate [N, 1+K]: from the table's row norms when there are more
+        candidates than items (the usual case), else from the gathered rows."""
+        table = self.item_embedding
+        if cand.numel() > table.num_embeddings:
+            return table.weight.norm(dim=-1)[cand]
+        return lookup(table, cand).norm(dim=-1)
 
 
 __all__ = ["GenCTR"]

@@ -5,6 +5,10 @@
 * :mod:`genctr.serving.online` — Feast store config and the cached online reader
 * :mod:`genctr.serving.server` — :func:`serve` (what ``python -m genctr.serving`` runs)
 """
-from genctr.serving.server import ServeConfig, serve
+from genctr.serving._kserve import import_kserve
 
-__all__ = ["ServeConfig", "serve"]
+import_kserve()  # before any module below imports kserve
+
+from genctr.serving.server import ServeConfig, serve, serve_model  # noqa: E402
+
+__all__ = ["ServeConfig", "serve", "serve_model"]

@@ -3,8 +3,8 @@
     python -m genctr.serving --model_dir MODEL --feast_repo FEAST_WORK_DIR --http_port 8080
     python -m genctr.serving --deploy_state STATE.json --feast_repo ...   # LocalDeployer's server
 
-KServe's own flags (``--http_port``, ``--grpc_port``, ``--enable_grpc``, ``--model_name``, ...)
-are accepted too. Feast flags default to environment variables so a pod spec can set them
+The flags are genctr's own (KServe's import-time argument parsing is bypassed, see
+``genctr.serving._kserve``); the server ones keep KServe's names. Feast flags default to environment variables so a pod spec can set them
 (``GENCTR_FEAST_REPO``, ``GENCTR_FEAST_CONFIG``, ``GENCTR_FEAST_ONLINE``,
 ``GENCTR_FEAST_REGISTRY``, ``GENCTR_REDIS_CONNECTION_STRING``).
 """
@@ -28,11 +28,13 @@ def _bool(text: str) -> bool:
 
 
 def parser() -> argparse.ArgumentParser:
-    from kserve import model_server
-
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m genctr.serving", parents=[model_server.parser],
+    p = argparse.ArgumentParser(prog="python -m genctr.serving", allow_abbrev=False,
                                 description="Serve a genctr CTR model with KServe (Feast online features).")
+    p.add_argument("--model_name", default="ctr", help="URL name: /v1/models/<name>:predict, /v2/models/<name>/infer.")
+    p.add_argument("--http_port", type=int, default=8080)
+    p.add_argument("--grpc_port", type=int, default=8081)
+    p.add_argument("--enable_grpc", type=_bool, default=False, help="Also serve v2 over gRPC on --grpc_port.")
     p.add_argument("--model_dir", default=env("GENCTR_MODEL_DIR", ""),
                    help="Model artifact directory (KServe mounts storageUri at /mnt/models).")
     p.add_argument("--deploy_state", default="", help="LocalDeployer state file: serve champion + canary.")
@@ -51,10 +53,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max_history", type=int, default=1000, help="Longest request-supplied history.")
     p.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help="Largest request body (HTTP 413 beyond).")
-    p.add_argument("--torch_threads", type=int, default=int(env("GENCTR_TORCH_THREADS", "1")))
+    p.add_argument("--torch_threads", type=int, default=int(env("GENCTR_TORCH_THREADS", "1")),
+                   help="Intra-op threads of one forward pass.")
+    p.add_argument("--forward_threads", type=int, default=int(env("GENCTR_FORWARD_THREADS", "2")),
+                   help="Forward passes in flight at once on worker threads (0 = on the event loop).")
+    p.add_argument("--jit", type=_bool, default=True,
+                   help="TorchScript-freeze the model at load (verified against eager; falls back if it differs).")
     p.add_argument("--device", default="cpu")
     p.add_argument("--log_requests", type=_bool, default=False, help="Access log + per-request latency log.")
-    p.set_defaults(enable_grpc=False, model_name="ctr")  # KServe: gRPC on (8081), name "model"
     return p
 
 
@@ -69,7 +75,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         model_dir=args.model_dir, deploy_state=args.deploy_state, model_name=args.model_name,
         http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc, feast=feast,
         limits=Limits(max_candidates=args.max_candidates, max_history=args.max_history),
-        max_body_bytes=args.max_body_bytes, torch_threads=args.torch_threads, device=args.device,
+        max_body_bytes=args.max_body_bytes, torch_threads=args.torch_threads,
+        forward_threads=args.forward_threads, jit=args.jit, device=args.device,
         log_requests=args.log_requests)
 
 

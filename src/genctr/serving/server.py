@@ -38,7 +38,9 @@ class ServeConfig:
     feast: FeastConfig | None = None  # None: no feature store (histories must come in requests)
     limits: Limits = field(default_factory=Limits)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    torch_threads: int = 1  # intra-op threads: 1 keeps a 2-core box free for the event loop
+    torch_threads: int = 1  # intra-op threads per forward pass
+    forward_threads: int = 2  # forward passes in flight at once (worker threads); 0 = on the event loop
+    jit: bool = True  # TorchScript-freeze the model at load (checked against eager; falls back)
     device: str = "cpu"
     log_requests: bool = False  # uvicorn access log + KServe per-request latency line
 
@@ -47,8 +49,9 @@ class ServeConfig:
             raise ConfigError("give exactly one of --model_dir and --deploy_state")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
-        if self.torch_threads < 1:
-            raise ConfigError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.torch_threads < 1 or self.forward_threads < 0:
+            raise ConfigError(f"need torch_threads >= 1 and forward_threads >= 0, got {self.torch_threads}, "
+                              f"{self.forward_threads}")
         for name in ("http_port", "grpc_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise ConfigError(f"{name} must be a TCP port, got {getattr(self, name)}")
@@ -59,12 +62,14 @@ def build_models(cfg: ServeConfig) -> tuple[list, object | None]:
     from genctr.serving.predictor import CTRPredictor
 
     if cfg.model_dir:
-        model = CTRPredictor(cfg.model_name, cfg.model_dir, cfg.feast, limits=cfg.limits, device=cfg.device)
+        model = CTRPredictor(cfg.model_name, cfg.model_dir, cfg.feast, limits=cfg.limits, device=cfg.device,
+                             forward_threads=cfg.forward_threads, jit=cfg.jit)
         model.load()
         return [model], None
     from genctr.deploy.local import StateRepository
 
-    repo = StateRepository(cfg.deploy_state, cfg.feast, limits=cfg.limits, device=cfg.device)
+    repo = StateRepository(cfg.deploy_state, cfg.feast, limits=cfg.limits, device=cfg.device,
+                           forward_threads=cfg.forward_threads, jit=cfg.jit)
     return repo.load_all(), repo
 
 
@@ -80,9 +85,29 @@ def serve(cfg: ServeConfig) -> None:
     # KServe builds its FastAPI app at import (kserve.model_server.app) and adds its own
     # middleware when the server starts; ours goes on the same app, first.
     model_server.app.add_middleware(RequestGuard, max_bytes=cfg.max_body_bytes)
-    if not cfg.log_requests:
-        logging.getLogger("uvicorn.access").disabled = True
     server = kserve.ModelServer(http_port=cfg.http_port, grpc_port=cfg.grpc_port, enable_grpc=cfg.enable_grpc,
                                 enable_latency_logging=cfg.log_requests, registered_models=repo)
+    if not cfg.log_requests:  # per-request lines: uvicorn's access log, KServe's timing trace
+        for name in ("uvicorn.access", "kserve.trace"):  # (after ModelServer(): it configures logging)
+            logging.getLogger(name).disabled = True
     log.info("serving %s on http://0.0.0.0:%d", [m.name for m in models], cfg.http_port)
     server.start(models)
+
+
+def serve_model(model_dir: str, feast_repo: str = "", *, http_port: int = 8080, model_name: str = "ctr",
+                feast_online: str = "", redis_url: str = "", feast_registry: str = "",
+                max_candidates: int = 1000, **options: object) -> None:
+    """What ``genctr serve`` calls: serve one model artifact on ``http_port`` (blocking).
+
+    ``feast_repo``: the directory ``genctr features materialize`` wrote (its feature_store.yaml
+    points at the registry and the SQLite online store); ``feast_online="redis"`` +
+    ``redis_url`` switch to Redis. ``options``: any other :class:`ServeConfig` field
+    (``forward_threads``, ``jit``, ``max_body_bytes``, ``log_requests``, ...).
+    """
+    feast = None
+    if feast_repo:
+        feast = FeastConfig(repo_path=str(feast_repo), online=feast_online, redis_url=redis_url,
+                            registry=feast_registry)
+    limits = Limits(max_candidates=max_candidates)
+    serve(ServeConfig(model_dir=str(model_dir), model_name=model_name, http_port=http_port, feast=feast,
+                      limits=limits, **options))  # type: ignore[arg-type]

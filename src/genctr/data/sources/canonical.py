@@ -1,4 +1,4 @@
-"""Events already in the canonical schema, as Parquet or CSV."""
+"""Events already in the canonical schema, as Parquet or CSV, on a local path or an fsspec URI."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +10,17 @@ from genctr.errors import DataValidationError
 
 
 def load_canonical(path: str | Path) -> pd.DataFrame:
-    p = Path(path)
-    if not p.exists():
-        raise DataValidationError(f"events file {p} not found")
+    uri = str(path)
+    if "://" in uri:
+        import fsspec
+
+        fs, _, paths = fsspec.get_fs_token_paths(uri)
+        if not fs.exists(paths[0]):
+            raise DataValidationError(f"events {uri} not found")
+    elif not Path(uri).exists():
+        raise DataValidationError(f"events file {uri} not found")
     try:
-        df = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
+        df = pd.read_csv(uri) if uri.endswith(".csv") else pd.read_parquet(uri)
     except Exception as exc:  # noqa: BLE001 - any reader error is the user's file
-        raise DataValidationError(f"events file {p} could not be read: {exc}") from exc
-    return validate_events(df, source=str(p))
+        raise DataValidationError(f"events file {uri} could not be read: {exc}") from exc
+    return validate_events(df, source=uri)

@@ -9,13 +9,16 @@ class MultiHeadAttention(nn.Module):
     """Queries from ``x_q`` [B, Tq, D], keys/values from ``x_kv`` [B, Tk, D] -> [B, Tq, D].
 
     Uses ``F.scaled_dot_product_attention`` so flash / memory-efficient kernels apply.
-    ``attn_mask`` (bool, True = may attend) broadcasts to [B, H, Tq, Tk].
+    ``attn_mask`` (bool, True = may attend) broadcasts to [B, H, Tq, Tk]. ``dropout`` applies
+    to the output projection and, unless ``attn_dropout`` is given, to the attention weights.
+    On CPU, attention-weight dropout rules out the fused kernel (PyTorch then builds the
+    [B, H, Tq, Tk] matrix): ``attn_dropout=0`` keeps it fused.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, attn_dropout: float | None = None) -> None:
         super().__init__()
         self.n_heads = n_heads
-        self.dropout = dropout
+        self.dropout = dropout if attn_dropout is None else attn_dropout  # on the attention weights
         self.q_proj = nn.Linear(d_model, d_model)
         self.kv_proj = nn.Linear(d_model, 2 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
@@ -45,12 +48,13 @@ class DecoderBlock(nn.Module):
     ``cross=False``: self-attention over ``h`` (``kv`` must be None).
     """
 
-    def __init__(self, d_model: int, n_heads: int, ffn_mult: int, dropout: float, cross: bool) -> None:
+    def __init__(self, d_model: int, n_heads: int, ffn_mult: int, dropout: float, cross: bool,
+                 attn_dropout: float | None = None) -> None:
         super().__init__()
         self.cross = cross
         self.ln_q = nn.LayerNorm(d_model)
         self.ln_kv = nn.LayerNorm(d_model) if cross else None
-        self.attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, attn_dropout)
         self.ln_ffn = nn.LayerNorm(d_model)
         self.ffn = nn.Sequential(
             nn.Linear(d_model, ffn_mult * d_model),

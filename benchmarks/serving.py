@@ -1,0 +1,431 @@
+"""Serving latency and throughput: genctr's one-hop predictor vs the KServe Feast sample's two hops.
+
+    python benchmarks/serving.py                          # build (cached), train, serve, measure
+    python benchmarks/serving.py --seq-lens 50 200 --seconds 20 --record benchmarks/RESULTS.md
+
+Workload: one request = 100 candidates (item_id, category_id, price) of one user whose Feast
+sequence is full (L behaviours), v1 JSON over HTTP on 127.0.0.1; the same body for both layouts.
+
+* one-hop (genctr): client -> ``python -m genctr.serving --model_dir M --feast_repo F``: the
+  predictor reads the SQLite online store in-process (cached online-store reader) and scores.
+* two-hop (KServe Feast sample): client -> transformer (a ``kserve.Model`` whose ``preprocess``
+  calls Feast's Python feature server, ``feast serve``, over HTTP; KServe's default ``predict``
+  forwards to ``--predictor_host``) -> ``python -m genctr.serving --model_dir M`` without Feast
+  (histories arrive in the request). Three processes.
+
+Per layout: latency with one client (``--requests`` after a warm-up, p50/p90/p99) and requests/s
+with 8 concurrent keep-alive clients for ``--seconds``. Server CPU ms per request (psutil, all of
+the layout's server processes) is reported too: on a shared machine it is steadier than wall
+time. Setup is cached under ``--workdir``: synthetic events -> Spark build -> a 1-epoch dcnv2_ta
+model per L -> Feast SQLite. Writes ``benchmarks/results/serving.json``; ``--record FILE``
+replaces the ``## Serving`` section of FILE with the results.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+N_CANDIDATES = 100
+SECTION = "## Serving"
+
+
+# -- setup -------------------------------------------------------------------------------------
+
+def prepare(work: Path, seq_lens: list[int], events: int, users: int, items: int) -> dict[str, Any]:
+    """Events -> build (L = max seq_lens) -> one model per L -> Feast SQLite; cached in ``work``."""
+    marker = work / "prepared.json"
+    want = {"seq_lens": sorted(seq_lens), "events": events, "users": users, "items": items}
+    if marker.exists() and json.loads(marker.read_text()).get("params") == want:
+        return json.loads(marker.read_text())
+    from genctr.config import DataConfig, FeatureConfig
+    from genctr.features.feast_sync import materialize
+    from genctr.training.run import finetune
+    from genctr.workflow import build_features, export_events
+
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    export_events(DataConfig(source="synthetic", synthetic_events=events, synthetic_users=users,
+                             synthetic_items=items), work / "events")
+    build_features(work / "events", work / "build", FeatureConfig(max_seq_len=max(seq_lens), spark_master="local[2]"))
+    models = {}
+    for L in seq_lens:
+        finetune(work / "build", work / f"model_L{L}", {"max_seq_len": L, "backbone": "dcnv2_ta"},
+                 {"epochs": 1, "progress": False, "device": "cpu"})
+        models[str(L)] = str(work / f"model_L{L}")
+    materialize(work / "build", work_dir=work / "feast")
+    info = {"params": want, "build": str(work / "build"), "feast": str(work / "feast"), "models": models,
+            "setup_seconds": round(time.time() - t0, 1)}
+    marker.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def workload(info: dict[str, Any]) -> tuple[int, int, bytes]:
+    """(user, its sequence length, v1 body): the user with the longest served sequence."""
+    import pandas as pd
+
+    fu = pd.read_parquet(Path(info["build"]) / "feast" / "user_behavior_seq")
+    row = fu.sort_values(["seq_len", "user_id"], ascending=[False, True]).iloc[0]
+    items = pd.read_parquet(Path(info["build"]) / "feast" / "item_features").sample(
+        n=N_CANDIDATES, replace=True, random_state=0)
+    cands = [{"item_id": int(r.item_id), "category_id": int(r.category_id), "price": round(float(r.price), 4)}
+             for r in items.itertuples()]
+    body = json.dumps({"instances": [{"user_id": int(row.user_id), "candidates": cands}]}).encode()
+    return int(row.user_id), int(row.seq_len), body
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, path: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{' '.join(map(str, proc.args))} did not come up: {log.read_text(errors='replace')[-2000:]}")
+
+
+@contextmanager
+def process(cmd: list[str], port: int, ready_path: str, log: Path) -> Iterator[subprocess.Popen]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        wait_http(port, ready_path, proc, log)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def one_hop(model: str, feast: str, logs: Path, threads: int) -> Iterator[tuple[int, list[int]]]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "genctr.serving", "--model_dir", model, "--model_name", "ctr",
+           "--feast_repo", feast, "--http_port", str(port), "--forward_threads", str(threads)]
+    with process(cmd, port, "/v2/models/ctr/ready", logs / "one_hop.log") as p:
+        yield port, [p.pid]
+
+
+@contextmanager
+def two_hop(model: str, feast: str, logs: Path, threads: int) -> Iterator[tuple[int, list[int]]]:
+    fport, pport, tport = free_port(), free_port(), free_port()
+    feast_bin = str(Path(sys.executable).with_name("feast"))
+    with ExitStack() as stack:
+        fs = stack.enter_context(process([feast_bin, "-c", feast, "serve", "-p", str(fport), "--no-access-log"],
+                                         fport, "/health", logs / "feast_serve.log"))
+        pred = stack.enter_context(process(
+            [sys.executable, "-m", "genctr.serving", "--model_dir", model, "--model_name", "ctr",
+             "--http_port", str(pport), "--forward_threads", str(threads)], pport, "/v2/models/ctr/ready", logs / "two_hop_predictor.log"))
+        tr = stack.enter_context(process(
+            [sys.executable, str(Path(__file__).resolve()), "transformer", "--http_port", str(tport),
+             "--predictor_host", f"127.0.0.1:{pport}", "--feast_url", f"http://127.0.0.1:{fport}"],
+            tport, "/v2/models/ctr/ready", logs / "two_hop_transformer.log"))
+        yield tport, [fs.pid, pred.pid, tr.pid]
+
+
+# -- the KServe Feast sample's transformer -------------------------------------------------------
+
+def run_transformer(argv: list[str]) -> None:
+    """A kserve.Model transformer: Feast feature server over HTTP in preprocess, then KServe's
+    default predict() forwards the enriched v1 request to the predictor."""
+    import httpx
+    import kserve
+    from kserve import model_server
+    from kserve.predictor_config import PredictorConfig
+
+    p = argparse.ArgumentParser(parents=[model_server.parser])
+    p.add_argument("--feast_url", required=True)
+    args, _ = p.parse_known_args(argv)
+
+    class FeastTransformer(kserve.Model):
+        def __init__(self, name: str, feast_url: str) -> None:
+            super().__init__(name)
+            self.feast_url = feast_url
+            self.client: httpx.AsyncClient | None = None
+            self.ready = True
+
+        async def preprocess(self, payload: dict, headers: dict | None = None) -> dict:
+            if self.client is None:
+                self.client = httpx.AsyncClient(timeout=30)
+            instances = payload["instances"]
+            r = await self.client.post(f"{self.feast_url}/get-online-features", json={
+                "features": ["user_behavior_seq:item_seq", "user_behavior_seq:cate_seq"],
+                "entities": {"user_id": [i["user_id"] for i in instances]}})
+            r.raise_for_status()
+            got = r.json()
+            names = got["metadata"]["feature_names"]
+            items = got["results"][names.index("item_seq")]["values"]
+            cates = got["results"][names.index("cate_seq")]["values"]
+            return {"instances": [{**inst, "history": {"item_seq": items[k] or [], "cate_seq": cates[k] or []}}
+                                  for k, inst in enumerate(instances)]}
+
+    import logging
+
+    server = kserve.ModelServer(http_port=args.http_port, enable_grpc=False, enable_latency_logging=False,
+                                predictor_config=PredictorConfig(predictor_host=args.predictor_host,
+                                                                 predictor_protocol="v1"))
+    for name in ("uvicorn.access", "kserve.trace"):  # as genctr.serving does by default
+        logging.getLogger(name).disabled = True
+    server.start([FeastTransformer("ctr", args.feast_url)])
+
+
+# -- load generation -----------------------------------------------------------------------------
+
+def _post(conn: http.client.HTTPConnection, body: bytes) -> None:
+    conn.request("POST", "/v1/models/ctr:predict", body, {"content-type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {data[:300]!r}")
+
+
+def latency(port: int, body: bytes, n: int, warmup: int, max_seconds: float) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for _ in range(warmup):
+        _post(conn, body)
+    out: list[float] = []
+    deadline = time.monotonic() + max_seconds
+    while len(out) < n and time.monotonic() < deadline:
+        t = time.perf_counter()
+        _post(conn, body)
+        out.append((time.perf_counter() - t) * 1e3)
+    conn.close()
+    return out
+
+
+def throughput(port: int, body: bytes, clients: int, seconds: float) -> tuple[float, int, list[float]]:
+    counts = [0] * clients
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    start = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def worker(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        _post(conn, body)  # connect + warm
+        start.wait()
+        while time.monotonic() < stop_at[0]:
+            t = time.perf_counter()
+            try:
+                _post(conn, body)
+            except Exception as exc:  # noqa: BLE001 - record and stop this client
+                errors.append(str(exc))
+                return
+            lat[k].append((time.perf_counter() - t) * 1e3)
+            counts[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.monotonic() + 1e9
+    start.wait()
+    t0 = time.monotonic()
+    stop_at[0] = t0 + seconds
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} client errors, first: {errors[0]}")
+    return sum(counts) / elapsed, sum(counts), [x for xs in lat for x in xs]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        proc = psutil.Process(pid)
+        for p in [proc, *proc.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def measure(port: int, pids: list[int], body: bytes, args: argparse.Namespace) -> dict[str, Any]:
+    lat = latency(port, body, args.requests, warmup=50, max_seconds=args.seconds * 2)
+    c0 = cpu_seconds(pids)
+    rps, n, lat8 = throughput(port, body, args.clients, args.seconds)
+    cpu = cpu_seconds(pids) - c0
+    return {"p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat),
+            "n_latency": len(lat), "rps": rps, "n_throughput": n, "p50_ms_8clients": pct(lat8, 50),
+            "p99_ms_8clients": pct(lat8, 99), "server_cpu_ms_per_request": cpu / max(n, 1) * 1e3}
+
+
+def hot_path(model: str, feast: str, body: bytes, reps: int = 200) -> dict[str, float]:
+    """In-process split of one request (CPU ms, median of ``reps``): parse, Feast lookup, batch
+    build, forward (TorchScript-frozen, as served) and the whole ``predict``."""
+    import asyncio
+
+    import torch
+
+    from genctr.serving.online import FeastConfig
+    from genctr.serving.predictor import CTRPredictor
+    from genctr.serving.request import parse_v1
+
+    torch.set_num_threads(1)
+    p = CTRPredictor("ctr", model, FeastConfig(feast), jit=True)
+    p.load()
+    loop = asyncio.new_event_loop()
+    payload = json.loads(body)
+    req = parse_v1(payload, p.limits)
+    batch = p.batch(req)
+
+    def med(fn: Any) -> float:
+        fn()
+        ts = []
+        for _ in range(reps):
+            t = time.process_time()
+            fn()
+            ts.append((time.process_time() - t) * 1e3)
+        return statistics.median(ts)
+
+    with torch.inference_mode():
+        forward = med(lambda: p.model(batch))
+    return {"parse_ms": med(lambda: parse_v1(payload, p.limits)), "feast_ms": med(lambda: p._fetch(req)),
+            "batch_ms": med(lambda: p.batch(req)), "forward_ms": forward,
+            "predict_ms": med(lambda: loop.run_until_complete(p.predict(payload)))}
+
+
+# -- report ------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    import feast
+    import torch
+    from importlib.metadata import version
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "kserve": version("kserve"), "feast": feast.__version__, "loadavg_start": os.getloadavg()}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = [SECTION, "",
+             f"Command: `{res['command']}` ({res['date']}). Machine: {m['cpu']}, {m['cores']} cores shared with "
+             f"other work (load average {m['loadavg_start'][0]:.1f} at start, {res['loadavg_end'][0]:.1f} at end); "
+             f"Python {m['python']}, torch {m['torch']} (1 intra-op thread), kserve {m['kserve']}, feast {m['feast']}.",
+             "",
+             f"Workload: {N_CANDIDATES} candidates of one user with a full Feast sequence, v1 JSON over loopback "
+             f"HTTP; dcnv2_ta (DIN target attention) fine-tuned 1 epoch on synthetic data; Feast SQLite online "
+             f"store. Latency: one client, {res['args']['requests']} requests after 50 warm-up. Throughput: "
+             f"{res['args']['clients']} concurrent keep-alive clients for {res['args']['seconds']:.0f} s. "
+             "CPU ms/req: all of the layout's server processes (psutil), steadier than wall time here.", "",
+             "| L | layout | p50 ms | p90 ms | p99 ms | req/s (8 clients) | p99 ms (8 clients) | server CPU ms/req |",
+             "|---|---|---|---|---|---|---|---|"]
+    for L, r in res["runs"].items():
+        for name in ("one_hop", "two_hop"):
+            x = r[name]
+            label = "genctr one-hop (Feast in-process)" if name == "one_hop" else "two-hop (transformer + feast serve)"
+            lines.append(f"| {L} | {label} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
+                         f"{x['rps']:.1f} | {x['p99_ms_8clients']:.1f} | {x['server_cpu_ms_per_request']:.2f} |")
+    lines += ["", "| L | throughput one-hop / two-hop | CPU/req two-hop / one-hop | p99 ≤ 10 ms (1 client) | "
+              "≥ 3× two-hop throughput | in-process split (median ms): parse / Feast / batch / forward / predict |",
+              "|---|---|---|---|---|---|"]
+    for L, r in res["runs"].items():
+        ratio = r["one_hop"]["rps"] / r["two_hop"]["rps"]
+        cpu_ratio = r["two_hop"]["server_cpu_ms_per_request"] / r["one_hop"]["server_cpu_ms_per_request"]
+        h = r.get("hot_path", {})
+        split = " / ".join(f"{h[k]:.2f}" for k in ("parse_ms", "feast_ms", "batch_ms", "forward_ms", "predict_ms")) \
+            if h else "-"
+        lines.append(f"| {L} | {ratio:.2f}× | {cpu_ratio:.2f}× | {'met' if r['one_hop']['p99_ms'] <= 10 else 'missed'} "
+                     f"({r['one_hop']['p99_ms']:.1f} ms) | {'met' if ratio >= 3 else 'missed'} | {split} |")
+    return "\n".join(lines) + "\n"
+
+
+def record(path: Path, text: str) -> None:
+    """Replace (or append) the ``## Serving`` section of ``path``; other sections are untouched."""
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    lines = old.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
+        new = "".join(lines[:start]) + text + ("\n" if end < len(lines) else "") + "".join(lines[end:])
+    path.write_text(new)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["transformer"]:
+        run_transformer(argv[1:])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/genctr-serving-bench"))
+    ap.add_argument("--seq-lens", type=int, nargs="+", default=[50, 200])
+    ap.add_argument("--events", type=int, default=80_000)
+    ap.add_argument("--users", type=int, default=100)
+    ap.add_argument("--items", type=int, default=2_000)
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--forward-threads", type=int, default=2,
+                    help="--forward_threads of both layouts' predictors (the same genctr.serving process).")
+    ap.add_argument("--record", type=Path, default=None, help="Markdown file whose '## Serving' section to replace.")
+    args = ap.parse_args(argv)
+
+    info = prepare(args.workdir, args.seq_lens, args.events, args.users, args.items)
+    user, seq_len, body = workload(info)
+    res: dict[str, Any] = {"command": "python benchmarks/serving.py " + " ".join(argv), "machine": machine(),
+                           "date": time.strftime("%Y-%m-%d"), "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                                        for k, v in vars(args).items()},
+                           "user": user, "user_seq_len": seq_len, "runs": {}}
+    logs = args.workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    for L in sorted(args.seq_lens):
+        model = info["models"][str(L)]
+        run: dict[str, Any] = {"hot_path": hot_path(model, info["feast"], body)}
+        with one_hop(model, info["feast"], logs, args.forward_threads) as (port, pids):
+            run["one_hop"] = measure(port, pids, body, args)
+        with two_hop(model, info["feast"], logs, args.forward_threads) as (port, pids):
+            run["two_hop"] = measure(port, pids, body, args)
+        res["runs"][str(L)] = run
+        print(json.dumps({L: run}, indent=1), flush=True)
+    res["loadavg_end"] = os.getloadavg()
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "serving.json").write_text(json.dumps(res, indent=2))
+    text = markdown(res)
+    print(text)
+    if args.record:
+        record(args.record, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
