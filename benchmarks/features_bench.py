@@ -68,22 +68,24 @@ def write_synthetic_events(path: Path, n: int, n_users: int, n_items: int, n_cat
 
 
 class PeakRSS:
-    """Samples the summed RSS of this process tree every ``interval`` seconds."""
+    """Samples RSS every ``interval`` s: this Python process, its children (the Spark JVM), the sum."""
 
     def __init__(self, interval: float = 0.25) -> None:
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.interval, self._stop = interval, threading.Event()
+        self.peak = self.peak_python = self.peak_jvm = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
+            py, jvm = me.memory_info().rss, 0
+            for p in me.children(recursive=True):
                 try:
-                    total += p.memory_info().rss
+                    jvm += p.memory_info().rss
                 except psutil.Error:
                     pass
-            self.peak = max(self.peak, total)
+            self.peak_python, self.peak_jvm = max(self.peak_python, py), max(self.peak_jvm, jvm)
+            self.peak = max(self.peak, py + jvm)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:
@@ -124,7 +126,8 @@ def run_one(spark, events: Path, out: Path, n: int, cfg: FeatureConfig) -> dict:
         "events": n, "seconds": round(seconds, 1), "events_per_s": round(n / seconds),
         "cpu_seconds": round(cpu, 1), "events_per_cpu_s": round(n / cpu),
         "load_avg_1m": round(os.getloadavg()[0], 1),
-        "peak_rss_gib": round(mem.peak / 2**30, 2), "output_mib": round(total / 2**20, 1),
+        "peak_rss_gib": round(mem.peak / 2**30, 2), "peak_rss_jvm_gib": round(mem.peak_jvm / 2**30, 2),
+        "peak_rss_python_gib": round(mem.peak_python / 2**30, 2), "output_mib": round(total / 2**20, 1),
         "bytes_per_sample": round(total / n, 1),
         "bytes_per_sample_by_table": {k: round(v / n, 1) for k, v in tables.items()},
         "n_users": stats["n_users"], "n_behaviors": stats["n_behaviors"],

@@ -1,7 +1,7 @@
 """Serving latency and throughput: genctr's one-hop predictor vs the KServe Feast sample's two hops.
 
     python benchmarks/serving.py                          # build (cached), train, serve, measure
-    python benchmarks/serving.py --seq-lens 50 200 --seconds 20 --record benchmarks/RESULTS.md
+    python benchmarks/serving.py --configs dcnv2_ta:50 dnn:200 --seconds 20 --record benchmarks/RESULTS.md
 
 Workload: one request = 100 candidates (item_id, category_id, price) of one user whose Feast
 sequence is full (L behaviours), v1 JSON over HTTP on 127.0.0.1; the same body for both layouts.
@@ -14,10 +14,12 @@ sequence is full (L behaviours), v1 JSON over HTTP on 127.0.0.1; the same body f
   (histories arrive in the request). Three processes.
 
 Per layout: latency with one client (``--requests`` after a warm-up, p50/p90/p99) and requests/s
-with 8 concurrent keep-alive clients for ``--seconds``. Server CPU ms per request (psutil, all of
+with 8 concurrent keep-alive clients for ``--seconds``. Both layouts run at the same time and are
+measured in alternating rounds (``--rounds``), so bursts of other load on a shared machine hit
+both alike. Server CPU ms per request (psutil, all of
 the layout's server processes) is reported too: on a shared machine it is steadier than wall
-time. Setup is cached under ``--workdir``: synthetic events -> Spark build -> a 1-epoch dcnv2_ta
-model per L -> Feast SQLite. Writes ``benchmarks/results/serving.json``; ``--record FILE``
+time. Setup is cached under ``--workdir``: synthetic events -> Spark build -> Feast SQLite, and a
+1-epoch model per ``--configs`` entry (backbone, history length L). Writes ``benchmarks/results/serving.json``; ``--record FILE``
 replaces the ``## Serving`` section of FILE with the results.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -45,32 +48,45 @@ SECTION = "## Serving"
 
 # -- setup -------------------------------------------------------------------------------------
 
-def prepare(work: Path, seq_lens: list[int], events: int, users: int, items: int) -> dict[str, Any]:
-    """Events -> build (L = max seq_lens) -> one model per L -> Feast SQLite; cached in ``work``."""
-    marker = work / "prepared.json"
-    want = {"seq_lens": sorted(seq_lens), "events": events, "users": users, "items": items}
-    if marker.exists() and json.loads(marker.read_text()).get("params") == want:
-        return json.loads(marker.read_text())
+def prepare(work: Path, configs: list[tuple[str, int]], events: int, users: int, items: int) -> dict[str, Any]:
+    """Events -> build (L = the largest asked) -> Feast SQLite, and one model per (backbone, L);
+    all cached in ``work`` (the build by its parameters, each model by its directory)."""
     from genctr.config import DataConfig, FeatureConfig
     from genctr.features.feast_sync import materialize
     from genctr.training.run import finetune
     from genctr.workflow import build_features, export_events
 
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    export_events(DataConfig(source="synthetic", synthetic_events=events, synthetic_users=users,
-                             synthetic_items=items), work / "events")
-    build_features(work / "events", work / "build", FeatureConfig(max_seq_len=max(seq_lens), spark_master="local[2]"))
-    models = {}
-    for L in seq_lens:
-        finetune(work / "build", work / f"model_L{L}", {"max_seq_len": L, "backbone": "dcnv2_ta"},
-                 {"epochs": 1, "progress": False, "device": "cpu"})
-        models[str(L)] = str(work / f"model_L{L}")
-    materialize(work / "build", work_dir=work / "feast")
-    info = {"params": want, "build": str(work / "build"), "feast": str(work / "feast"), "models": models,
-            "setup_seconds": round(time.time() - t0, 1)}
-    marker.write_text(json.dumps(info, indent=2))
+    marker = work / "build.json"
+    want = {"events": events, "users": users, "items": items, "max_seq_len": max(L for _, L in configs)}
+    info = json.loads(marker.read_text()) if marker.exists() else {}
+    if info.get("params") != want:
+        t0 = time.time()
+        export_events(DataConfig(source="synthetic", synthetic_events=events, synthetic_users=users,
+                                 synthetic_items=items), work / "events")
+        build_features(work / "events", work / "build",
+                       FeatureConfig(max_seq_len=want["max_seq_len"], spark_master="local[2]"))
+        materialize(work / "build", work_dir=work / "feast")
+        info = {"params": want, "build": str(work / "build"), "feast": str(work / "feast"),
+                "setup_seconds": round(time.time() - t0, 1)}
+        marker.write_text(json.dumps(info, indent=2))
+        for old in work.glob("model_*"):  # trained on the previous build
+            shutil.rmtree(old)
+    info["models"] = {}
+    for backbone, L in configs:
+        model = work / f"model_{backbone}_L{L}"
+        if not (model / "config.json").exists():
+            finetune(work / "build", model, {"max_seq_len": L, "backbone": backbone},
+                     {"epochs": 1, "progress": False, "device": "cpu"})
+        info["models"][f"{backbone}:{L}"] = str(model)
     return info
+
+
+def parse_config(text: str) -> tuple[str, int]:
+    backbone, _, length = text.partition(":")
+    if backbone not in ("dnn", "dcnv2", "dcnv2_ta") or not length.isdigit():
+        raise argparse.ArgumentTypeError(f"expected BACKBONE:L (dnn|dcnv2|dcnv2_ta), got {text!r}")
+    return backbone, int(length)
 
 
 def workload(info: dict[str, Any]) -> tuple[int, int, bytes]:
@@ -142,7 +158,9 @@ def two_hop(model: str, feast: str, logs: Path, threads: int) -> Iterator[tuple[
     fport, pport, tport = free_port(), free_port(), free_port()
     feast_bin = str(Path(sys.executable).with_name("feast"))
     with ExitStack() as stack:
-        fs = stack.enter_context(process([feast_bin, "-c", feast, "serve", "-p", str(fport), "--no-access-log"],
+        fs = stack.enter_context(process([feast_bin, "-c", feast, "serve", "-p", str(fport), "--no-access-log",
+                                          # gunicorn would recycle its worker every ~1000 requests
+                                          "--max-requests", "100000000", "--max-requests-jitter", "0"],
                                          fport, "/health", logs / "feast_serve.log"))
         pred = stack.enter_context(process(
             [sys.executable, "-m", "genctr.serving", "--model_dir", model, "--model_name", "ctr",
@@ -277,14 +295,37 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
-def measure(port: int, pids: list[int], body: bytes, args: argparse.Namespace) -> dict[str, Any]:
-    lat = latency(port, body, args.requests, warmup=50, max_seconds=args.seconds * 2)
-    c0 = cpu_seconds(pids)
-    rps, n, lat8 = throughput(port, body, args.clients, args.seconds)
-    cpu = cpu_seconds(pids) - c0
-    return {"p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat),
-            "n_latency": len(lat), "rps": rps, "n_throughput": n, "p50_ms_8clients": pct(lat8, 50),
-            "p99_ms_8clients": pct(lat8, 99), "server_cpu_ms_per_request": cpu / max(n, 1) * 1e3}
+def measure(layouts: dict[str, tuple[int, list[int]]], body: bytes, args: argparse.Namespace) -> dict[str, Any]:
+    """Both layouts are up at once and measured in alternating rounds (the order flips every
+    round), so a burst of other load on the shared machine hits both alike."""
+    names = list(layouts)
+    lat: dict[str, list[float]] = {n: [] for n in names}
+    thr: dict[str, dict[str, Any]] = {n: {"n": 0, "s": 0.0, "cpu": 0.0, "lat": []} for n in names}
+    for port, _ in layouts.values():
+        latency(port, body, 0, warmup=50, max_seconds=1)
+    per_round = max(1, args.requests // args.rounds)
+    for r in range(args.rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            port, _ = layouts[n]
+            lat[n] += latency(port, body, per_round, warmup=3, max_seconds=2 * args.seconds / args.rounds)
+    for r in range(args.rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            port, pids = layouts[n]
+            c0 = cpu_seconds(pids)
+            rps, count, lat8 = throughput(port, body, args.clients, args.seconds / args.rounds)
+            t = thr[n]
+            t["cpu"] += cpu_seconds(pids) - c0
+            t["n"] += count
+            t["s"] += count / rps
+            t["lat"] += lat8
+    out = {}
+    for n in names:
+        x, t = lat[n], thr[n]
+        out[n] = {"p50_ms": pct(x, 50), "p90_ms": pct(x, 90), "p99_ms": pct(x, 99), "mean_ms": statistics.fmean(x),
+                  "n_latency": len(x), "rps": t["n"] / t["s"], "n_throughput": t["n"],
+                  "p50_ms_8clients": pct(t["lat"], 50), "p99_ms_8clients": pct(t["lat"], 99),
+                  "server_cpu_ms_per_request": t["cpu"] / max(t["n"], 1) * 1e3}
+    return out
 
 
 def hot_path(model: str, feast: str, body: bytes, reps: int = 200) -> dict[str, float]:
@@ -343,19 +384,20 @@ def markdown(res: dict[str, Any]) -> str:
              f"Python {m['python']}, torch {m['torch']} (1 intra-op thread), kserve {m['kserve']}, feast {m['feast']}.",
              "",
              f"Workload: {N_CANDIDATES} candidates of one user with a full Feast sequence, v1 JSON over loopback "
-             f"HTTP; dcnv2_ta (DIN target attention) fine-tuned 1 epoch on synthetic data; Feast SQLite online "
-             f"store. Latency: one client, {res['args']['requests']} requests after 50 warm-up. Throughput: "
-             f"{res['args']['clients']} concurrent keep-alive clients for {res['args']['seconds']:.0f} s. "
+             f"HTTP; models fine-tuned 1 epoch on synthetic data (dcnv2_ta = DCN-V2 + DIN target attention over "
+             f"the L behaviours, per candidate; dnn = mean-pooled history); Feast SQLite online store. Both layouts up at once, measured in {res['args']['rounds']} alternating rounds. Latency: "
+             f"one client, {res['args']['requests']} requests after 50 warm-up. Throughput: "
+             f"{res['args']['clients']} concurrent keep-alive clients, {res['args']['seconds']:.0f} s per layout. "
              "CPU ms/req: all of the layout's server processes (psutil), steadier than wall time here.", "",
-             "| L | layout | p50 ms | p90 ms | p99 ms | req/s (8 clients) | p99 ms (8 clients) | server CPU ms/req |",
+             "| model | layout | p50 ms | p90 ms | p99 ms | req/s (8 clients) | p99 ms (8 clients) | server CPU ms/req |",
              "|---|---|---|---|---|---|---|---|"]
     for L, r in res["runs"].items():
         for name in ("one_hop", "two_hop"):
             x = r[name]
             label = "genctr one-hop (Feast in-process)" if name == "one_hop" else "two-hop (transformer + feast serve)"
-            lines.append(f"| {L} | {label} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
+            lines.append(f"| {L.replace(':', ', L=')} | {label} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
                          f"{x['rps']:.1f} | {x['p99_ms_8clients']:.1f} | {x['server_cpu_ms_per_request']:.2f} |")
-    lines += ["", "| L | throughput one-hop / two-hop | CPU/req two-hop / one-hop | p99 ≤ 10 ms (1 client) | "
+    lines += ["", "| model | throughput one-hop / two-hop | CPU/req two-hop / one-hop | p99 ≤ 10 ms (1 client) | "
               "≥ 3× two-hop throughput | in-process split (median ms): parse / Feast / batch / forward / predict |",
               "|---|---|---|---|---|---|"]
     for L, r in res["runs"].items():
@@ -364,7 +406,7 @@ def markdown(res: dict[str, Any]) -> str:
         h = r.get("hot_path", {})
         split = " / ".join(f"{h[k]:.2f}" for k in ("parse_ms", "feast_ms", "batch_ms", "forward_ms", "predict_ms")) \
             if h else "-"
-        lines.append(f"| {L} | {ratio:.2f}× | {cpu_ratio:.2f}× | {'met' if r['one_hop']['p99_ms'] <= 10 else 'missed'} "
+        lines.append(f"| {L.replace(':', ', L=')} | {ratio:.2f}× | {cpu_ratio:.2f}× | {'met' if r['one_hop']['p99_ms'] <= 10 else 'missed'} "
                      f"({r['one_hop']['p99_ms']:.1f} ms) | {'met' if ratio >= 3 else 'missed'} | {split} |")
     return "\n".join(lines) + "\n"
 
@@ -388,35 +430,38 @@ def main(argv: list[str]) -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/genctr-serving-bench"))
-    ap.add_argument("--seq-lens", type=int, nargs="+", default=[50, 200])
+    ap.add_argument("--configs", type=parse_config, nargs="+",
+                    default=[("dcnv2_ta", 50), ("dcnv2_ta", 200), ("dnn", 200)],
+                    help="Models to serve, as BACKBONE:L (L = history length the model sees).")
     ap.add_argument("--events", type=int, default=80_000)
     ap.add_argument("--users", type=int, default=100)
     ap.add_argument("--items", type=int, default=2_000)
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--seconds", type=float, default=20.0, help="Throughput seconds per layout (all rounds).")
+    ap.add_argument("--rounds", type=int, default=4, help="Alternating measurement rounds per layout.")
     ap.add_argument("--forward-threads", type=int, default=2,
                     help="--forward_threads of both layouts' predictors (the same genctr.serving process).")
     ap.add_argument("--record", type=Path, default=None, help="Markdown file whose '## Serving' section to replace.")
     args = ap.parse_args(argv)
 
-    info = prepare(args.workdir, args.seq_lens, args.events, args.users, args.items)
+    info = prepare(args.workdir, args.configs, args.events, args.users, args.items)
     user, seq_len, body = workload(info)
     res: dict[str, Any] = {"command": "python benchmarks/serving.py " + " ".join(argv), "machine": machine(),
-                           "date": time.strftime("%Y-%m-%d"), "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                                        for k, v in vars(args).items()},
+                           "date": time.strftime("%Y-%m-%d"),
+                           "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                            "user": user, "user_seq_len": seq_len, "runs": {}}
     logs = args.workdir / "logs"
     logs.mkdir(exist_ok=True)
-    for L in sorted(args.seq_lens):
-        model = info["models"][str(L)]
+    for backbone, L in args.configs:
+        key = f"{backbone}:{L}"
+        model = info["models"][key]
         run: dict[str, Any] = {"hot_path": hot_path(model, info["feast"], body)}
-        with one_hop(model, info["feast"], logs, args.forward_threads) as (port, pids):
-            run["one_hop"] = measure(port, pids, body, args)
-        with two_hop(model, info["feast"], logs, args.forward_threads) as (port, pids):
-            run["two_hop"] = measure(port, pids, body, args)
-        res["runs"][str(L)] = run
-        print(json.dumps({L: run}, indent=1), flush=True)
+        with one_hop(model, info["feast"], logs, args.forward_threads) as one, \
+                two_hop(model, info["feast"], logs, args.forward_threads) as two:
+            run.update(measure({"one_hop": one, "two_hop": two}, body, args))
+        res["runs"][key] = run
+        print(json.dumps({key: run}, indent=1), flush=True)
     res["loadavg_end"] = os.getloadavg()
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "serving.json").write_text(json.dumps(res, indent=2))

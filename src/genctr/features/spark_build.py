@@ -75,12 +75,7 @@ def _read_events(spark: SparkSession, events: str | Path) -> DataFrame:
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
 
-    uri = str(events)
-    if "://" not in uri:
-        path = Path(uri).expanduser().absolute()
-        if not path.exists():
-            raise DataValidationError(f"events path {path} does not exist")
-        uri = path.as_uri()
+    uri = _events_uri(events)
     try:
         df = spark.read.parquet(uri)
     except (PySparkException, Py4JJavaError) as exc:
@@ -100,6 +95,17 @@ def _read_events(spark: SparkSession, events: str | Path) -> DataFrame:
                    F.coalesce(price, F.lit(0.0)).alias("price"))
     _check_events(df, events)
     return df
+
+
+def _events_uri(events: str | Path) -> str:
+    """A local path becomes a file:// URI (it must exist); other URIs (s3a://...) pass through."""
+    uri = str(events)
+    if "://" in uri:
+        return uri
+    path = Path(uri).expanduser().absolute()
+    if not path.exists():
+        raise DataValidationError(f"events path {path} does not exist")
+    return path.as_uri()
 
 
 def _check_events(df: DataFrame, events: str | Path) -> None:
@@ -268,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = FeatureConfig(max_seq_len=args.max_seq_len, split=tuple(args.split),
                             spark_master=args.master or "local[*]", spark_driver_memory=args.driver_memory,
                             shuffle_partitions=args.shuffle_partitions)
+        _events_uri(args.events)  # fail before paying for a Spark start-up
     except GenCTRError as exc:
         p.error(str(exc))
     spark = get_spark(args.master, shuffle_partitions=cfg.shuffle_partitions, driver_memory=cfg.spark_driver_memory)

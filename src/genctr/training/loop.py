@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,7 +109,9 @@ def fit(
         model.train()
         t0, total, seen = time.perf_counter(), torch.zeros((), device=device), 0
         starts = range(0, n_rows, cfg.batch_size)
-        bar = tqdm(starts, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        # in logs (no TTY: pipelines, CI) a bar line every 30 s rather than every step
+        bar = tqdm(starts, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False,
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
         for s in bar:
             idx = perm[s : s + cfg.batch_size]
             batch = make_batch(idx)
