@@ -23,10 +23,12 @@ def _register_subcommands() -> None:
     from genctr.cli_train import evaluate_cmd, train_app
 
     from genctr.cli_pipeline import pipeline_app
+    from genctr.cli_serve import serve_cmd
 
     app.add_typer(train_app, name="train")
     app.command("evaluate")(evaluate_cmd)
     app.add_typer(pipeline_app, name="pipeline")
+    app.command("serve")(serve_cmd)
 
 
 _register_subcommands()

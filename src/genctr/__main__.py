@@ -1,0 +1,4 @@
+"""``python -m genctr`` = the ``genctr`` command."""
+from genctr.cli import app
+
+app(prog_name="genctr")
