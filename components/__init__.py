@@ -7,9 +7,10 @@ kfp runs the executor (locally, the project installed in the current venv).
 """
 from components.data import (build_features, ingest_events, materialize_features, validate_events,
                              validate_samples)
+from components.deploy import deploy_model
 from components.gate import evaluate_and_gate
 from components.registry import register_model
 from components.training import finetune, pretrain
 
-__all__ = ["build_features", "evaluate_and_gate", "finetune", "ingest_events", "materialize_features",
+__all__ = ["build_features", "deploy_model", "evaluate_and_gate", "finetune", "ingest_events", "materialize_features",
            "pretrain", "register_model", "validate_events", "validate_samples"]

@@ -23,8 +23,8 @@ from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
-from components import (build_features, evaluate_and_gate, finetune, ingest_events, materialize_features,
-                        pretrain, register_model, validate_events, validate_samples)
+from components import (build_features, deploy_model, evaluate_and_gate, finetune, ingest_events,
+                        materialize_features, pretrain, register_model, validate_events, validate_samples)
 from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig
 
 PIPELINE_NAME = "genctr-training"
@@ -88,7 +88,11 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
         registry_root: str = "",
         model_name: str = "genctr-ctr",
         canary_percent: int = 10,
-        promote_without_canary: bool = True,
+        promote_without_canary: bool = False,
+        deploy_target: str = "local",
+        deployment: str = "genctr-ctr",
+        kserve_namespace: str = "genctr",
+        kserve_env: str = "prod",
     ) -> None:
         """Train a generative-pretrained CTR model and register it if it beats the champion.
 
@@ -120,8 +124,14 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
             floor_auc: Gate: minimum AUC of a first model (no champion yet).
             registry_root: Model registry (local path or s3://, gs:// URI; '' = $GENCTR_HOME/registry).
             model_name: Registered model name.
-            canary_percent: Traffic share of the canary (used by the deploy step).
-            promote_without_canary: Make a passing model the champion at once (no canary).
+            canary_percent: Traffic share a new canary starts with (1..99); the canary loop decides.
+            promote_without_canary: Make a passing model the registry's champion at once, skipping
+                the canary (for offline-only use; the deploy step then only serves the first model).
+            deploy_target: Where to serve: local (ModelServer on this machine) | kserve
+                (InferenceService, Knative mode) | none (register only).
+            deployment: Deployment / InferenceService name.
+            kserve_namespace: Namespace of the InferenceService (deploy_target kserve).
+            kserve_env: Manifest defaults for kserve: dev | prod.
         """
         ingest = with_storage(on_cpu(ingest_events(source=data_source, path=data_path, category=movielens_category,
                                       synthetic_events=synthetic_events, synthetic_users=synthetic_users,
@@ -147,11 +157,16 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
             build=build, candidate=tuned.outputs["model"], registry_root=registry_root, model_name=model_name,
             min_auc_gain=auc_margin, alpha=alpha, floor_auc=floor_auc), "Evaluate and gate"))
         with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
-            reads_registry(on_cpu(register_model(
+            registered = reads_registry(on_cpu(register_model(
                 candidate=tuned.outputs["model"], decision=gate.outputs["decision"], registry_root=registry_root,
                 model_name=model_name, set_champion=promote_without_canary,
                 pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "Register model")).after(feast)
-            # the canary deploy step (canary_percent) goes here, after register
+            with dsl.If(deploy_target != "none", name="deploy-enabled"):
+                reads_registry(on_cpu(deploy_model(
+                    feast=feast.outputs["feast_repo"], version=registered.outputs["Output"],
+                    canary_percent=canary_percent, registry_root=registry_root, model_name=model_name,
+                    target=deploy_target, deployment=deployment, namespace=kserve_namespace,
+                    kserve_env=kserve_env), "Deploy (champion or canary)"))  # never cached: an action
 
     return training_pipeline
 

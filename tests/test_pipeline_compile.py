@@ -17,7 +17,7 @@ from genctr.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "training_pipeline.yaml"
 TRAIN_TASKS = ("pretrain", "finetune")
-REGISTRY_TASKS = ("evaluate-and-gate", "register-model")
+REGISTRY_TASKS = ("evaluate-and-gate", "register-model", "deploy-model")
 
 pytest.importorskip("kfp")
 sys.path.insert(0, str(ROOT))  # pipelines/ and components/ live beside src/
@@ -99,10 +99,10 @@ def test_node_selector_and_tolerations_only_when_configured(tmp_path: Path) -> N
         assert "nodeSelector" not in conf[task]
 
 
-def test_register_runs_only_inside_the_gate_condition(tmp_path: Path) -> None:
+def test_register_and_deploy_run_only_inside_the_gate_condition(tmp_path: Path) -> None:
     spec = compiled(tmp_path)
     root_tasks = spec["root"]["dag"]["tasks"]
-    assert "register-model" not in root_tasks
+    assert "register-model" not in root_tasks and "deploy-model" not in root_tasks
     conditions = {n: t for n, t in root_tasks.items() if "triggerPolicy" in t}
     assert len(conditions) == 1
     (name, cond), = conditions.items()
@@ -111,8 +111,18 @@ def test_register_runs_only_inside_the_gate_condition(tmp_path: Path) -> None:
     # kfp.local resolves only the single `Output` parameter in a condition (see pipelines/training_pipeline.py)
     assert expr == "inputs.parameter_values['pipelinechannel--evaluate-and-gate-Output'] == true"
     inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(inner) == {"register-model"}
     assert "evaluate-and-gate" in cond["dependentTasks"]
+    # inside the gate: register, then a nested condition (deploy_target != 'none') holding the deploy step
+    nested = {n: t for n, t in inner.items() if "triggerPolicy" in t}
+    assert set(inner) - set(nested) == {"register-model"} and len(nested) == 1
+    (_, deploy_cond), = nested.items()
+    assert deploy_cond["taskInfo"]["name"] == "deploy-enabled"
+    assert "'none'" in deploy_cond["triggerPolicy"]["condition"] and "!=" in deploy_cond["triggerPolicy"]["condition"]
+    deploy_tasks = spec["components"][deploy_cond["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(deploy_tasks) == {"deploy-model"}
+    # the deploy step takes the version the register step returned
+    version_in = deploy_tasks["deploy-model"]["inputs"]["parameters"]["version"]
+    assert "register-model" in str(version_in)
 
 
 def test_caching_off_exactly_where_the_registry_is_read(tmp_path: Path) -> None:
@@ -139,7 +149,7 @@ def test_every_parameter_exposed_with_its_default(tmp_path: Path) -> None:
     for must in ("data_source", "data_path", "max_seq_len", "pretrain_method", "backbone", "transfer", "negatives",
                  "pretrain_epochs", "finetune_epochs", "pretrain_lr", "finetune_lr", "batch_size", "seed",
                  "auc_margin", "alpha", "floor_auc", "registry_root", "model_name", "canary_percent",
-                 "promote_without_canary"):
+                 "promote_without_canary", "deploy_target", "deployment", "kserve_namespace"):
         assert must in declared
 
 

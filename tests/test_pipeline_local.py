@@ -6,6 +6,7 @@ until the library functions they need exist, and say which.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ def needs(*names: str) -> pytest.MarkDecorator:
 TINY = {"data_source": "synthetic", "synthetic_events": 20_000, "synthetic_users": 400, "synthetic_items": 800,
         "max_seq_len": 20, "pretrain_method": "genctr", "backbone": "dnn", "transfer": "share",
         "pretrain_epochs": 1, "finetune_epochs": 1, "batch_size": 512, "seed": 0, "device": "cpu",
-        "floor_auc": 0.5, "model_name": "e2e", "promote_without_canary": True}
+        "floor_auc": 0.5, "model_name": "e2e", "promote_without_canary": True, "deploy_target": "none"}
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +160,40 @@ def test_unknown_parameter_fails_before_anything_runs(tmp_path: Path) -> None:
         run_local({"epochs": 3}, tmp_path / "runs")
     assert not any((tmp_path / "runs").glob("genctr-training-*"))
 
+
+
+@needs(*FULL, "deploy_model")
+def test_deploy_step_serves_the_first_model_and_a_later_one_as_canary(first_run: tuple[LocalRun, Path],
+                                                                       home: Path, tmp_path: Path) -> None:
+    import requests
+
+    from genctr.deploy.factory import DeployTarget, make_deployer
+
+    registry = tmp_path / "registry"
+    target = DeployTarget(kind="local", name="e2e-serve", state_dir=str(tmp_path / "deploy"))
+    # Cached data and training steps; a fresh registry: the gate passes on the floor, then deploy.
+    run = run_local({**TINY, "registry_root": str(registry), "promote_without_canary": False,
+                     "deploy_target": "local", "deployment": target.name}, home / "runs", enable_caching=True)
+    deployer = make_deployer(dataclasses.replace(target, state_dir=str(home / "deploy")))
+    try:
+        assert run.deployment is not None and run.deployment["action"] == "deploy"
+        reg = ModelRegistry(registry)
+        assert reg.champion("e2e") == 1  # the first deployed model becomes the champion
+        status = deployer.status()
+        assert status.ready and status.canary_uri is None and status.champion_uri == reg.get("e2e", 1).uri
+        # the server outlived the pipeline step that started it, and scores from the materialised Feast store
+        body = {"instances": [{"user_id": 1, "candidates": [{"item_id": 1}, {"item_id": 2, "category_id": 1}]}]}
+        r = requests.post(status.urls["champion"], json=body, timeout=30)
+        assert r.status_code == 200 and len(r.json()["predictions"][0]) == 2
+        # a second registered version goes out as a canary at the configured share
+        v2 = reg.register(reg.get("e2e", 1).path, "e2e")
+        result = workflow.deploy_model(str(registry), "e2e", v2, 25,
+                                       dataclasses.replace(target, state_dir=str(home / "deploy")))
+        assert result.summary["action"] == "start_canary" and result.summary["canary_percent"] == 25
+        status = deployer.status()
+        assert status.canary_uri == reg.get("e2e", v2).uri and set(status.urls) == {"champion", "canary"}
+        assert reg.champion("e2e") == 1  # the canary loop, not the deploy step, moves the champion
+        assert requests.post(status.urls["canary"], json=body, timeout=30).status_code == 200
+    finally:
+        deployer.shutdown()
+    assert not deployer.status().ready

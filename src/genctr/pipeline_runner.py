@@ -75,6 +75,12 @@ class LocalRun:
         out = self.outputs.get("register-model", {}).get("parameterValues", {})
         return None if "Output" not in out else str(out["Output"])
 
+    @property
+    def deployment(self) -> dict[str, Any] | None:
+        """The deploy step's summary (action, version, URLs), or None when it did not run."""
+        out = self.outputs.get("deploy-model", {}).get("parameterValues", {})
+        return json.loads(out["Output"]) if "Output" in out else None
+
 
 def load_pipeline_module() -> ModuleType:
     """Import ``pipelines.training_pipeline`` from the source checkout."""

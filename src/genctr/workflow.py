@@ -10,9 +10,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genctr.config import DataConfig, FeatureConfig
+from genctr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from genctr.deploy.factory import DeployTarget
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +110,33 @@ def register(candidate: str | Path, registry_root: str, name: str, metadata: dic
         reg.set_champion(name, version, reason="passed the gate (no canary)")
     mv = reg.get(name, version)
     return StepResult(mv.uri, {"version": str(version), "champion": str(reg.champion(name)), "uri": mv.uri})
+
+
+def deploy_model(registry_root: str, name: str, version: int, canary_percent: int,
+                 target: DeployTarget) -> StepResult:
+    """Roll a registered version out: the first model becomes the champion (and the registry's
+    champion); later ones start as a canary at ``canary_percent`` % for the canary loop to judge."""
+    from genctr.deploy.factory import make_deployer
+    from genctr.registry import ModelRegistry
+
+    reg = ModelRegistry(registry_root)
+    mv = reg.get(name, int(version))
+    deployer = make_deployer(target)
+    try:
+        current = deployer.status().champion_uri
+    except ConfigError:
+        current = None  # nothing deployed yet
+    if current is None:
+        status = deployer.deploy(mv.uri)
+        reg.set_champion(name, mv.version, reason="first deployment")
+        action = "deploy"
+    elif current == mv.uri:
+        status, action = deployer.status(), "unchanged"
+    else:
+        status = deployer.start_canary(mv.uri, canary_percent)
+        action = "start_canary"
+    summary = {"action": action, "version": mv.version, "uri": mv.uri, "champion_uri": status.champion_uri,
+               "canary_uri": status.canary_uri, "canary_percent": status.canary_percent, "urls": status.urls,
+               "target": target.kind, "deployment": target.name}
+    log.info("deploy %s v%d: %s", name, mv.version, summary)
+    return StepResult(mv.uri, summary)

@@ -147,6 +147,7 @@ class LocalDeployer(Deployer):
     def start_canary(self, model_uri: str, percent: int) -> DeploymentStatus:
         check_percent(percent)
         _check_model(model_uri)
+        self.ensure_running()
         previous = self._state()
         self._write({**previous, CANARY: model_uri, "canary_percent": percent}, "start_canary",
                     uri=model_uri, percent=percent)
@@ -155,6 +156,7 @@ class LocalDeployer(Deployer):
         return self.status()
 
     def promote(self) -> DeploymentStatus:
+        self.ensure_running()
         previous = self._state()
         if not previous.get(CANARY):
             raise ConfigError(f"{self.name}: no canary in progress to promote")
@@ -165,6 +167,7 @@ class LocalDeployer(Deployer):
         return self.status()
 
     def rollback(self) -> DeploymentStatus:
+        self.ensure_running()
         previous = self._state()
         if not previous.get(CANARY):
             raise ConfigError(f"{self.name}: no canary in progress to roll back")
@@ -183,6 +186,28 @@ class LocalDeployer(Deployer):
                                 detail={"server": state.get("server"), "state_file": str(self.state_file),
                                         "v2_urls": {a: f"{base}/v2/models/{model_name(state['name'], a)}/infer"
                                                     for a in arms}})
+
+    def ensure_running(self) -> None:
+        """Restart the server of an existing deployment whose process is gone (e.g. after a reboot)."""
+        state = self._state()
+        if not self._server_alive(state):
+            log.info("deployment %s: server not running, starting it on its recorded state", state["name"])
+            self._start_server()
+
+    def shutdown(self) -> None:
+        """Stop the deployment's server, whoever started it (the pid recorded in the state file)."""
+        self.stop()
+        try:
+            pid = int((self._state().get("server") or {}).get("pid") or 0)
+        except ConfigError:
+            return
+        if pid and self._server_alive():
+            import signal
+
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while self._server_alive() and time.monotonic() < deadline:
+                time.sleep(0.2)
 
     def stop(self) -> None:
         """Stop the server this deployer started (a server it attached to is left running)."""
@@ -235,7 +260,9 @@ class LocalDeployer(Deployer):
                "--http_port", str(port), *(self.feast.cli_args() if self.feast else []), *self.server_args]
         log_path = self.state_file.with_suffix(".log")
         with log_path.open("ab") as out:
-            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            # its own session and no inherited stdin: the server outlives a pipeline step that started it
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
         write_state(self.state_file, {**state, "server": {"host": self.host, "port": port, "pid": self._proc.pid}})
         deadline = time.monotonic() + self.start_timeout
         while not self._model_ready(self._state(), CHAMPION):

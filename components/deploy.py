@@ -1,0 +1,48 @@
+"""Deployment of a registered model: champion on the first run, canary afterwards."""
+
+from kfp.dsl import Artifact, Input, Markdown, Output
+
+from components.images import component
+
+
+@component
+def deploy_model(
+    feast: Input[Artifact],
+    summary: Output[Markdown],
+    version: str,
+    canary_percent: int = 10,
+    registry_root: str = "",
+    model_name: str = "genctr-ctr",
+    target: str = "local",
+    deployment: str = "genctr-ctr",
+    namespace: str = "genctr",
+    kserve_env: str = "prod",
+) -> str:
+    """Serve the registered ``version``: the first model as champion, later ones as a canary.
+
+    Args:
+        feast: The materialised Feast repo (the local server reads its online store).
+        summary: What was rolled out, as Markdown for the run page.
+        version: Registered version (the register step's output).
+        canary_percent: Traffic share of a new canary (1..99).
+        registry_root: Model registry root ('' = $GENCTR_HOME/registry).
+        model_name: Registered model name.
+        target: local (ModelServer on this machine) | kserve (InferenceService, Knative mode).
+        deployment: Deployment / InferenceService name.
+        namespace: Kubernetes namespace (kserve).
+        kserve_env: Manifest defaults for kserve: dev | prod.
+    """
+    import json
+
+    from genctr import workflow
+    from genctr.deploy.factory import DeployTarget
+    from genctr.logging_setup import setup_logging
+    from genctr.paths import home
+
+    setup_logging()
+    result = workflow.deploy_model(
+        registry_root or str(home() / "registry"), model_name, int(version), canary_percent,
+        DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, feast_repo=feast.path))
+    with open(summary.path, "w") as f:
+        f.write(f"# Deployment `{deployment}` ({target})\n\n```json\n{json.dumps(result.summary, indent=2)}\n```\n")
+    return json.dumps(result.summary)
