@@ -15,6 +15,7 @@ reload (or unload). Clients (the traffic simulator) split by ``canary_percent``,
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -140,8 +141,11 @@ class LocalDeployer(Deployer):
         else:
             previous = self._state()
             self._write({**previous, CHAMPION: model_uri, CANARY: None, "canary_percent": 0}, "deploy", uri=model_uri)
-            self._reload_or_restore(CHAMPION, previous)
-            self._unload(CANARY, previous)
+            if self._feast_changed(previous):
+                self._restart()
+            else:
+                self._reload_or_restore(CHAMPION, previous)
+                self._unload(CANARY, previous)
         return self.status()
 
     def start_canary(self, model_uri: str, percent: int) -> DeploymentStatus:
@@ -151,7 +155,9 @@ class LocalDeployer(Deployer):
         previous = self._state()
         self._write({**previous, CANARY: model_uri, "canary_percent": percent}, "start_canary",
                     uri=model_uri, percent=percent)
-        if previous.get(CANARY) != model_uri:
+        if self._feast_changed(previous):
+            self._restart()  # both arms must read the newest materialisation, as they would share Redis
+        elif previous.get(CANARY) != model_uri:
             self._reload_or_restore(CANARY, previous)
         return self.status()
 
@@ -253,17 +259,35 @@ class LocalDeployer(Deployer):
         except (urllib.error.URLError, OSError):
             return False
 
+    def _feast_of(self, state: dict[str, Any]) -> FeastConfig | None:
+        """This deployer's Feast config, else the one the deployment's server was started with."""
+        if self.feast is not None:
+            return self.feast
+        recorded = state.get("feast")
+        return FeastConfig(**recorded) if recorded else None
+
+    def _feast_changed(self, state: dict[str, Any]) -> bool:
+        return self.feast is not None and state.get("feast") != dataclasses.asdict(self.feast)
+
+    def _restart(self) -> None:
+        """Stop the running server and start one on the current state (used when the Feast store moves)."""
+        log.info("deployment %s: restarting the server on the new Feast store", self.name)
+        self.shutdown()
+        self._start_server()
+
     def _start_server(self) -> None:
         port = self.port or _free_port(self.host)
         state = self._state()
+        feast = self._feast_of(state)
         cmd = [sys.executable, "-m", "genctr.serving", "--deploy_state", str(self.state_file),
-               "--http_port", str(port), *(self.feast.cli_args() if self.feast else []), *self.server_args]
+               "--http_port", str(port), *(feast.cli_args() if feast else []), *self.server_args]
         log_path = self.state_file.with_suffix(".log")
         with log_path.open("ab") as out:
             # its own session and no inherited stdin: the server outlives a pipeline step that started it
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                           start_new_session=True)
-        write_state(self.state_file, {**state, "server": {"host": self.host, "port": port, "pid": self._proc.pid}})
+        write_state(self.state_file, {**state, "server": {"host": self.host, "port": port, "pid": self._proc.pid},
+                                      "feast": dataclasses.asdict(feast) if feast else None})
         deadline = time.monotonic() + self.start_timeout
         while not self._model_ready(self._state(), CHAMPION):
             if self._proc.poll() is not None or time.monotonic() > deadline:

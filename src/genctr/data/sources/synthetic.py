@@ -133,15 +133,29 @@ def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return z / z.sum(axis=axis, keepdims=True)
 
 
-def iter_events(cfg: SyntheticConfig, n_events: int, chunk_rounds: int = 10) -> Iterator[pd.DataFrame]:
-    """Yield canonical events (plus ``true_ctr``) in chunks of ``chunk_rounds`` rounds."""
-    world = SyntheticWorld(cfg)
-    state = world.init_state()
-    rng = np.random.default_rng(cfg.seed + 1)
+@dataclass
+class _Round:
+    """One simulated round: ``active`` users (0-based) each saw ``items`` and clicked or not."""
+
+    r: int
+    active: np.ndarray  # (B,) user indices
+    items: np.ndarray  # (B,) item indices
+    p: np.ndarray  # (B,) true click probability
+    clicks: np.ndarray  # (B,) int8
+    t: np.ndarray  # (B,) event times, epoch seconds
+
+
+def _rounds(world: SyntheticWorld, state: UserState, rng: np.random.Generator,
+            n_events: int) -> Iterator[_Round]:
+    """The world's own process, round by round; ``state`` and ``rng`` advance as it goes.
+
+    ``iter_events`` and ``replay_world`` share this loop so a replay consumes the generator in
+    exactly the same order as the events were written.
+    """
+    cfg = world.cfg
     users = np.arange(cfg.n_users)
     n_rounds = -(-n_events // cfg.n_users)
     emitted = 0
-    buf: list[pd.DataFrame] = []
     for r in range(n_rounds):
         active = users if emitted + cfg.n_users <= n_events else users[: n_events - emitted]
         items = world.sample_items(state, active, rng)
@@ -149,17 +163,49 @@ def iter_events(cfg: SyntheticConfig, n_events: int, chunk_rounds: int = 10) -> 
         clicks = (rng.random(len(active)) < p).astype(np.int8)
         world.update(state, active, items, clicks, rng)
         t = cfg.start_time + r * cfg.seconds_per_round + rng.integers(0, cfg.seconds_per_round, len(active))
+        emitted += len(active)
+        yield _Round(r, active, items, p, clicks, t)
+
+
+def iter_events(cfg: SyntheticConfig, n_events: int, chunk_rounds: int = 10) -> Iterator[pd.DataFrame]:
+    """Yield canonical events (plus ``true_ctr``) in chunks of ``chunk_rounds`` rounds."""
+    world = SyntheticWorld(cfg)
+    state = world.init_state()
+    rng = np.random.default_rng(cfg.seed + 1)
+    n_rounds = -(-n_events // cfg.n_users)
+    buf: list[pd.DataFrame] = []
+    for rd in _rounds(world, state, rng, n_events):
+        r, active, items = rd.r, rd.active, rd.items
         buf.append(pd.DataFrame({
             "request_id": np.int64(r) * cfg.n_users + active,
             "user_id": active + 1, "item_id": items + 1,
-            "category_id": world.item_cate[items] + 1, "event_time": t.astype(np.int64),
-            "clicked": clicks, "price": world.item_bid[items], "position": np.zeros(len(active), np.int32),
-            "true_ctr": p,
+            "category_id": world.item_cate[items] + 1, "event_time": rd.t.astype(np.int64),
+            "clicked": rd.clicks, "price": world.item_bid[items], "position": np.zeros(len(active), np.int32),
+            "true_ctr": rd.p,
         }))
-        emitted += len(active)
         if len(buf) == chunk_rounds or r == n_rounds - 1:
             yield pd.concat(buf, ignore_index=True)
             buf = []
+
+
+def replay_world(cfg: SyntheticConfig, n_events: int) -> tuple[SyntheticWorld, UserState, np.random.Generator]:
+    """The world as it stands after the ``n_events`` events ``iter_events(cfg, n_events)`` yields.
+
+    Returns ``(world, state, rng)``: user state and generator continue exactly where the
+    events ended, so traffic simulated afterwards follows the training data in time (the
+    next round starts at :func:`end_time`). Nothing is materialised as a frame.
+    """
+    world = SyntheticWorld(cfg)
+    state = world.init_state()
+    rng = np.random.default_rng(cfg.seed + 1)
+    for _ in _rounds(world, state, rng, n_events):
+        pass
+    return world, state, rng
+
+
+def end_time(cfg: SyntheticConfig, n_events: int) -> int:
+    """Epoch seconds at which the round after the last of ``n_events`` events starts."""
+    return cfg.start_time + (-(-n_events // cfg.n_users)) * cfg.seconds_per_round
 
 
 def generate_events_frame(cfg: SyntheticConfig, n_events: int) -> pd.DataFrame:

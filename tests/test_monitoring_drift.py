@@ -1,0 +1,71 @@
+"""Evidently drift reports between arms and against a training reference."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from genctr.errors import DataValidationError
+from genctr.monitoring.drift import drift_report
+from genctr.monitoring.logs import ABLogs, append, read_logs
+
+
+def make_logs(log_dir: Path, *, canary_pctr_scale: float = 1.0, n_requests: int = 2_000, seed: int = 0) -> ABLogs:
+    """Two arms over the same traffic (3 ads per request); the canary's pctr times ``canary_pctr_scale``."""
+    rng = np.random.default_rng(seed)
+    canary = rng.random(n_requests) < 0.5
+    requests = pd.DataFrame({
+        "request_id": np.char.add("r", np.arange(n_requests).astype(str)),
+        "ts": 1_700_000_000 + np.arange(n_requests), "user_id": rng.integers(0, 500, n_requests),
+        "arm": np.where(canary, "canary", "champion"), "status": 200,
+        "latency_ms": rng.gamma(4.0, 8.0, n_requests), "n_candidates": rng.integers(20, 60, n_requests)})
+    rows = np.repeat(np.arange(n_requests), 3)  # (I,)
+    position = np.tile(np.arange(3), n_requests)
+    bid = rng.gamma(2.0, 0.5, len(rows)) + 0.05
+    scale = np.where(canary[rows], canary_pctr_scale, 1.0)
+    impressions = pd.DataFrame({
+        "request_id": requests["request_id"].to_numpy()[rows], "ts": requests["ts"].to_numpy()[rows],
+        "user_id": requests["user_id"].to_numpy()[rows], "arm": requests["arm"].to_numpy()[rows],
+        "item_id": rng.integers(0, 1_000, len(rows)) * 3 + position, "category_id": rng.integers(0, 20, len(rows)),
+        "position": position, "bid": bid, "pctr": np.clip(rng.beta(2.0, 40.0, len(rows)) * scale, 0, 1),
+        "cpc": bid * rng.uniform(0.3, 1.0, len(rows))})
+    append(log_dir, "requests", requests)
+    append(log_dir, "impressions", impressions)
+    append(log_dir, "clicks", impressions.iloc[:0][["request_id", "item_id", "ts"]])
+    return read_logs(log_dir)
+
+
+def test_shifted_canary_pctr_drifts(tmp_path: Path) -> None:
+    out = drift_report(make_logs(tmp_path / "logs", canary_pctr_scale=1.6), tmp_path / "reports")
+    arms = out["arms"]
+    assert arms["drifted"] == ["pctr"], arms["columns"]
+    assert arms["drifted_columns"] == 1 and arms["drift_share"] == pytest.approx(1 / 5)
+    assert set(arms["columns"]) == {"pctr", "bid", "position", "n_candidates", "category_id"}
+    html = Path(arms["path"]).read_text(encoding="utf-8")
+    assert Path(arms["path"]).name == "drift_arms.html" and html.lstrip().startswith("<!DOCTYPE html>")
+    assert "Value Drift for column pctr" in html and "category_id" in html
+    assert "training" not in out and not list((tmp_path / "reports").glob(".*.tmp"))
+
+
+def test_identical_arms_do_not_drift(tmp_path: Path) -> None:
+    arms = drift_report(make_logs(tmp_path / "logs"), tmp_path / "reports")["arms"]
+    assert arms["drifted"] == [] and arms["drifted_columns"] == 0, arms["columns"]
+    assert all(c["drifted"] is False for c in arms["columns"].values())
+
+
+def test_training_reference_report(tmp_path: Path) -> None:
+    logs = make_logs(tmp_path / "logs", n_requests=1_500)
+    rng = np.random.default_rng(1)
+    # Training-time frame: only the columns it shares with the log are compared; its predicted CTRs
+    # are twice the served ones, its categories the same.
+    reference = pd.DataFrame({"pctr": rng.beta(2.0, 40.0, 5_000) * 2, "category_id": rng.integers(0, 20, 5_000),
+                              "label": rng.integers(0, 2, 5_000)})
+    out = drift_report(logs, tmp_path / "reports", reference=reference, max_rows=2_000)
+    training = out["training"]
+    assert Path(training["path"]).name == "drift_training.html" and Path(training["path"]).exists()
+    assert set(training["columns"]) == {"pctr", "category_id"} and training["drifted"] == ["pctr"]
+    assert training["rows_reference"] == 5_000
+    with pytest.raises(DataValidationError, match="reference"):
+        drift_report(logs, tmp_path / "reports", reference=pd.DataFrame({"label": [0, 1]}))
