@@ -97,7 +97,8 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
 
     ft = TrainConfig(epochs=args.ft_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
     pt = TrainConfig(epochs=args.dg_epochs, batch_size=args.dg_batch_size, lr=args.pt_lr, seed=seed, progress=False)
-    base = DGenCTRConfig(embed_dim=args.dg_dim, n_layers=args.dg_layers, n_heads=2, head_hidden=2 * args.dg_dim)
+    base = DGenCTRConfig(embed_dim=args.dg_dim, n_layers=args.dg_layers, n_heads=2, head_hidden=2 * args.dg_dim,
+                         **dg_overrides(args.dg_set))
     pretrained: dict[str, object] = {}
     arms = [a for a in args.dgenctr_arms if ("dgenctr", a, seed) not in done]
     if ("dgenctr", "dgenctr_none", seed) not in done:
@@ -119,6 +120,20 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
         train_ctr(data, model, ft)
         m = evaluate_split(model, data, "test")
         record(out, {"backbone": "dgenctr", "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0})
+
+
+def dg_overrides(pairs: list[str]) -> dict[str, object]:
+    """``["schedule=cosine", "timesteps=10"]`` -> typed DGenCTRConfig overrides."""
+    fields = {f.name: f.type for f in dataclasses.fields(DGenCTRConfig)}
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--dg-set {pair!r}: unknown DGenCTRConfig field; known: {sorted(fields)}")
+        kind = str(fields[key])
+        out[key] = (value.lower() in ("1", "true", "yes") if "bool" in kind else int(value) if kind == "int"
+                    else float(value) if kind == "float" else value)
+    return out
 
 
 def summarize(jsonl: Path, md: Path, png: Path, header: str) -> None:
@@ -168,7 +183,8 @@ def _plot(df: pd.DataFrame, png: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--backbones", nargs="+", default=["dnn", "dcnv2", "dcnv2_ta"])
+    p.add_argument("--backbones", nargs="*", default=["dnn", "dcnv2", "dcnv2_ta"],
+                   help="GenCTR arms' backbones (none given: DGenCTR arms only).")
     p.add_argument("--negatives", nargs="+", default=["cs", "rs"])
     p.add_argument("--dgenctr-arms", nargs="*", default=list(DGEN_ARMS))
     p.add_argument("--category", default="combo", choices=["combo", "first"])
@@ -184,6 +200,9 @@ def main() -> None:
     p.add_argument("--dg-batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--pt-lr", type=float, default=1e-3)
+    p.add_argument("--dg-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="Override a DGenCTRConfig field for every DGenCTR arm (sweeps: schedule=cosine, "
+                        "timesteps=10, temperature=0.5, ...).")
     p.add_argument("--tag", default="ablation", help="Result file stem under benchmarks/results/.")
     p.add_argument("--work", type=Path, default=HERE / "data")
     p.add_argument("--summarize-only", action="store_true")
@@ -203,7 +222,7 @@ def main() -> None:
         for seed in args.seeds:
             done = done_keys(out)
             run_genctr_arms(data, args, seed, out, done)
-            if args.dgenctr_arms is not None:
+            if args.dgenctr_arms:  # none given: GenCTR arms only
                 run_dgenctr_arms(data, args, seed, out, done)
     summarize(out, RESULTS / f"{args.tag}.md", RESULTS / f"{args.tag}.png", header)
     print((RESULTS / f"{args.tag}.md").read_text())

@@ -22,6 +22,7 @@ app.add_typer(features_app, name="features")
 def _register_subcommands() -> None:
     from genctr.cli_train import evaluate_cmd, train_app
 
+    from genctr.cli_canary import canary_app
     from genctr.cli_pipeline import pipeline_app
     from genctr.cli_serve import serve_cmd
 
@@ -29,6 +30,7 @@ def _register_subcommands() -> None:
     app.command("evaluate")(evaluate_cmd)
     app.add_typer(pipeline_app, name="pipeline")
     app.command("serve")(serve_cmd)
+    app.add_typer(canary_app, name="canary")
 
 
 _register_subcommands()
@@ -138,21 +140,22 @@ def features_materialize(
 
 @app.command("demo")
 def demo(
-    source: str = typer.Option("movielens", help="Data source for the run (movielens | synthetic)."),
-    backbone: str = typer.Option("dcnv2_ta", help="CTR backbone: dnn | dcnv2 | dcnv2_ta."),
-    pretrain_method: str = typer.Option("genctr", help="genctr | dgenctr | none."),
-    epochs: int = typer.Option(1, help="Pretraining and fine-tuning epochs."),
-    max_seq_len: int = typer.Option(50, help="L: behaviours per sequence."),
+    requests: int = typer.Option(40_000, help="Simulated ad requests during the canary."),
+    canary_percent: int = typer.Option(50, help="Share of users on the canary."),
+    skip_movielens: bool = typer.Option(False, help="Skip the offline MovieLens run (synthetic world only)."),
+    keep_serving: bool = typer.Option(False, help="Leave the local model server running afterwards."),
+    seed: int = typer.Option(0, help="Seed of the synthetic world, training and traffic."),
 ) -> None:
-    """Run the training pipeline end to end on this machine (kfp.local) and print the gate's decision."""
-    from genctr.demo import run_demo
+    """The whole loop on this machine: training pipelines (kfp.local), gate, canary, A/B analysis,
+    promotion, and one HTML report."""
+    from genctr.demo import DemoConfig, run_demo
 
     try:
-        summary = run_demo(source=source, backbone=backbone, pretrain_method=pretrain_method,
-                           epochs=epochs, max_seq_len=max_seq_len)
+        result = run_demo(DemoConfig(requests=requests, canary_percent=canary_percent, seed=seed,
+                                     skip_movielens=skip_movielens, keep_serving=keep_serving))
     except GenCTRError as exc:
         fail(exc)
-    for line in summary:
+    for line in result.summary_lines():
         typer.echo(line)
 
 

@@ -1,42 +1,194 @@
-"""``make demo``: the training pipeline end to end on the bundled data, through kfp.local."""
+"""``make demo``: the whole product on one machine, end to end.
+
+1. **Offline quality** — the training pipeline (kfp.local) on the bundled MovieLens data:
+   GX checks, Spark features, Feast, GenCTR pretraining, fine-tuning with parameter sharing
+   into DCN-V2 + target attention, the gate. Registered,
+   not deployed: MovieLens has no click model to run a canary against.
+2. **The champion** — the training pipeline on the synthetic world, trained on an early
+   slice of its events ("yesterday's model": no pretraining, a DNN); the deploy step serves
+   it as the first champion on a local KServe ModelServer.
+3. **The candidate** — the pipeline again on the full event stream with GenCTR pretraining
+   shared into DCN-V2 + target attention; the gate compares it with the champion on the same test
+   rows, and the deploy step starts it as a canary.
+4. **The canary** — simulated traffic from the same world (ground-truth clicks, GSP auction)
+   through both arms over HTTP; the canary loop analyses the A/B logs (delta-method CIs, SRM,
+   Evidently drift), decides, and promotes or rolls back through the deployer and registry.
+5. One HTML report with the ROC curves, training curves, A/B uplift over time and the decision.
+
+Everything lives under ``$GENCTR_HOME/demo`` (``./.genctr/demo`` by default), the deployment's
+state under ``$GENCTR_HOME/deploy``; the local model server is stopped at the end unless
+``keep_serving``.
+"""
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from genctr.paths import home
 
 log = logging.getLogger(__name__)
 
+DEPLOYMENT = "genctr-demo"
+SYNTHETIC_MODEL = "synthetic-ctr"
+MOVIELENS_MODEL = "movielens-ctr"
 
-def run_demo(source: str = "movielens", backbone: str = "dcnv2_ta", pretrain_method: str = "genctr",
-             epochs: int = 1, max_seq_len: int = 50) -> list[str]:
-    """Run the pipeline locally; returns the summary lines to print."""
+
+@dataclass
+class DemoConfig:
+    """Sizes of the demo; the defaults fit in about ten minutes on a 2-core laptop."""
+
+    movielens_seq_len: int = 50
+    world_users: int = 2_000
+    world_items: int = 3_000
+    champion_events: int = 30_000  # the champion's training data: the world's first rounds
+    candidate_events: int = 100_000  # the candidate's: the full stream so far
+    seq_len: int = 30
+    canary_percent: int = 50
+    requests: int = 40_000  # simulated ad requests during the canary
+    # The simulator scores 32 users per HTTP call, so a call's p99 is far above a one-user
+    # request's; the latency guardrail is set for that (the policy default suits real traffic).
+    max_p99_latency_ms: float = 1_000.0
+    seed: int = 0
+    skip_movielens: bool = False
+    keep_serving: bool = False
+
+
+@dataclass
+class DemoResult:
+    root: Path
+    report: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    movielens: dict[str, Any] | None = None  # gate decision of the offline run
+    champion: dict[str, Any] = field(default_factory=dict)
+    candidate: dict[str, Any] = field(default_factory=dict)
+    canary: dict[str, Any] = field(default_factory=dict)  # the loop's outcome
+    artifacts: dict[str, str] = field(default_factory=dict)  # paths the report draws on
+
+    def summary_lines(self) -> list[str]:
+        total = sum(self.seconds.values())
+        lines = [f"demo finished in {total:.0f}s ({', '.join(f'{k} {v:.0f}s' for k, v in self.seconds.items())})"]
+        if self.movielens:
+            c = self.movielens["candidate"]
+            lines.append(f"MovieLens offline: AUC {c['auc']:.4f}  LogLoss {c['logloss']:.4f}  gAUC {c['gauc']:.4f}"
+                         f"  gate {'PASSED' if self.movielens['passed'] else 'REJECTED'}")
+        gate = self.candidate.get("gate") or {}
+        if gate:
+            lines.append(f"candidate gate: {'PASSED' if gate.get('passed') else 'REJECTED'} - {gate.get('reason')}")
+        if self.canary:
+            lines.append(f"canary decision: {self.canary['action'].upper()} ({self.canary['acted']})")
+            lines += [f"  - {r}" for r in self.canary["reasons"]]
+        lines.append(f"report: {self.report}")
+        return lines
+
+
+def _pipeline(params: dict[str, Any], root: Path) -> Any:
     from genctr.pipeline_runner import run_local
 
-    root = home()
-    params = {
-        "data_source": source, "max_seq_len": max_seq_len, "pretrain_method": pretrain_method,
-        "backbone": backbone, "transfer": "integrate" if pretrain_method == "genctr" else "share",
-        "pretrain_epochs": epochs, "finetune_epochs": epochs, "batch_size": 512,
-        "registry_root": str(root / "registry"), "spark_master": "local[2]",
-    }
-    if pretrain_method == "dgenctr":
-        params["transfer"] = "full"
+    return run_local(params, root / "pipeline-runs")
+
+
+def _model_dir(run: Any) -> Path:
+    return run.artifact_path("finetune", "model")
+
+
+def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
+    """Run the five stages above; returns what the report shows."""
+    from genctr.data.sources.synthetic import SyntheticConfig
+    from genctr.deploy.factory import DeployTarget, make_deployer
+    from genctr.monitoring.canary import run_canary_step
+    from genctr.monitoring.decision import CanaryPolicy
+    from genctr.registry import ModelRegistry
+    from genctr.simulation import SimulationConfig, simulate_deployment
+
+    cfg = cfg or DemoConfig()
+    root = home() / "demo"
+    _stop_old_server()
+    if root.exists():
+        shutil.rmtree(root)  # a demo starts from nothing: no champion, no deployment
+    root.mkdir(parents=True)
+    registry = root / "registry"
+    target = DeployTarget(kind="local", name=DEPLOYMENT)  # the deploy step's default: $GENCTR_HOME/deploy
+    result = DemoResult(root=root, report=root / "report.html")
+    common = {"registry_root": str(registry), "spark_master": "local[2]", "device": "cpu", "seed": cfg.seed,
+              "batch_size": 512}
+
+    if not cfg.skip_movielens:
+        t0 = time.perf_counter()
+        run = _pipeline({**common, "data_source": "movielens", "max_seq_len": cfg.movielens_seq_len,
+                         "pretrain_method": "genctr", "backbone": "dcnv2_ta", "transfer": "share",
+                         "pretrain_epochs": 1, "finetune_epochs": 2, "finetune_lr": 2e-3,
+                         "model_name": MOVIELENS_MODEL, "promote_without_canary": True, "deploy_target": "none"},
+                        root)
+        result.seconds["movielens pipeline"] = time.perf_counter() - t0
+        result.movielens = run.decision
+        result.artifacts["movielens_model"] = str(_model_dir(run))
+        result.artifacts["movielens_gate_report"] = str(run.gate_report)
+
+    world = {"data_source": "synthetic", "synthetic_users": cfg.world_users, "synthetic_items": cfg.world_items,
+             "max_seq_len": cfg.seq_len, "model_name": SYNTHETIC_MODEL, "deploy_target": "local",
+             "deployment": DEPLOYMENT, "canary_percent": cfg.canary_percent, "finetune_lr": 5e-3}
     t0 = time.perf_counter()
-    run = run_local(params, root / "pipeline-runs")
-    secs = time.perf_counter() - t0
-    d = run.decision or {}
-    cand = d.get("candidate") or {}
-    champ = d.get("champion")
-    lines = [
-        f"pipeline run finished in {secs:.0f}s: {run.run_dir}",
-        f"candidate: AUC {cand.get('auc', float('nan')):.4f}  LogLoss {cand.get('logloss', float('nan')):.4f}"
-        f"  gAUC {cand.get('gauc', float('nan')):.4f}",
-    ]
-    if champ:
-        lines.append(f"champion:  AUC {champ['auc']:.4f}  LogLoss {champ['logloss']:.4f}  gAUC {champ['gauc']:.4f}")
-    lines.append(f"gate: {'PASSED' if d.get('passed') else 'REJECTED'} - {d.get('reason', '?')}")
-    lines.append(f"registered version: {run.registered_version or 'none'} (registry {root / 'registry'})")
-    lines.append(f"gate report: {run.gate_report}")
-    return lines
+    run = _pipeline({**common, **world, "synthetic_events": cfg.champion_events, "pretrain_method": "none",
+                     "backbone": "dnn", "transfer": "none", "finetune_epochs": 2}, root)
+    result.seconds["champion pipeline"] = time.perf_counter() - t0
+    result.champion = {"gate": run.decision, "deployment": run.deployment}
+
+    t0 = time.perf_counter()
+    run = _pipeline({**common, **world, "synthetic_events": cfg.candidate_events, "pretrain_method": "genctr",
+                     "backbone": "dcnv2_ta", "transfer": "share", "pretrain_epochs": 1,
+                     "finetune_epochs": 2}, root)
+    result.seconds["candidate pipeline"] = time.perf_counter() - t0
+    result.candidate = {"gate": run.decision, "deployment": run.deployment}
+    result.artifacts["candidate_model"] = str(_model_dir(run))
+    result.artifacts["candidate_gate_report"] = str(run.gate_report)
+
+    deployer = make_deployer(target)
+    try:
+        if run.deployment is None or run.deployment.get("action") != "start_canary":
+            log.warning("the candidate did not reach the canary (gate: %s); no traffic to simulate",
+                        (run.decision or {}).get("reason"))
+        else:
+            t0 = time.perf_counter()
+            world_cfg = SyntheticConfig(n_users=cfg.world_users, n_items=cfg.world_items, seed=cfg.seed)
+            logs = root / "ab-logs"
+            sim = simulate_deployment(deployer, world_cfg, cfg.candidate_events,
+                                      SimulationConfig(n_requests=cfg.requests, seed=cfg.seed, progress=True),
+                                      logs, root / "simulation.json")
+            result.seconds["canary traffic"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            policy = CanaryPolicy(max_p99_latency_ms=cfg.max_p99_latency_ms)
+            outcome = run_canary_step(logs, deployer, policy, root / "canary",
+                                      registry=ModelRegistry(str(registry)), model_name=SYNTHETIC_MODEL)
+            result.seconds["canary analysis"] = time.perf_counter() - t0
+            result.canary = {**outcome.to_dict(), "simulation": sim.to_dict()}
+        t0 = time.perf_counter()
+        from genctr.demo_report import write_demo_report
+
+        write_demo_report(result)
+        result.seconds["report"] = time.perf_counter() - t0
+        (root / "demo.json").write_text(json.dumps(_jsonable(result), indent=2, default=str))
+    finally:
+        if not cfg.keep_serving and target.state_file().exists():
+            deployer.shutdown()
+    return result
+
+
+def _stop_old_server() -> None:
+    """A previous demo's deployment (kept serving) must not hold the port or the old models."""
+    from genctr.deploy.factory import DeployTarget, make_deployer
+
+    target = DeployTarget(kind="local", name=DEPLOYMENT)
+    if target.state_file().exists():
+        make_deployer(target).shutdown()
+        target.state_file().unlink()
+
+
+def _jsonable(result: DemoResult) -> dict[str, Any]:
+    return {"root": str(result.root), "report": str(result.report), "seconds": result.seconds,
+            "movielens": result.movielens, "champion": result.champion, "candidate": result.candidate,
+            "canary": result.canary, "artifacts": result.artifacts}

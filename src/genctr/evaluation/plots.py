@@ -61,6 +61,28 @@ def plot_roc(
     return _save(fig, path)
 
 
+def plot_roc_points(curves: Mapping[str, Mapping[str, Sequence[float]] | None], path: str | Path,
+                    title: str = "ROC", auc: Mapping[str, float] | None = None) -> Path:
+    """ROC curves from stored points (``roc_points`` output: ``{"fpr", "tpr"}`` per model)."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        raise ConfigError("plot_roc_points: give at least one curve")
+    fig = Figure(figsize=(5.5, 5.0), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, pts in curves.items():
+        label = f"{name} (AUC {auc[name]:.4f})" if auc and name in auc else name
+        ax.plot(pts["fpr"], pts["tpr"], lw=1.6, label=label)
+    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="chance")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+BOOKKEEPING = frozenset({"epoch", "seconds", "rows_per_s", "step", "lr"})  # logged per epoch, not curves
+
+
 def plot_training_curves(
     history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, float]],
     path: str | Path,
@@ -74,6 +96,7 @@ def plot_training_curves(
     series = _as_series(history)
     if not series:
         raise ConfigError("plot_training_curves: the history holds no metrics")
+    series = {k: v for k, v in series.items() if k not in BOOKKEEPING}
     losses = {k: v for k, v in series.items() if "loss" in k.lower()}
     others = {k: v for k, v in series.items() if k not in losses}
     panels = [(p, t) for p, t in ((losses, "loss"), (others, "metric")) if p]
