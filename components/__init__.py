@@ -5,6 +5,7 @@ pod as source; the image has the project installed) and calls one ``genctr.workf
 step. Nothing is pip-installed per task: ``packages_to_install=[]`` and the image's own
 kfp runs the executor (locally, the project installed in the current venv).
 """
+from components.canary import act_on_canary, analyze_canary, collect_logs
 from components.data import (build_features, ingest_events, materialize_features, validate_events,
                              validate_samples)
 from components.deploy import deploy_model
@@ -12,5 +13,6 @@ from components.gate import evaluate_and_gate
 from components.registry import register_model
 from components.training import finetune, pretrain
 
-__all__ = ["build_features", "deploy_model", "evaluate_and_gate", "finetune", "ingest_events", "materialize_features",
-           "pretrain", "register_model", "validate_events", "validate_samples"]
+__all__ = ["act_on_canary", "analyze_canary", "build_features", "collect_logs", "deploy_model", "evaluate_and_gate",
+           "finetune", "ingest_events", "materialize_features", "pretrain", "register_model", "validate_events",
+           "validate_samples"]

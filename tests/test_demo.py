@@ -16,7 +16,7 @@ from genctr.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.slow
 
-SMALL = DemoConfig(world_users=400, world_items=800, champion_events=12_000, candidate_events=40_000, seq_len=20,
+SMALL = DemoConfig(world_users=400, world_items=800, champion_events=16_000, candidate_events=40_000, seq_len=20,
                    requests=8_000, skip_movielens=True)
 
 
@@ -40,6 +40,7 @@ def test_the_demo_runs_the_loop_and_stops_its_server(demo: Any) -> None:
     from genctr.demo import DEPLOYMENT
 
     saved = json.loads((demo.root / "demo.json").read_text())
+    assert saved["champion"]["deployment"], saved["champion"]["gate"]["reason"]
     assert saved["champion"]["deployment"]["action"] == "deploy"  # the first model became the champion
     gate = saved["candidate"]["gate"]
     assert gate["champion"] is not None  # the candidate was compared with the deployed champion

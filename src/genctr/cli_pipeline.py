@@ -1,4 +1,4 @@
-"""``genctr pipeline ...``: compile, run locally, submit and schedule the training pipeline."""
+"""``genctr pipeline ...``: compile, run locally, submit and schedule the training or canary pipeline."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,11 @@ import typer
 
 from genctr.errors import GenCTRError
 
-pipeline_app = typer.Typer(help="Kubeflow training pipeline: compile, run locally (kfp.local), submit, schedule.",
-                           no_args_is_help=True)
+pipeline_app = typer.Typer(help="Kubeflow pipelines (training, canary): compile, run locally (kfp.local), submit, "
+                                "schedule.", no_args_is_help=True)
 
 PARAM_HELP = "Pipeline parameter override key=value (repeatable); `genctr pipeline params` lists them."
+PIPELINE = typer.Option("training", "--pipeline", help="Which pipeline: training | canary.")
 
 
 def _fail(exc: GenCTRError) -> NoReturn:
@@ -51,29 +52,34 @@ STORAGE_SECRET = typer.Option(None, help="Secret with object-store credentials f
 
 
 @pipeline_app.command("params")
-def params_cmd() -> None:
+def params_cmd(pipeline: str = PIPELINE) -> None:
     """List the pipeline's parameters with their types and defaults."""
     from genctr.pipeline_runner import pipeline_parameters
 
-    for name, (kind, default) in pipeline_parameters().items():
+    try:
+        params = pipeline_parameters(pipeline)
+    except GenCTRError as exc:
+        _fail(exc)
+    for name, (kind, default) in params.items():
         typer.echo(f"{name:24s} {kind:8s} {default!r}")
 
 
 @pipeline_app.command("compile")
 def compile_cmd(
-    out: Path = typer.Option(Path("training_pipeline.yaml"), help="Output YAML path."),
+    out: Optional[Path] = typer.Option(None, help="Output YAML path (default <pipeline>_pipeline.yaml)."),
+    pipeline: str = PIPELINE,
     image: Optional[str] = IMAGE,
     train_image: Optional[str] = TRAIN_IMAGE,
     gpu_node_selector: Optional[list[str]] = NODE_SELECTOR,
     gpu_toleration: Optional[list[str]] = TOLERATION,
     storage_secret: Optional[str] = STORAGE_SECRET,
 ) -> None:
-    """Compile the training pipeline to a YAML package for Kubeflow Pipelines."""
+    """Compile a pipeline to a YAML package for Kubeflow Pipelines."""
     from genctr.pipeline_runner import compile_pipeline
 
     try:
         platform = _platform(image, train_image, gpu_node_selector, gpu_toleration, storage_secret)
-        typer.echo(str(compile_pipeline(out, platform)))
+        typer.echo(str(compile_pipeline(out or Path(f"{pipeline}_pipeline.yaml"), platform, pipeline)))
     except GenCTRError as exc:
         _fail(exc)
 
@@ -81,31 +87,52 @@ def compile_cmd(
 @pipeline_app.command("run")
 def run_cmd(
     local: bool = typer.Option(False, "--local", help="Run here through kfp.local (required: clusters use `submit`)."),
+    pipeline: str = PIPELINE,
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     pipeline_root: Optional[Path] = typer.Option(None, help="Where runs write (default $GENCTR_HOME/pipeline-runs)."),
     cache: bool = typer.Option(False, "--cache/--no-cache",
-                               help="Reuse outputs of identical earlier local tasks (gate and register always run)."),
+                               help="Reuse outputs of identical earlier local tasks (steps reading live state "
+                                    "always run)."),
 ) -> None:
-    """Run the training pipeline end to end on this machine (the same pipeline function a cluster runs)."""
+    """Run a pipeline end to end on this machine (the same pipeline function a cluster runs)."""
     from genctr.paths import home
     from genctr.pipeline_runner import parse_params, run_local
 
     if not local:
         _fail(GenCTRError("only --local runs start here; use `genctr pipeline submit --host URL` for a cluster"))
     try:
-        run = run_local(parse_params(param), pipeline_root or home() / "pipeline-runs", enable_caching=cache)
+        run = run_local(parse_params(param, pipeline), pipeline_root or home() / "pipeline-runs", enable_caching=cache,
+                        pipeline=pipeline)
     except GenCTRError as exc:
         _fail(exc)
-    decision = run.decision or {}
     typer.echo(f"run directory: {run.run_dir}")
+    if pipeline == "canary":
+        _echo_canary(run)
+        return
+    decision = run.decision or {}
     typer.echo(f"gate: {'PASSED' if decision.get('passed') else 'FAILED'}: {decision.get('reason', '?')}")
     typer.echo(f"gate report: {run.gate_report}")
     typer.echo(f"registered version: {run.registered_version or '- (not registered)'}")
 
 
+def _echo_canary(run: Any) -> None:
+    decision = run.canary_decision or {}
+    typer.echo(f"canary decision: {str(run.canary_action).upper()}")
+    for reason in decision.get("reasons", []):
+        typer.echo(f"  - {reason}")
+    typer.echo(f"canary report: {run.canary_report}")
+    acted = run.canary_acted
+    if acted is None:
+        typer.echo("acted: - (nothing to do)")
+    else:
+        typer.echo(f"acted: {acted['acted']}{' (dry run)' if acted['dry_run'] else ''}; "
+                   f"champion {acted['champion_uri']}")
+
+
 @pipeline_app.command("submit")
 def submit_cmd(
     host: str = typer.Option(..., help="Kubeflow Pipelines API URL, e.g. http://localhost:8080."),
+    pipeline: str = PIPELINE,
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     experiment: str = typer.Option("genctr", help="Experiment to file the run under."),
     run_name: Optional[str] = typer.Option(None, help="Run name shown in the UI."),
@@ -116,12 +143,12 @@ def submit_cmd(
                                                              "(manifests/rbac-pipeline-runner.yaml)."),
     package: Optional[Path] = typer.Option(None, help="A compiled YAML to submit instead of compiling now."),
 ) -> None:
-    """Start one run of the training pipeline on a Kubeflow Pipelines cluster."""
+    """Start one run of a pipeline on a Kubeflow Pipelines cluster."""
     from genctr.pipeline_runner import parse_params, submit
 
     try:
-        run_id = submit(host, parse_params(param), experiment, run_name=run_name, namespace=namespace,
-                        enable_caching=cache, service_account=service_account, package=package)
+        run_id = submit(host, parse_params(param, pipeline), experiment, run_name=run_name, namespace=namespace,
+                        enable_caching=cache, service_account=service_account, package=package, pipeline=pipeline)
     except GenCTRError as exc:
         _fail(exc)
     typer.echo(json.dumps({"run_id": run_id, "host": host}))
@@ -130,11 +157,14 @@ def submit_cmd(
 @pipeline_app.command("schedule")
 def schedule_cmd(
     host: str = typer.Option(..., help="Kubeflow Pipelines API URL."),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline",
+                                           help="Which pipeline: training | canary (default: the file's "
+                                                "`pipeline:` key, else training)."),
     cron: Optional[str] = typer.Option(None, help="6-field cron, seconds first: '0 0 3 * * *' = daily 03:00."),
     name: Optional[str] = typer.Option(None, help="Recurring run name."),
     file: Optional[Path] = typer.Option(None, "--file", "-f",
-                                        help="Recurring-run definition YAML (manifests/recurring-run.yaml); "
-                                             "flags override it."),
+                                        help="Recurring-run definition YAML (manifests/recurring-run.yaml, "
+                                             "recurring-run-canary.yaml); flags override it."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     experiment: Optional[str] = typer.Option(None, help="Experiment (default genctr)."),
     namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
@@ -144,15 +174,15 @@ def schedule_cmd(
     service_account: Optional[str] = typer.Option(None, help="Service account of the runs' pods."),
     package: Optional[Path] = typer.Option(None, help="A compiled YAML to schedule instead of compiling now."),
 ) -> None:
-    """Create a recurring run of the training pipeline (Kubeflow cron: 6 fields, seconds first)."""
+    """Create a recurring run of a pipeline (Kubeflow cron: 6 fields, seconds first)."""
     from genctr.pipeline_runner import load_schedule_file, parse_params, schedule
 
     try:
-        spec: dict[str, Any] = load_schedule_file(file) if file else {}
+        spec: dict[str, Any] = load_schedule_file(file, pipeline) if file else {"pipeline": pipeline or "training"}
         flags = {"cron": cron, "name": name, "experiment": experiment, "enable_caching": cache,
                  "max_concurrency": max_concurrency, "service_account": service_account}
         spec.update({k: v for k, v in flags.items() if v is not None})
-        spec["params"] = {**spec.get("params", {}), **parse_params(param)}
+        spec["params"] = {**spec.get("params", {}), **parse_params(param, spec["pipeline"])}
         if not spec.get("cron") or not spec.get("name"):
             raise GenCTRError("give --cron and --name (or a --file that sets them)")
         job_id = schedule(host, spec.pop("cron"), spec.pop("params"), spec.pop("name"), namespace=namespace,

@@ -1,7 +1,9 @@
-"""Run the training pipeline: compile it, run it locally through kfp.local, submit or schedule it.
+"""Run a pipeline: compile it, run it locally through kfp.local, submit or schedule it.
 
-The pipeline lives in the source checkout (``pipelines/``, ``components/`` beside ``src/``);
-this module imports it, and kfp, only when a function is called. ``run_local`` executes the
+Two pipelines, picked by name with ``pipeline=`` (default ``"training"``): ``training``
+(``pipelines/training_pipeline.py``) and ``canary`` (``pipelines/canary_pipeline.py``, one turn
+of the canary loop). They live in the source checkout (``pipelines/``, ``components/`` beside
+``src/``); this module imports them, and kfp, only when a function is called. ``run_local`` executes the
 *same* pipeline function a cluster runs, with kfp.local's SubprocessRunner in the current
 interpreter (no per-task venvs or pip installs: the project is installed here).
 """
@@ -26,7 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PIPELINE_MODULE = "pipelines.training_pipeline"
+# name -> (module, pipeline function in it)
+PIPELINES = {"training": ("pipelines.training_pipeline", "training_pipeline"),
+             "canary": ("pipelines.canary_pipeline", "canary_pipeline")}
+PIPELINE_MODULE = PIPELINES["training"][0]
 GX_TASKS = ("validate-events", "validate-samples")
 # robfig/cron (what Kubeflow's scheduler uses), seconds first: sec min hour day-of-month month day-of-week
 CRON_FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week")
@@ -81,43 +86,82 @@ class LocalRun:
         out = self.outputs.get("deploy-model", {}).get("parameterValues", {})
         return json.loads(out["Output"]) if "Output" in out else None
 
+    # -- canary pipeline -------------------------------------------------------------------
 
-def load_pipeline_module() -> ModuleType:
-    """Import ``pipelines.training_pipeline`` from the source checkout."""
+    @property
+    def canary_action(self) -> str | None:
+        """The canary analysis' action (promote | rollback | continue), or None if it did not run."""
+        out = self.outputs.get("analyze-canary", {}).get("parameterValues", {})
+        return str(out["Output"]) if "Output" in out else None
+
+    @property
+    def canary_decision(self) -> dict[str, Any] | None:
+        """The analysis' decision.json (action, reasons, numbers, analysis, URIs, policy, drift)."""
+        path = self.artifact_path("analyze-canary", "analysis") / "decision.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @property
+    def canary_report(self) -> Path | None:
+        path = self.artifact_path("analyze-canary", "report")
+        return path if path.is_file() else None
+
+    @property
+    def canary_acted(self) -> dict[str, Any] | None:
+        """The act step's summary (action, acted, dry_run, URIs, registry champion), or None when
+        it did not run (the decision was ``continue``)."""
+        out = self.outputs.get("act-on-canary", {}).get("parameterValues", {})
+        return json.loads(out["Output"]) if "Output" in out else None
+
+
+def _module_name(pipeline: str) -> str:
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {pipeline!r}; choose one of {sorted(PIPELINES)}")
+    return PIPELINES[pipeline][0]
+
+
+def load_pipeline_module(pipeline: str = "training") -> ModuleType:
+    """Import ``pipelines.<pipeline>_pipeline`` from the source checkout."""
+    name = _module_name(pipeline)
     try:
-        return importlib.import_module(PIPELINE_MODULE)
+        return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name not in ("pipelines", "components", PIPELINE_MODULE):
+        if exc.name not in ("pipelines", "components", name):
             raise
     from genctr.paths import repo_root
 
     root = repo_root()
-    if not (root / "pipelines" / "training_pipeline.py").is_file():
+    if not (root / (name.replace(".", "/") + ".py")).is_file():
         raise ConfigError("the pipeline definitions (pipelines/, components/) were not found: "
                           "run genctr pipeline commands from a genctr source checkout")
     sys.path.insert(0, str(root))
-    return importlib.import_module(PIPELINE_MODULE)
+    return importlib.import_module(name)
 
 
-def pipeline_parameters() -> dict[str, tuple[str, Any]]:
+def pipeline_function(pipeline: str = "training") -> Any:
+    """The pipeline's (default-placed) KFP GraphComponent, e.g. ``training_pipeline``."""
+    return getattr(load_pipeline_module(pipeline), PIPELINES[pipeline][1])
+
+
+def pipeline_parameters(pipeline: str = "training") -> dict[str, tuple[str, Any]]:
     """Every pipeline parameter: name -> (KFP type name, default)."""
-    spec = load_pipeline_module().training_pipeline.component_spec
+    spec = pipeline_function(pipeline).component_spec
     return {name: (inp.type, inp.default) for name, inp in spec.inputs.items()}
 
 
-def check_params(params: dict[str, Any] | None) -> dict[str, Any]:
+def check_params(params: dict[str, Any] | None, pipeline: str = "training") -> dict[str, Any]:
     """Reject unknown parameter names and values of the wrong type; return a plain dict."""
-    known = pipeline_parameters()
+    known = pipeline_parameters(pipeline)
     params = dict(params or {})
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ConfigError(f"unknown pipeline parameter(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"unknown pipeline parameter(s) {unknown} of the {pipeline} pipeline; "
+                          f"known: {sorted(known)}")
     for name, value in params.items():
         params[name] = _coerce(name, known[name][0], value)
     return params
 
 
-def parse_params(pairs: list[str] | None) -> dict[str, Any]:
+def parse_params(pairs: list[str] | None, pipeline: str = "training") -> dict[str, Any]:
     """``["key=value", ...]`` -> typed parameters (types from the pipeline's signature)."""
     params: dict[str, Any] = {}
     for pair in pairs or []:
@@ -125,7 +169,7 @@ def parse_params(pairs: list[str] | None) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--param {pair!r}: expected key=value")
         params[key.strip()] = value
-    return check_params(params)
+    return check_params(params, pipeline)
 
 
 def _coerce(name: str, kfp_type: str, value: Any) -> Any:
@@ -151,10 +195,10 @@ def _coerce(name: str, kfp_type: str, value: Any) -> Any:
     return value
 
 
-def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None) -> Path:
-    """Compile the training pipeline to YAML at ``out`` (placement from the environment by default)."""
-    path = load_pipeline_module().compile_pipeline(out, platform)
-    log.info("compiled the training pipeline to %s", path)
+def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None, pipeline: str = "training") -> Path:
+    """Compile a pipeline to YAML at ``out`` (placement from the environment by default)."""
+    path = load_pipeline_module(pipeline).compile_pipeline(out, platform)
+    log.info("compiled the %s pipeline to %s", pipeline, path)
     return path
 
 
@@ -181,16 +225,19 @@ def _import_kfp_local() -> ModuleType:
     return local
 
 
-def run_local(params: dict[str, Any] | None, pipeline_root: str | Path, *, enable_caching: bool = False) -> LocalRun:
-    """Run the training pipeline here through kfp.local; raise PipelineRunError if a step fails.
+def run_local(params: dict[str, Any] | None, pipeline_root: str | Path, *, enable_caching: bool = False,
+              pipeline: str = "training") -> LocalRun:
+    """Run a pipeline here through kfp.local; raise PipelineRunError if a step fails.
 
     With ``enable_caching`` kfp.local reuses outputs of earlier identical tasks (kept under
-    ``pipeline_root/.kfp_cache``); the gate and register steps always run. Leave it off when
-    the data behind an unchanged ``data_path`` may have changed.
+    ``pipeline_root/.kfp_cache``); steps that read live state (gate, register, deploy, every
+    canary step) always run. Leave it off when the data behind an unchanged ``data_path`` may
+    have changed.
     """
     local = _import_kfp_local()
-    params = check_params(params)
-    module = load_pipeline_module()
+    params = check_params(params, pipeline)
+    module = load_pipeline_module(pipeline)
+    func = getattr(module, PIPELINES[pipeline][1])
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
@@ -202,7 +249,7 @@ def run_local(params: dict[str, Any] | None, pipeline_root: str | Path, *, enabl
         warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"kfp\.")
         warnings.filterwarnings("ignore", category=UserWarning, module=r"kfp\.")
         try:
-            module.training_pipeline(**params)
+            func(**params)
         except RuntimeError as exc:
             failure = _ANSI.sub("", str(exc))
     prefix = f"{module.PIPELINE_NAME}-"
@@ -262,25 +309,43 @@ def _client(host: str, namespace: str | None) -> Any:
     return kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
 
 
-def _package(tmp_dir: str, package: str | Path | None, platform: PlatformConfig | None) -> str:
+def _package(tmp_dir: str, package: str | Path | None, platform: PlatformConfig | None, pipeline: str) -> str:
+    """``package`` (checked to be a compile of ``pipeline``), or a fresh compile of it."""
     if package:
         if not Path(package).is_file():
             raise ConfigError(f"pipeline package {package} does not exist")
+        _check_package(Path(package), pipeline)
         return str(package)
-    return str(compile_pipeline(Path(tmp_dir) / "training_pipeline.yaml", platform))
+    return str(compile_pipeline(Path(tmp_dir) / f"{pipeline}_pipeline.yaml", platform, pipeline))
+
+
+def _check_package(path: Path, pipeline: str) -> None:
+    """The parameters are checked against ``pipeline``: the package must be that pipeline."""
+    import yaml
+
+    try:
+        spec = next(yaml.safe_load_all(path.read_text()))
+        name = spec["pipelineInfo"]["name"]
+    except (yaml.YAMLError, StopIteration, KeyError, TypeError) as exc:
+        raise ConfigError(f"pipeline package {path} is not a compiled KFP pipeline: {exc}") from None
+    expected = load_pipeline_module(pipeline).PIPELINE_NAME
+    if name != expected:
+        raise ConfigError(f"pipeline package {path} is {name!r}, not the {pipeline} pipeline ({expected!r}); "
+                          "pass the matching --pipeline")
 
 
 def submit(host: str, params: dict[str, Any] | None, experiment: str = "genctr", *, run_name: str | None = None,
            namespace: str | None = None, enable_caching: bool | None = None, service_account: str | None = None,
-           package: str | Path | None = None, platform: PlatformConfig | None = None) -> str:
+           package: str | Path | None = None, platform: PlatformConfig | None = None,
+           pipeline: str = "training") -> str:
     """Compile (or take ``package``) and start one run on Kubeflow Pipelines; return the run id."""
     import tempfile
 
-    params = check_params(params)
+    params = check_params(params, pipeline)
     client = _client(host, namespace)
     with tempfile.TemporaryDirectory() as tmp:
         result = client.create_run_from_pipeline_package(
-            _package(tmp, package, platform), arguments=params, run_name=run_name, experiment_name=experiment,
+            _package(tmp, package, platform, pipeline), arguments=params, run_name=run_name, experiment_name=experiment,
             namespace=namespace, enable_caching=enable_caching, service_account=service_account)
     log.info("submitted run %s to %s", result.run_id, host)
     return str(result.run_id)
@@ -289,16 +354,16 @@ def submit(host: str, params: dict[str, Any] | None, experiment: str = "genctr",
 def schedule(host: str, cron: str, params: dict[str, Any] | None, name: str, experiment: str = "genctr", *,
              namespace: str | None = None, enable_caching: bool | None = False, max_concurrency: int = 1,
              no_catchup: bool = True, service_account: str | None = None, package: str | Path | None = None,
-             platform: PlatformConfig | None = None) -> str:
+             platform: PlatformConfig | None = None, pipeline: str = "training") -> str:
     """Create a recurring run (6-field cron, seconds first); return its id.
 
-    Caching is off by default: a schedule exists to retrain on new data behind the same URI,
-    which cached steps would never see.
+    Caching is off by default: a schedule exists to retrain on new data (or judge new logs)
+    behind the same URI, which cached steps would never see.
     """
     import tempfile
 
     cron = validate_cron(cron)
-    params = check_params(params)
+    params = check_params(params, pipeline)
     if not name:
         raise ConfigError("a recurring run needs a name")
     if max_concurrency < 1:
@@ -308,18 +373,22 @@ def schedule(host: str, cron: str, params: dict[str, Any] | None, name: str, exp
     with tempfile.TemporaryDirectory() as tmp:
         job = client.create_recurring_run(
             experiment_id=experiment_id, job_name=name, cron_expression=cron, params=params,
-            pipeline_package_path=_package(tmp, package, platform), max_concurrency=max_concurrency,
+            pipeline_package_path=_package(tmp, package, platform, pipeline), max_concurrency=max_concurrency,
             no_catchup=no_catchup, enable_caching=enable_caching, service_account=service_account)
-    log.info("scheduled %s (%s) on %s", name, cron, host)
+    log.info("scheduled %s (%s pipeline, %s) on %s", name, pipeline, cron, host)
     return str(job.recurring_run_id)
 
 
 SCHEDULE_KEYS = {"name", "cron", "experiment", "params", "max_concurrency", "no_catchup", "enable_caching",
-                 "service_account"}
+                 "service_account", "pipeline"}
 
 
-def load_schedule_file(path: str | Path) -> dict[str, Any]:
-    """Read a recurring-run definition (``manifests/recurring-run.yaml``): the ``schedule`` arguments."""
+def load_schedule_file(path: str | Path, pipeline: str | None = None) -> dict[str, Any]:
+    """Read a recurring-run definition (``manifests/recurring-run*.yaml``): the ``schedule`` arguments.
+
+    The file may name its pipeline (``pipeline: canary``); ``pipeline`` given here must agree
+    with it. Default: training. The returned dict carries the resolved ``pipeline``.
+    """
     from genctr.config import load_file
 
     spec = load_file(path)
@@ -328,10 +397,16 @@ def load_schedule_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; known: {sorted(SCHEDULE_KEYS)}")
     if "cron" not in spec or "name" not in spec:
         raise ConfigError(f"{path}: a recurring run needs 'name' and 'cron'")
+    in_file = spec.get("pipeline")
+    if in_file is not None and pipeline is not None and in_file != pipeline:
+        raise ConfigError(f"{path} defines a recurring run of the {in_file} pipeline, not {pipeline}")
+    spec["pipeline"] = str(in_file or pipeline or "training")
+    _module_name(spec["pipeline"])
     spec["cron"] = validate_cron(str(spec["cron"]))
-    spec["params"] = check_params(spec.get("params") or {})
+    spec["params"] = check_params(spec.get("params") or {}, spec["pipeline"])
     return spec
 
 
-__all__ = ["LocalRun", "PipelineRunError", "check_params", "compile_pipeline", "load_schedule_file",
-           "parse_params", "pipeline_parameters", "run_local", "schedule", "submit", "validate_cron"]
+__all__ = ["PIPELINES", "LocalRun", "PipelineRunError", "check_params", "compile_pipeline", "load_pipeline_module",
+           "load_schedule_file", "parse_params", "pipeline_function", "pipeline_parameters", "run_local", "schedule",
+           "submit", "validate_cron"]

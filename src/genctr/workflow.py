@@ -140,3 +140,233 @@ def deploy_model(registry_root: str, name: str, version: int, canary_percent: in
                "target": target.kind, "deployment": target.name}
     log.info("deploy %s v%d: %s", name, mv.version, summary)
     return StepResult(mv.uri, summary)
+
+
+# ----------------------------------------------------------------------------- canary loop
+# The canary pipeline's steps (components/canary.py) and `genctr canary step`. The pipeline
+# splits run_canary_step into collect -> analyse -> act so each step's artifacts show up on
+# the run page and the action runs only under a condition.
+import dataclasses  # noqa: E402  (kept with the section it serves)
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+
+def ab_log_dir(log_dir: str, deployment: str) -> str:
+    """``log_dir``, or the default ``$GENCTR_HOME/ab-logs/<deployment>`` when it is ''."""
+    from genctr.paths import home
+
+    return log_dir or str(home() / "ab-logs" / deployment)
+
+
+@contextmanager
+def _local_logs(log_dir: str) -> Iterator[str]:
+    """A local directory with the log tables: ``log_dir`` itself, or a temporary copy of an fsspec URI."""
+    if "://" not in log_dir:
+        yield log_dir
+        return
+    import tempfile
+
+    import fsspec
+
+    from genctr.monitoring.logs import SCHEMAS
+
+    fs, root = fsspec.core.url_to_fs(log_dir)
+    with tempfile.TemporaryDirectory(prefix="ab-logs-") as tmp:
+        for table in SCHEMAS:
+            Path(tmp, table).mkdir()
+            for remote in fs.glob(f"{root.rstrip('/')}/{table}/part-*.parquet"):
+                fs.get_file(remote, str(Path(tmp, table, Path(remote).name)))
+        yield tmp
+
+
+def _per_arm(logs: Any) -> dict[str, dict[str, int]]:
+    """Users, requests, impressions and clicks of each arm."""
+    from genctr.monitoring.logs import ARMS
+
+    req, imp = logs.requests, logs.impressions
+    return {"users": {a: int(req.loc[req["arm"] == a, "user_id"].nunique()) for a in ARMS},
+            "requests": {a: int((req["arm"] == a).sum()) for a in ARMS},
+            "impressions": {a: int((imp["arm"] == a).sum()) for a in ARMS},
+            "clicks": {a: int(imp.loc[imp["arm"] == a, "clicked"].sum()) for a in ARMS}}
+
+
+def collect_canary_logs(log_dir: str, since_ts: int, out_dir: str | Path) -> StepResult:
+    """Read and check the A/B logs of ``log_dir`` (path or fsspec URI), keep ``ts >= since_ts``
+    (0 = all) and write the three tables as Parquet in the same layout to ``out_dir``.
+
+    Clicks on impressions before the window are dropped with them, so the copy reads back clean.
+    Raises DataValidationError (naming the table and column) on a malformed table.
+    """
+    from genctr.monitoring.canary import window
+    from genctr.monitoring.logs import SCHEMAS, append, read_logs
+
+    if since_ts < 0:
+        raise ConfigError(f"since_ts must be epoch seconds >= 0 (0 = all traffic), got {since_ts}")
+    with _local_logs(log_dir) as local:
+        if not Path(local).is_dir():
+            raise ConfigError(f"A/B log directory {log_dir} does not exist")
+        logs = window(read_logs(local), since_ts or None)
+    shown = logs.impressions[["request_id", "item_id"]].drop_duplicates()
+    tables = {"requests": logs.requests, "impressions": logs.impressions[list(SCHEMAS["impressions"])],
+              "clicks": logs.clicks.merge(shown, on=["request_id", "item_id"], how="inner")}
+    for table, df in tables.items():
+        append(out_dir, table, df)
+    counts = _per_arm(logs)
+    metadata = {f"{kind}_{arm}": n for kind, arms in counts.items() for arm, n in arms.items()}
+    log.info("collected A/B logs from %s since %s: %s", log_dir, since_ts, metadata)
+    return StepResult(str(out_dir), {"log_dir": log_dir, "since_ts": since_ts, **counts, "metadata": metadata})
+
+
+CANARY_METRICS = ("ctr_uplift", "ctr_lo", "ctr_hi", "ctr_p", "rpm_uplift", "rpm_lo", "rpm_hi", "rpm_p", "srm_p",
+                  "users_champion", "users_canary", "impressions_champion", "impressions_canary",
+                  "canary_error_rate", "canary_p99_latency_ms")
+
+
+def analyze_canary(log_dir: str | Path, policy: dict[str, Any], out_dir: str | Path,
+                   target: DeployTarget | None = None, *, canary_percent: int = 0,
+                   drift: bool = True) -> StepResult:
+    """Analysis + decision (no action) of the canary running on ``target``, into ``out_dir``.
+
+    Writes ``decision.json`` (what :func:`act_on_canary` reads), ``analysis.json``, ``arms.csv``,
+    the plots, ``drift_arms.html`` (with ``drift``) and ``report.html``. ``canary_percent`` 0:
+    the deployment's current split. A deployment without a canary gives ``continue`` with that
+    reason (a scheduled run then has nothing to do). The summary is the decision entry plus
+    ``metrics`` (finite numbers of :data:`CANARY_METRICS`, for the run page).
+    """
+    from genctr.monitoring.canary import analyse_logs
+    from genctr.monitoring.decision import CanaryPolicy
+    from genctr.monitoring.logs import read_logs
+
+    cfg = CanaryPolicy.from_dict(policy)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    status = None
+    if target is not None:
+        from genctr.deploy.factory import make_deployer
+
+        status = make_deployer(target).status()
+    entry: dict[str, Any] = {
+        "deployment": status.name if status else None, "target": target.kind if target else None,
+        "champion_uri": status.champion_uri if status else None, "canary_uri": status.canary_uri if status else None,
+        "canary_percent": canary_percent or (status.canary_percent if status else 0),
+        "policy": dataclasses.asdict(cfg), "numbers": {}, "analysis": None, "drift": None, "files": {}}
+    if status is not None and status.canary_uri is None:
+        entry.update(action="continue", reasons=[f"deployment {status.name} has no canary in progress: "
+                                                 "nothing to judge"])
+    elif not entry["canary_percent"]:
+        raise ConfigError("give canary_percent (1..99) or a deploy target whose canary is in progress")
+    else:
+        logs = read_logs(log_dir)
+        analysis, decision, paths = analyse_logs(logs, entry["canary_percent"], cfg, out)
+        entry.update(action=decision.action, reasons=decision.reasons, numbers=decision.to_dict()["numbers"],
+                     analysis=analysis.to_dict())
+        if drift and all((logs.impressions["arm"] == arm).any() for arm in ("champion", "canary")):
+            from genctr.monitoring.drift import drift_report
+
+            entry["drift"] = drift_report(logs, out)["arms"]
+            paths["drift_arms"] = entry["drift"]["path"]
+        entry["files"] = {k: Path(v).name for k, v in paths.items()}  # relative: the directory moves
+    _write_text(out / "decision.json", json.dumps(entry, indent=2, allow_nan=False))
+    _write_text(out / "report.html", _canary_html(entry, out))
+    metrics = {k: float(entry["numbers"][k]) for k in CANARY_METRICS if entry["numbers"].get(k) is not None}
+    log.info("canary analysis of %s: %s (%s)", entry["canary_uri"], entry["action"], "; ".join(entry["reasons"]))
+    return StepResult(str(out / "decision.json"), {**entry, "metrics": metrics})
+
+
+def _canary_html(entry: dict[str, Any], out: Path) -> str:
+    """A self-contained HTML page: the decision and its reasons, per-arm table, plots (inline PNG),
+    drift summary and the Evidently report itself (inline, in an iframe)."""
+    import base64
+    import html
+
+    esc = html.escape
+    parts = [f"<html><head><meta charset='utf-8'><title>Canary {esc(str(entry['deployment']))}</title></head>"
+             "<body style='font-family:sans-serif;max-width:1100px'>",
+             f"<h1>Canary decision: {esc(entry['action'].upper())}</h1>",
+             f"<p>deployment <code>{esc(str(entry['deployment']))}</code> ({esc(str(entry['target']))}); "
+             f"champion <code>{esc(str(entry['champion_uri']))}</code>; canary <code>{esc(str(entry['canary_uri']))}"
+             f"</code> at {entry['canary_percent']}% of the traffic</p>",
+             "<h2>Reasons</h2><ul>" + "".join(f"<li>{esc(r)}</li>" for r in entry["reasons"]) + "</ul>"]
+    if entry["analysis"]:
+        arms = entry["analysis"]["arms"]
+        cols = list(next(iter(arms.values())))
+        parts.append("<h2>Arms</h2><table border='1' cellpadding='4'><tr><th>arm</th>"
+                     + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>"
+                     + "".join(f"<tr><td>{esc(a)}</td>" + "".join(f"<td>{_fmt(m.get(c))}</td>" for c in cols) + "</tr>"
+                               for a, m in arms.items()) + "</table>")
+    for key, title in (("uplift_png", "Cumulative uplift"), ("arms_png", "Per-arm metrics")):
+        if key in entry["files"]:
+            data = base64.b64encode((out / entry["files"][key]).read_bytes()).decode()
+            parts.append(f"<h2>{title}</h2><img alt='{key}' src='data:image/png;base64,{data}' style='max-width:100%'>")
+    drift = entry["drift"]
+    if drift:
+        items = "".join(f"<li>{esc(c)}: score {_fmt(v['score'])} ({esc(str(v['method']))}), "
+                        f"{'DRIFTED' if v['drifted'] else 'ok'}</li>" for c, v in drift["columns"].items())
+        page = (out / entry["files"]["drift_arms"]).read_text()
+        parts.append(f"<h2>Drift: canary vs champion impressions</h2><p>{drift['drifted_columns']} drifted column(s) "
+                     f"{esc(', '.join(drift['drifted']) or '-')} "
+                     f"(file <code>{esc(entry['files']['drift_arms'])}</code> in the "
+                     f"analysis artifact)</p><ul>{items}</ul><details><summary>Evidently report</summary>"
+                     f"<iframe srcdoc=\"{esc(page, quote=True)}\" style='width:100%;height:900px;border:0'></iframe>"
+                     "</details>")
+    return "\n".join(parts) + "</body></html>\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    return str(value)
+
+
+def act_on_canary(analysis_dir: str | Path, registry_root: str, name: str, target: DeployTarget, *,
+                  dry_run: bool = False) -> StepResult:
+    """Carry out the decision in ``analysis_dir/decision.json`` on ``target`` (and the registry).
+
+    Raises ConfigError when the deployment's canary is no longer the one analysed: a decision
+    about one model is never applied to another.
+    """
+    from genctr.deploy.factory import make_deployer
+    from genctr.monitoring.canary import act, version_of
+    from genctr.monitoring.decision import Decision
+    from genctr.registry import ModelRegistry
+
+    entry = read_json(Path(analysis_dir) / "decision.json")
+    decision = Decision(entry["action"], entry["reasons"], entry["numbers"])
+    deployer = make_deployer(target)
+    status = deployer.status()
+    if decision.action != "continue" and status.canary_uri != entry["canary_uri"]:
+        raise ConfigError(f"deployment {status.name}'s canary is now {status.canary_uri}, but the analysis judged "
+                          f"{entry['canary_uri']}: nothing done; analyse the current canary again")
+    reg = ModelRegistry(registry_root)
+    version = version_of(reg, name, status.canary_uri) if status.canary_uri else None
+    acted = "none" if dry_run else act(decision, deployer, reg, name, version)
+    after = deployer.status() if acted != "none" else status
+    summary = {"action": decision.action, "acted": acted, "dry_run": dry_run, "deployment": status.name,
+               "canary_uri": entry["canary_uri"], "canary_version": version, "champion_uri": after.champion_uri,
+               "registry_champion": reg.champion(name)}
+    log.info("canary %s on %s: %s -> %s%s", entry["canary_uri"], status.name, decision.action, acted,
+             " (dry run)" if dry_run else "")
+    return StepResult(str(after.champion_uri), summary)
+
+
+def canary_step(log_dir: str, target: DeployTarget, policy: dict[str, Any], out_dir: str | Path, *,
+                registry_root: str, name: str, since_ts: int | None = None, drift: bool = True,
+                dry_run: bool = False) -> Any:
+    """One turn of the canary loop in one call (``genctr canary step``): a CanaryOutcome."""
+    from genctr.deploy.factory import make_deployer
+    from genctr.monitoring.canary import run_canary_step
+    from genctr.monitoring.decision import CanaryPolicy
+    from genctr.registry import ModelRegistry
+
+    cfg = CanaryPolicy.from_dict(policy)
+    with _local_logs(log_dir) as local:
+        if not Path(local).is_dir():
+            raise ConfigError(f"A/B log directory {log_dir} does not exist")
+        return run_canary_step(local, make_deployer(target), cfg, out_dir, registry=ModelRegistry(registry_root),
+                               model_name=name, since_ts=since_ts, drift=drift, dry_run=dry_run)

@@ -1,0 +1,130 @@
+"""The canary pipeline: collect A/B logs -> analyse and decide -> (unless "continue") act.
+
+One turn of the canary loop, run on a schedule (``manifests/recurring-run-canary.yaml``,
+hourly) while a canary started by the training pipeline's deploy step is live::
+
+    python -m pipelines.canary_pipeline --out canary_pipeline.yaml
+
+Caching is off for every step: the logs behind an unchanged ``log_dir`` grow, and the
+deployment's split changes between runs. The analysis returns its action as its single
+``Output`` parameter (kfp.local resolves a ``dsl.If`` only on that, see training_pipeline.py).
+The act step refuses to touch a canary other than the one analysed; ``dry_run`` keeps it to
+a log line.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, dsl, kubernetes
+
+from components import act_on_canary, analyze_canary, collect_logs
+from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig
+
+PIPELINE_NAME = "genctr-canary"
+
+
+def build_pipeline(platform: PlatformConfig | None = None) -> Any:
+    """The canary pipeline (a KFP GraphComponent) placed according to ``platform``."""
+    platform = platform or PlatformConfig()
+
+    def on_cpu(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+        return task.set_display_name(name).set_container_image(platform.image)
+
+    def live(task: dsl.PipelineTask) -> dsl.PipelineTask:
+        """Never cached (reads live logs and deployment state); object-store credentials if configured."""
+        task.set_caching_options(enable_caching=False)
+        if platform.storage_secret:
+            kubernetes.use_secret_as_env(task, secret_name=platform.storage_secret,
+                                         secret_key_to_env={k: k for k in STORAGE_SECRET_KEYS}, optional=True)
+        return task
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="GenCTR canary loop: collect A/B logs, analyse (delta-method "
+                  "uplift, SRM, guardrails, drift), then promote or roll back the canary.")
+    def canary_pipeline(
+        log_dir: str = "",
+        since_ts: int = 0,
+        deploy_target: str = "local",
+        deployment: str = "genctr-ctr",
+        deploy_state_dir: str = "",
+        kserve_namespace: str = "genctr",
+        kserve_env: str = "prod",
+        registry_root: str = "",
+        model_name: str = "genctr-ctr",
+        alpha: float = 0.05,
+        min_users_per_arm: int = 200,
+        min_impressions_per_arm: int = 2_000,
+        ctr_uplift_threshold: float = 0.0,
+        rpm_must_not_be_worse: bool = True,
+        srm_alpha: float = 0.001,
+        max_error_rate: float = 0.01,
+        max_p99_latency_ms: float = 200.0,
+        drift: bool = True,
+        dry_run: bool = False,
+    ) -> None:
+        """Judge the running canary on its A/B logs and promote it, roll it back, or keep it running.
+
+        Args:
+            log_dir: A/B log directory with requests/, impressions/, clicks/ (local path or
+                s3://, gs:// URI; '' = $GENCTR_HOME/ab-logs/<deployment>).
+            since_ts: Epoch seconds the canary started; earlier traffic is ignored (0 = all).
+            deploy_target: Where the deployment runs: local (ModelServer on this machine) |
+                kserve (InferenceService, Knative mode).
+            deployment: Deployment / InferenceService name.
+            deploy_state_dir: local target: directory of the deployment's state file
+                ('' = $GENCTR_HOME/deploy).
+            kserve_namespace: Namespace of the InferenceService (deploy_target kserve).
+            kserve_env: Manifest defaults for kserve: dev | prod.
+            registry_root: Model registry (local path or s3://, gs:// URI; '' = $GENCTR_HOME/registry);
+                a promotion moves its champion pointer to the canary's version.
+            model_name: Registered model name.
+            alpha: Two-sided significance level of the uplift confidence intervals.
+            min_users_per_arm: Minimum users in each arm before a statistical decision.
+            min_impressions_per_arm: Minimum impressions in each arm before a statistical decision.
+            ctr_uplift_threshold: Promote when the CTR uplift's lower bound exceeds this (relative, 0.01 = +1 %).
+            rpm_must_not_be_worse: Roll back (and never promote) when RPM is significantly worse.
+            srm_alpha: Sample-ratio-mismatch p-value below which the split is broken (roll back).
+            max_error_rate: Guardrail: highest canary share of failed scoring calls.
+            max_p99_latency_ms: Guardrail: highest canary p99 scoring latency (ms).
+            drift: Add an Evidently drift report (canary vs champion impressions) to the analysis.
+            dry_run: Decide and report, but neither promote nor roll back.
+        """
+        collect = live(on_cpu(collect_logs(log_dir=log_dir, since_ts=since_ts, deployment=deployment),
+                              "Collect A/B logs"))
+        analysis = live(on_cpu(analyze_canary(
+            logs=collect.outputs["logs"], target=deploy_target, deployment=deployment, namespace=kserve_namespace,
+            kserve_env=kserve_env, state_dir=deploy_state_dir, alpha=alpha, min_users_per_arm=min_users_per_arm,
+            min_impressions_per_arm=min_impressions_per_arm, ctr_uplift_threshold=ctr_uplift_threshold,
+            rpm_must_not_be_worse=rpm_must_not_be_worse, srm_alpha=srm_alpha, max_error_rate=max_error_rate,
+            max_p99_latency_ms=max_p99_latency_ms, drift=drift), "Analyse canary"))
+        with dsl.If(analysis.outputs["Output"] != "continue", name="canary-decided"):
+            live(on_cpu(act_on_canary(
+                analysis=analysis.outputs["analysis"], registry_root=registry_root, model_name=model_name,
+                target=deploy_target, deployment=deployment, namespace=kserve_namespace, kserve_env=kserve_env,
+                state_dir=deploy_state_dir, dry_run=dry_run), "Promote or roll back"))
+
+    return canary_pipeline
+
+
+canary_pipeline = build_pipeline()  # default placement; kfp.local runs this one
+
+
+def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None) -> Path:
+    """Compile the pipeline (placed by ``platform``, default: from the environment) to YAML."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(platform or PlatformConfig.from_env()), str(out))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compile the genctr canary pipeline to YAML "
+                                     "(placement from GENCTR_IMAGE and GENCTR_STORAGE_SECRET).")
+    parser.add_argument("--out", default="canary_pipeline.yaml", help="Output YAML path.")
+    args = parser.parse_args(argv)
+    print(compile_pipeline(args.out))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

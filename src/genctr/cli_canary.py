@@ -1,0 +1,173 @@
+"""``genctr canary ...``: drive a deployment with simulated traffic, run one turn of the canary
+loop, show a deployment's split. The scheduled version of ``step`` is the canary pipeline
+(``genctr pipeline run --local --pipeline canary``)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+
+from genctr.errors import ConfigError, GenCTRError
+
+canary_app = typer.Typer(help="Canary rollouts: simulate A/B traffic, judge the canary (promote / roll back), status.",
+                         no_args_is_help=True)
+
+TARGET = typer.Option("local", "--target", help="Where the deployment runs: local | kserve.")
+DEPLOYMENT = typer.Option("genctr-ctr", help="Deployment / InferenceService name.")
+STATE_DIR = typer.Option(None, help="local: directory of the deployment's state file (default $GENCTR_HOME/deploy).")
+NAMESPACE = typer.Option("genctr", help="kserve: namespace of the InferenceService.")
+KSERVE_ENV = typer.Option("prod", help="kserve: manifest defaults, dev | prod.")
+LOG_DIR = typer.Option(None, help="A/B log directory (default $GENCTR_HOME/ab-logs/<deployment>).")
+
+
+def _fail(exc: GenCTRError) -> NoReturn:
+    """Print a user error without a traceback and exit 2."""
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    raise typer.Exit(code=2)
+
+
+def _target(kind: str, deployment: str, state_dir: Optional[Path], namespace: str, kserve_env: str) -> Any:
+    from genctr.deploy.factory import DeployTarget
+
+    return DeployTarget(kind=kind, name=deployment, namespace=namespace, env=kserve_env,
+                        state_dir=str(state_dir) if state_dir else "")
+
+
+def parse_policy(pairs: list[str] | None) -> dict[str, Any]:
+    """``["min_users_per_arm=100", ...]`` -> CanaryPolicy overrides typed like its fields."""
+    from genctr.monitoring.decision import CanaryPolicy
+
+    hints = typing.get_type_hints(CanaryPolicy)
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or not key:
+            raise ConfigError(f"--policy {pair!r}: expected key=value")
+        if key not in hints:
+            raise ConfigError(f"--policy {key}: unknown; known: {sorted(hints)}")
+        out[key] = _typed(key, hints[key], value)
+    CanaryPolicy.from_dict(out)  # range checks now, with the policy's own messages
+    return out
+
+
+def _typed(key: str, kind: type, value: str) -> Any:
+    try:
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"--policy {key} must be {kind.__name__}, got {value!r}") from None
+
+
+@canary_app.command("simulate")
+def simulate_cmd(
+    target: str = TARGET,
+    deployment: str = DEPLOYMENT,
+    state_dir: Optional[Path] = STATE_DIR,
+    namespace: str = NAMESPACE,
+    kserve_env: str = KSERVE_ENV,
+    n_users: int = typer.Option(2_000, help="Synthetic world: users (as the models' training data)."),
+    n_items: int = typer.Option(5_000, help="Synthetic world: items."),
+    n_cates: int = typer.Option(50, help="Synthetic world: categories."),
+    world_seed: int = typer.Option(0, help="Synthetic world: seed of the training data."),
+    train_events: int = typer.Option(200_000, help="Events the models were trained on: the world resumes after them."),
+    n_requests: int = typer.Option(10_000, help="Ad requests (auctions) to simulate."),
+    candidates: int = typer.Option(20, help="Ads scored per request."),
+    slots: int = typer.Option(3, help="Ads shown per request."),
+    concurrency: int = typer.Option(2, help="Scoring calls in flight at once."),
+    seed: int = typer.Option(0, help="Traffic seed (users, candidates, clicks)."),
+    srm_skew: float = typer.Option(0.0, help="Share of champion users forced onto the canary (an SRM on purpose)."),
+    log_dir: Optional[Path] = LOG_DIR,
+    summary: Optional[Path] = typer.Option(None, help="Also write the summary JSON here."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Send simulated ad traffic through the deployment's champion/canary split; append A/B logs."""
+    from genctr.data.sources.synthetic import SyntheticConfig
+    from genctr.deploy.factory import make_deployer
+    from genctr.simulation import SimulationConfig, simulate_deployment
+    from genctr.workflow import ab_log_dir
+
+    try:
+        world = SyntheticConfig(n_users=n_users, n_items=n_items, n_cates=n_cates, seed=world_seed)
+        cfg = SimulationConfig(n_requests=n_requests, candidates_per_request=candidates, slots=slots,
+                               concurrency=concurrency, seed=seed, srm_skew=srm_skew, progress=progress)
+        if train_events < 1:
+            raise ConfigError(f"--train-events must be positive, got {train_events}")
+        deployer = make_deployer(_target(target, deployment, state_dir, namespace, kserve_env))
+        logs = ab_log_dir(str(log_dir) if log_dir else "", deployment)
+        result = simulate_deployment(deployer, world, train_events, cfg, logs, summary)
+    except GenCTRError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+
+
+@canary_app.command("step")
+def step_cmd(
+    log_dir: Optional[Path] = LOG_DIR,
+    target: str = TARGET,
+    deployment: str = DEPLOYMENT,
+    state_dir: Optional[Path] = STATE_DIR,
+    namespace: str = NAMESPACE,
+    kserve_env: str = KSERVE_ENV,
+    registry: Optional[str] = typer.Option(None, help="Registry root, path or fsspec URI (default "
+                                                     "$GENCTR_HOME/registry); a promotion moves its champion."),
+    model_name: str = typer.Option("genctr-ctr", help="Registered model name."),
+    since_ts: Optional[int] = typer.Option(None, help="Only traffic at or after this epoch second "
+                                                     "(the canary's start)."),
+    policy: Optional[list[str]] = typer.Option(None, "--policy", help="Decision policy override key=value "
+                                               "(repeatable), e.g. min_users_per_arm=100."),
+    out_dir: Optional[Path] = typer.Option(None, help="Reports (default $GENCTR_HOME/canary/<deployment>)."),
+    drift: bool = typer.Option(True, "--drift/--no-drift", help="Evidently drift report of the arms."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Decide and report; do not promote or roll back."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole outcome as JSON."),
+) -> None:
+    """One turn of the canary loop: analyse the logs, decide, promote / roll back (unless --dry-run)."""
+    from genctr.paths import home
+    from genctr.workflow import ab_log_dir, canary_step
+
+    try:
+        outcome = canary_step(
+            ab_log_dir(str(log_dir) if log_dir else "", deployment),
+            _target(target, deployment, state_dir, namespace, kserve_env), parse_policy(policy),
+            out_dir or home() / "canary" / deployment, registry_root=registry or str(home() / "registry"),
+            name=model_name, since_ts=since_ts, drift=drift, dry_run=dry_run)
+    except GenCTRError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(outcome.to_dict(), indent=2))
+        return
+    typer.echo(f"decision: {outcome.decision.action.upper()}{' (dry run)' if dry_run else ''}")
+    for reason in outcome.decision.reasons:
+        typer.echo(f"  - {reason}")
+    version = f" (v{outcome.canary_version})" if outcome.canary_version is not None else ""
+    typer.echo(f"canary: {outcome.canary_uri}{version}")
+    typer.echo(f"acted: {outcome.acted}; champion: {outcome.champion_uri}")
+    for name, path in outcome.paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@canary_app.command("status")
+def status_cmd(
+    target: str = TARGET,
+    deployment: str = DEPLOYMENT,
+    state_dir: Optional[Path] = STATE_DIR,
+    namespace: str = NAMESPACE,
+    kserve_env: str = KSERVE_ENV,
+) -> None:
+    """The deployment's champion, canary, split, readiness and URLs as JSON."""
+    from genctr.deploy.factory import make_deployer
+
+    try:
+        status = make_deployer(_target(target, deployment, state_dir, namespace, kserve_env)).status()
+    except GenCTRError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(dataclasses.asdict(status), indent=2, default=str))
+
+
+__all__ = ["canary_app", "parse_policy"]
