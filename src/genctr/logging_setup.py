@@ -6,9 +6,11 @@ import logging
 
 def setup_logging(level: str = "INFO") -> None:
     try:
+        from rich.console import Console
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False)
+        # logs on stderr: stdout carries the commands' results (JSON a pipe can read)
+        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
         fmt = "%(message)s"
     except ImportError:  # pragma: no cover - rich is a dependency
         handler, fmt = logging.StreamHandler(), "%(asctime)s %(levelname)s %(name)s: %(message)s"
