@@ -122,6 +122,18 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
         record(out, {"backbone": "dgenctr", "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0})
 
 
+def log_command(path: Path, args: argparse.Namespace) -> list[str]:
+    """Remember every command that wrote to this tag (the header lists them all)."""
+    import sys
+
+    seen = path.read_text().splitlines() if path.exists() else []
+    cmd = " ".join(sys.argv[1:])
+    if not args.summarize_only and cmd not in seen:
+        seen.append(cmd)
+        path.write_text("\n".join(seen) + "\n")
+    return seen
+
+
 def dg_overrides(pairs: list[str]) -> dict[str, object]:
     """``["schedule=cosine", "timesteps=10"]`` -> typed DGenCTRConfig overrides."""
     fields = {f.name: f.type for f in dataclasses.fields(DGenCTRConfig)}
@@ -215,7 +227,8 @@ def main() -> None:
               f"{args.batch_size} lr {args.lr}, GenCTR pretrain {args.pt_epochs} epochs, DGenCTR pretrain "
               f"{args.dg_epochs} epochs (d={args.dg_dim}, {args.dg_layers} layer). Test split; mean ± std over "
               "seeds; ΔAUC is paired per seed against the same backbone without pretraining (paired t-test).\n\n"
-              f"Command: `python benchmarks/ablation.py {' '.join(__import__('sys').argv[1:])}`")
+              "Commands that filled this table (each appends its arms to the same JSONL; rows already there are skipped):\n\n"
+              + "\n".join(f"    python benchmarks/ablation.py {c}" for c in log_command(RESULTS / f"{args.tag}.commands", args)))
     if not args.summarize_only:
         args.work.mkdir(parents=True, exist_ok=True)
         data = FeatureData(str(build_once(args.work, args.category, args.max_seq_len)), args.max_seq_len)

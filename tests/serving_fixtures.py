@@ -153,12 +153,13 @@ class ServerHandle:
 
 
 @contextmanager
-def model_server(args: list[str], log: Path, ready_model: str, timeout: float = 120) -> Iterator[ServerHandle]:
-    """``python -m genctr.serving ARGS`` on a free loopback port; waits for the model's readiness."""
+def model_server(args: list[str], log: Path, ready_model: str, timeout: float = 120, *,
+                 module: str = "genctr.serving", port_flag: str = "--http_port") -> Iterator[ServerHandle]:
+    """``python -m MODULE ARGS PORT_FLAG <free port>`` on loopback; waits for the model's readiness."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "genctr.serving", *args, "--http_port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", module, *args, port_flag, str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
     handle = ServerHandle(proc, port, log)
     try:

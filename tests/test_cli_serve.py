@@ -2,10 +2,6 @@
 clear error (exit 2) when there is nothing to serve."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -13,8 +9,7 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from conftest import free_port
-from serving_fixtures import REPO_ROOT, ReferenceScorer, candidates_for, known_users, serving_artifacts
+from serving_fixtures import ReferenceScorer, candidates_for, known_users, model_server, serving_artifacts
 
 from genctr.cli import app
 from genctr.registry import ModelRegistry
@@ -33,30 +28,11 @@ def test_serve_champion_from_registry(tmp_path_factory: pytest.TempPathFactory, 
     reg = ModelRegistry(str(reg_root))
     version = reg.register(art.model, "ctr")
     reg.set_champion("ctr", version)
-    port = free_port()
-    log = reg_root / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "genctr", "serve", "--registry", str(reg_root),
-                                 "--feast-repo", str(art.feast_dir), "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{base}/v2/models/ctr/ready", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.2)
+    args = ["serve", "--registry", str(reg_root), "--feast-repo", str(art.feast_dir)]
+    with model_server(args, reg_root / "serve.log", "ctr", module="genctr", port_flag="--port") as server:
         user, cands = known_users(art)[0], candidates_for(art)
-        r = requests.post(f"{base}/v1/models/ctr:predict",
+        r = requests.post(f"{server.url}/v1/models/ctr:predict",
                           json={"instances": [{"user_id": user, "candidates": cands}]}, timeout=30)
         assert r.status_code == 200, r.text
         got = np.asarray(r.json()["predictions"][0], dtype=np.float64)
         np.testing.assert_allclose(got, ReferenceScorer(art)(user, cands), rtol=1e-4, atol=1e-6)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -53,11 +53,16 @@ def plot_roc(
         y, s = check_labels_scores(labels, scores)
         fpr, tpr, _ = roc_curve(y, s)
         ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUC {roc_auc_score(y, s):.4f})")
-    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="chance")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
+    return _finish_roc(fig, ax, path, title)
+
+
+def _finish_roc(fig: Figure, ax: object, path: str | Path, title: str) -> Path:
+    """Chance diagonal, axes, legend, grid; then save."""
+    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="chance")  # type: ignore[attr-defined]
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",  # type: ignore[attr-defined]
            title=title)
-    ax.legend(loc="lower right", fontsize="small")
-    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")  # type: ignore[attr-defined]
+    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
     return _save(fig, path)
 
 
@@ -73,11 +78,7 @@ def plot_roc_points(curves: Mapping[str, Mapping[str, Sequence[float]] | None], 
     for name, pts in curves.items():
         label = f"{name} (AUC {auc[name]:.4f})" if auc and name in auc else name
         ax.plot(pts["fpr"], pts["tpr"], lw=1.6, label=label)
-    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="chance")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(loc="lower right", fontsize="small")
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _finish_roc(fig, ax, path, title)
 
 
 BOOKKEEPING = frozenset({"epoch", "seconds", "rows_per_s", "step", "lr"})  # logged per epoch, not curves
