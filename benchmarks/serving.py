@@ -145,16 +145,16 @@ def process(cmd: list[str], port: int, ready_path: str, log: Path) -> Iterator[s
 
 
 @contextmanager
-def one_hop(model: str, feast: str, logs: Path, threads: int) -> Iterator[tuple[int, list[int]]]:
+def one_hop(model: str, feast: str, logs: Path, threads: int) -> Iterator[tuple[int, dict[str, int]]]:
     port = free_port()
     cmd = [sys.executable, "-m", "genctr.serving", "--model_dir", model, "--model_name", "ctr",
            "--feast_repo", feast, "--http_port", str(port), "--forward_threads", str(threads)]
     with process(cmd, port, "/v2/models/ctr/ready", logs / "one_hop.log") as p:
-        yield port, [p.pid]
+        yield port, {"predictor": p.pid}
 
 
 @contextmanager
-def two_hop(model: str, feast: str, logs: Path, threads: int) -> Iterator[tuple[int, list[int]]]:
+def two_hop(model: str, feast: str, logs: Path, threads: int) -> Iterator[tuple[int, dict[str, int]]]:
     fport, pport, tport = free_port(), free_port(), free_port()
     feast_bin = str(Path(sys.executable).with_name("feast"))
     with ExitStack() as stack:
@@ -169,7 +169,7 @@ def two_hop(model: str, feast: str, logs: Path, threads: int) -> Iterator[tuple[
             [sys.executable, str(Path(__file__).resolve()), "transformer", "--http_port", str(tport),
              "--predictor_host", f"127.0.0.1:{pport}", "--feast_url", f"http://127.0.0.1:{fport}"],
             tport, "/v2/models/ctr/ready", logs / "two_hop_transformer.log"))
-        yield tport, [fs.pid, pred.pid, tr.pid]
+        yield tport, {"feast serve": fs.pid, "predictor": pred.pid, "transformer": tr.pid}
 
 
 # -- the KServe Feast sample's transformer -------------------------------------------------------
@@ -304,17 +304,26 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def main_thread_seconds(pid: int) -> float:
+    """CPU seconds of a process's main thread (the event loop of a KServe server)."""
+    import psutil
+
+    t = next((t for t in psutil.Process(pid).threads() if t.id == pid), None)
+    return 0.0 if t is None else t.user_time + t.system_time
+
+
 def pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
-def measure(layouts: dict[str, tuple[int, list[int]]], body: bytes, args: argparse.Namespace) -> dict[str, Any]:
+def measure(layouts: dict[str, tuple[int, dict[str, int]]], body: bytes, args: argparse.Namespace) -> dict[str, Any]:
     """Both layouts are up at once and measured in alternating rounds (the order flips every
     round), so a burst of other load on the shared machine hits both alike."""
     names = list(layouts)
     lat: dict[str, list[float]] = {n: [] for n in names}
-    thr: dict[str, dict[str, Any]] = {n: {"n": 0, "s": 0.0, "cpu": 0.0, "client_cpu": 0.0, "lat": []} for n in names}
+    thr: dict[str, dict[str, Any]] = {n: {"n": 0, "s": 0.0, "cpu": 0.0, "client_cpu": 0.0, "lat": [],
+                                          "proc": {k: [0.0, 0.0] for k in layouts[n][1]}} for n in names}
     for port, _ in layouts.values():
         latency(port, body, 0, warmup=50, max_seconds=1)
     per_round = max(1, args.requests // args.rounds)
@@ -325,10 +334,13 @@ def measure(layouts: dict[str, tuple[int, list[int]]], body: bytes, args: argpar
     for r in range(args.rounds):
         for n in (names if r % 2 == 0 else names[::-1]):
             port, pids = layouts[n]
-            c0 = cpu_seconds(pids)
+            p0 = {k: (cpu_seconds([pid]), main_thread_seconds(pid)) for k, pid in pids.items()}
             rps, count, lat8, client_cpu = throughput(port, body, args.clients, args.seconds / args.rounds)
             t = thr[n]
-            t["cpu"] += cpu_seconds(pids) - c0
+            for k, pid in pids.items():
+                t["proc"][k][0] += cpu_seconds([pid]) - p0[k][0]
+                t["proc"][k][1] += main_thread_seconds(pid) - p0[k][1]
+            t["cpu"] = sum(c for c, _ in t["proc"].values())
             t["client_cpu"] += client_cpu
             t["n"] += count
             t["s"] += count / rps
@@ -340,7 +352,11 @@ def measure(layouts: dict[str, tuple[int, list[int]]], body: bytes, args: argpar
                   "n_latency": len(x), "rps": t["n"] / t["s"], "n_throughput": t["n"],
                   "p50_ms_8clients": pct(t["lat"], 50), "p99_ms_8clients": pct(t["lat"], 99),
                   "server_cpu_ms_per_request": t["cpu"] / max(t["n"], 1) * 1e3,
-                  "client_cpu_ms_per_request": t["client_cpu"] / max(t["n"], 1) * 1e3}
+                  "client_cpu_ms_per_request": t["client_cpu"] / max(t["n"], 1) * 1e3,
+                  # per server process: CPU ms/req, and of it the main (event-loop) thread's
+                  "cpu_ms_per_request_by_process": {k: {"total": c / max(t["n"], 1) * 1e3,
+                                                        "main_thread": m / max(t["n"], 1) * 1e3}
+                                                    for k, (c, m) in t["proc"].items()}}
     return out
 
 
@@ -353,8 +369,10 @@ def hot_path(model: str, feast: str, body: bytes, reps: int = 200) -> dict[str, 
     from genctr.serving.online import FeastConfig
     from genctr.serving.predictor import CTRPredictor
     from genctr.serving.request import parse_v1
+    from genctr.serving.server import _keep_heap
 
     torch.set_num_threads(1)
+    _keep_heap()  # as python -m genctr.serving does
     p = CTRPredictor("ctr", model, FeastConfig(feast), jit=True)
     p.load()
     loop = asyncio.new_event_loop()
@@ -363,8 +381,7 @@ def hot_path(model: str, feast: str, body: bytes, reps: int = 200) -> dict[str, 
     batch = p.batch(req)
 
     def forward() -> None:
-        with torch.inference_mode():
-            p.model(batch)
+        p._forward(batch)  # as served: inference mode, row chunks for target attention, sigmoid
 
     fns = {"parse_ms": lambda: parse_v1(payload, p.limits), "feast_ms": lambda: p._fetch(req),
            "batch_ms": lambda: p.batch(req), "forward_ms": forward,
@@ -404,7 +421,11 @@ def markdown(res: dict[str, Any]) -> str:
              f"the L behaviours, per candidate; dnn = mean-pooled history); Feast SQLite online store. Both layouts up at once, measured in {res['args']['rounds']} alternating rounds. Latency: "
              f"one client, {res['args']['requests']} requests after 50 warm-up. Throughput: "
              f"{res['args']['clients']} concurrent keep-alive clients, {res['args']['seconds']:.0f} s per layout. "
-             "CPU ms/req: all of the layout's server processes (psutil), steadier than wall time here.", "",
+             "CPU ms/req: all of the layout's server processes (psutil), steadier than wall time here. "
+             "Both predictors are `python -m genctr.serving` with its defaults: TorchScript-frozen model, "
+             f"{res['args'].get('forward_threads', 2)} forward threads, uvloop, the v1 short route "
+             "(`genctr.serving.fastpath`), no per-request timing/access log, fixed glibc malloc thresholds; "
+             "the transformer is a stock `kserve.ModelServer` (access and latency logs off).", "",
              "| model | layout | p50 ms | p90 ms | p99 ms | req/s (8 clients) | p99 ms (8 clients) | server CPU ms/req "
              "| client CPU ms/req |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -426,6 +447,21 @@ def markdown(res: dict[str, Any]) -> str:
             if h else "-"
         lines.append(f"| {L.replace(':', ', L=')} | {ratio:.2f}× | {cpu_ratio:.2f}× | {'met' if r['one_hop']['p99_ms'] <= 10 else 'missed'} "
                      f"({r['one_hop']['p99_ms']:.1f} ms) | {'met' if ratio >= 3 else 'missed'} | {split} |")
+    lines += ["", "Server CPU ms per request by process in the throughput runs; for the KServe processes, "
+              "in parentheses the part on the main (event-loop) thread: HTTP, JSON, KServe, parsing, the Feast read; "
+              "the rest is the forward-pass worker threads.", "",
+              "| model | one-hop: predictor | two-hop: transformer | two-hop: feast serve | two-hop: predictor |",
+              "|---|---|---|---|---|"]
+
+    def cell(x: dict[str, Any], k: str) -> str:
+        c = x.get("cpu_ms_per_request_by_process", {}).get(k)
+        if c is None:
+            return "-"
+        return f"{c['total']:.2f}" + ("" if k == "feast serve" else f" ({c['main_thread']:.2f})")
+
+    for L, r in res["runs"].items():
+        lines.append(f"| {L.replace(':', ', L=')} | {cell(r['one_hop'], 'predictor')} | {cell(r['two_hop'], 'transformer')} "
+                     f"| {cell(r['two_hop'], 'feast serve')} | {cell(r['two_hop'], 'predictor')} |")
     return "\n".join(lines) + "\n"
 
 

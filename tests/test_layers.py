@@ -101,6 +101,51 @@ def test_target_attention_uses_raw_weights_not_softmax() -> None:
     torch.testing.assert_close(att(target, seq, mask)[0], expected)
 
 
+def _din_reference(att: TargetAttention, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """DIN target attention written out: MLP([t, s, t - s, t * s]) weights, padding 0, weighted sum (float64)."""
+    net = att.score.double()
+    t, s = target.double().unsqueeze(1).expand_as(seq), seq.double()
+    w = net(torch.cat([t, s, t - s, t * s], -1)).squeeze(-1).masked_fill(~mask, 0.0)  # [B, L]
+    att.score.float()
+    return (w.unsqueeze(-1) * s).sum(1)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_target_attention_inference_form_equals_the_training_form(shared: bool) -> None:
+    # Without autograd the position part is one [D, H] matrix per target (batched matmul) instead
+    # of Linear([s, t * s]): the same sums, so both equal the written-out DIN up to rounding.
+    torch.manual_seed(1)
+    att = TargetAttention(32, (64, 32)).eval()
+    b, length = 100, 50
+    target = torch.randn(b, 32)
+    seq = torch.randn(1, length, 32).expand(b, length, 32).contiguous() if shared else torch.randn(b, length, 32)
+    mask = sequence_mask(torch.randint(0, length + 1, (b,)), length)
+    want = _din_reference(att, target, seq, mask)
+    trained = att(target, seq, mask)  # autograd on: the Linear([s, t * s]) form
+    with torch.no_grad():
+        nograd = att(target, seq, mask)
+    with torch.inference_mode():
+        served = att(target, seq, mask)
+    torch.testing.assert_close(nograd, served, rtol=0, atol=0)
+    for got in (trained.detach(), served):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(served, trained.detach(), rtol=1e-5, atol=1e-5)
+    # the row-chunked path (large batches) gives the same rows
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr("genctr.models.layers.target_attention.CHUNK_ELEMENTS", 7 * length * 64)
+        torch.testing.assert_close(att(target, seq, mask), served, rtol=1e-6, atol=1e-6)
+
+
+def test_target_attention_inference_form_ignores_padding() -> None:
+    att, target, seq, mask = _attention_inputs()
+    with torch.no_grad():
+        out = att(target, seq, mask)
+        seq2 = seq.clone()
+        seq2[~mask] = torch.randn(int((~mask).sum()), 4) * 10
+        torch.testing.assert_close(att(target, seq2, mask), out, rtol=0, atol=0)
+        assert torch.all(out[2] == 0)
+
+
 def test_decoder_block_rejects_missing_kv_for_cross() -> None:
     block = DecoderBlock(8, 2, 2, 0.0, cross=True)
     with pytest.raises(ValueError):

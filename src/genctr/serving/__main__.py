@@ -61,6 +61,15 @@ def parser() -> argparse.ArgumentParser:
                    help="TorchScript-freeze the model at load (verified against eager; falls back if it differs).")
     p.add_argument("--device", default="cpu")
     p.add_argument("--log_requests", type=_bool, default=False, help="Access log + per-request latency log.")
+    p.add_argument("--event_loop", "--event-loop", dest="event_loop", default="auto",
+                   choices=["auto", "uvloop", "asyncio"],
+                   help="Event loop (auto: uvloop if installed, asyncio with --enable_grpc).")
+    p.add_argument("--keep_heap", type=_bool, default=True,
+                   help="Fixed glibc malloc thresholds so freed tensor buffers stay in the heap (no page faults "
+                        "per forward pass); ignored where MALLOC_*_/GLIBC_TUNABLES are set.")
+    p.add_argument("--fast_v1", type=_bool, default=True,
+                   help="Answer POST /v1/models/<name>:predict through KServe's DataPlane without FastAPI's "
+                        "routing (same responses; see genctr.serving.fastpath).")
     return p
 
 
@@ -77,7 +86,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         limits=Limits(max_candidates=args.max_candidates, max_history=args.max_history),
         max_body_bytes=args.max_body_bytes, torch_threads=args.torch_threads,
         forward_threads=args.forward_threads, jit=args.jit, device=args.device,
-        log_requests=args.log_requests)
+        log_requests=args.log_requests, event_loop=args.event_loop, fast_v1=args.fast_v1,
+        keep_heap=args.keep_heap)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,7 +125,17 @@ def _id_list(v: Any, where: str, limit: int) -> np.ndarray:
         raise InvalidInput(f"{where} must be a list of integers, got {_type(v)}")
     if len(v) > limit:
         raise InvalidInput(f"{where} has {len(v)} entries; at most {limit} are accepted")
-    return np.array([_int(x, f"{where}[{i}]") for i, x in enumerate(v)], np.int64)
+    return _ints(v, where)
+
+
+def _ints(values: list[Any], where: str) -> np.ndarray:
+    """int64 array of JSON integers; the message names the first bad entry ``where[i]``."""
+    if all(type(x) is int for x in values):  # the common case, without a message per entry
+        try:
+            return np.array(values, np.int64)
+        except OverflowError:  # outside int64: the loop below names the entry
+            pass
+    return np.array([_int(x, f"{where}[{i}]") for i, x in enumerate(values)], np.int64)
 
 
 # -- v1 --------------------------------------------------------------------------------------
@@ -179,6 +189,19 @@ def parse_v1(payload: Any, limits: Limits) -> ScoringRequest:
                 slot = by_user[user] = len(slots)
                 slots.append(Slot(user))
         for j, c in enumerate(cands):
+            # Fast path (no per-field message strings): a candidate every check below would pass.
+            if type(c) is dict and c.keys() <= V1_CANDIDATE_KEYS:
+                iv, cv, pv = c.get("item_id"), c.get("category_id"), c.get("price")
+                if type(iv) is int and INT64_MIN <= iv <= INT64_MAX \
+                        and (cv is None or (type(cv) is int and INT64_MIN <= cv <= INT64_MAX)) \
+                        and (pv is None or (type(pv) is float and 0.0 <= pv < math.inf)
+                             or (type(pv) is int and 0 <= pv < 2**53)):
+                    item.append(iv)
+                    cate_given.append(cv is not None)
+                    cate.append(0 if cv is None else cv)
+                    price_given.append(pv is not None)
+                    price.append(0.0 if pv is None else float(pv))
+                    continue
             cw = f"{where}.candidates[{j}]"
             c = _object(c, cw, V1_CANDIDATE_KEYS)
             if "item_id" not in c:
@@ -238,8 +261,10 @@ def _v2_column(inp: Any, types: set[str], is_price: bool, limits: Limits) -> np.
         raise InvalidInput(f"input '{name}' has {len(values)} values but shape {shape}")
     where = f"input '{name}'"
     if is_price:
+        if all(type(x) is float and 0.0 <= x < math.inf for x in values):  # common case, no messages
+            return np.array(values, np.float32)
         return np.array([_price(x, f"{where}[{i}]") for i, x in enumerate(values)], np.float32)
-    return np.array([_int(x, f"{where}[{i}]") for i, x in enumerate(values)], np.int64)
+    return _ints(values, where)
 
 
 def parse_v2(request: InferRequest, limits: Limits) -> ScoringRequest:
