@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from components import images
 from genctr.errors import ConfigError
@@ -90,3 +93,14 @@ def parse_labels(text: str | list[str]) -> dict[str, str]:
 
 def _split(text: str) -> list[str]:
     return [part for part in (p.strip() for p in text.split(",")) if part]
+
+
+def compile_placed(build_pipeline: Callable[[PlatformConfig], Any], out: str | Path,
+                   platform: PlatformConfig | None = None) -> Path:
+    """Compile ``build_pipeline(platform)`` (default placement: from the environment) to YAML at ``out``."""
+    from kfp import compiler
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(platform or PlatformConfig.from_env()), str(out))
+    return out

@@ -21,11 +21,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kfp import compiler, dsl, kubernetes
+from kfp import dsl, kubernetes
 
 from components import (build_features, deploy_model, evaluate_and_gate, finetune, ingest_events,
                         materialize_features, pretrain, register_model, validate_events, validate_samples)
-from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig
+from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_placed
 
 PIPELINE_NAME = "genctr-training"
 
@@ -176,10 +176,7 @@ training_pipeline = build_pipeline()  # default placement; kfp.local runs this o
 
 def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None) -> Path:
     """Compile the pipeline (placed by ``platform``, default: from the environment) to YAML."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(platform or PlatformConfig.from_env()), str(out))
-    return out
+    return compile_placed(build_pipeline, out, platform)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from canary_fixtures import MODEL, canary_world, plant, traffic, uri  # noqa: E4
 from pipelines.canary_pipeline import canary_pipeline, compile_pipeline  # noqa: E402
 from pipelines.placement import PlatformConfig  # noqa: E402
 from test_monitoring import T0, make_logs  # noqa: E402
-from test_pipeline_compile import normalise  # noqa: E402 - the training golden file's normalisation
+from test_pipeline_compile import assert_golden  # noqa: E402 - the training golden file's normalisation
 
 
 def compiled(tmp_path: Path, platform: PlatformConfig | None = None) -> dict[str, Any]:
@@ -51,14 +50,7 @@ def all_tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 # ---------------------------------------------------------------------------- compiled pipeline
 def test_golden_file(tmp_path: Path) -> None:
-    got = normalise(compiled(tmp_path))
-    if os.environ.get("GENCTR_UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text("# normalised by tests/test_canary_pipeline.py; regenerate with\n"
-                          "# GENCTR_UPDATE_GOLDEN=1 pytest tests/test_canary_pipeline.py -k golden\n"
-                          + yaml.safe_dump(got, sort_keys=True))
-    want = yaml.safe_load(GOLDEN.read_text())
-    assert got == want, ("compiled pipeline differs from tests/golden/canary_pipeline.yaml; if the change is "
-                         "intended, regenerate with GENCTR_UPDATE_GOLDEN=1 pytest tests/test_canary_pipeline.py")
+    assert_golden(compiled(tmp_path), GOLDEN, "tests/test_canary_pipeline.py")
 
 
 def test_every_parameter_exposed_with_description_and_default(tmp_path: Path) -> None:

@@ -59,16 +59,20 @@ def k8s(spec: dict[str, Any]) -> dict[str, Any]:
     return {n.removeprefix("exec-"): c for n, c in execs.items()}
 
 
-def test_golden_file(tmp_path: Path) -> None:
-    got = normalise(compiled(tmp_path))
+def assert_golden(spec: dict[str, Any], golden: Path, test_file: str) -> None:
+    """The normalised compiled ``spec`` equals ``golden`` (rewritten instead with GENCTR_UPDATE_GOLDEN=1)."""
+    got = normalise(spec)
     if os.environ.get("GENCTR_UPDATE_GOLDEN") == "1":
-        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-        GOLDEN.write_text("# normalised by tests/test_pipeline_compile.py; regenerate with\n"
-                          "# GENCTR_UPDATE_GOLDEN=1 pytest tests/test_pipeline_compile.py\n"
-                          + yaml.safe_dump(got, sort_keys=True))
-    want = yaml.safe_load(GOLDEN.read_text())
-    assert got == want, ("compiled pipeline differs from tests/golden/training_pipeline.yaml; if the change is "
-                         "intended, regenerate with GENCTR_UPDATE_GOLDEN=1 pytest tests/test_pipeline_compile.py")
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(f"# normalised by {test_file}; regenerate with\n"
+                          f"# GENCTR_UPDATE_GOLDEN=1 pytest {test_file}\n" + yaml.safe_dump(got, sort_keys=True))
+    want = yaml.safe_load(golden.read_text())
+    assert got == want, (f"compiled pipeline differs from {golden.relative_to(ROOT)}; if the change is "
+                         f"intended, regenerate with GENCTR_UPDATE_GOLDEN=1 pytest {test_file}")
+
+
+def test_golden_file(tmp_path: Path) -> None:
+    assert_golden(compiled(tmp_path), GOLDEN, "tests/test_pipeline_compile.py")
 
 
 def test_gpu_requests_only_on_training_tasks(tmp_path: Path) -> None:

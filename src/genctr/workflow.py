@@ -6,8 +6,11 @@ are directories or files; every writer writes to a temp path and renames.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,9 +149,6 @@ def deploy_model(registry_root: str, name: str, version: int, canary_percent: in
 # The canary pipeline's steps (components/canary.py) and `genctr canary step`. The pipeline
 # splits run_canary_step into collect -> analyse -> act so each step's artifacts show up on
 # the run page and the action runs only under a condition.
-import dataclasses  # noqa: E402  (kept with the section it serves)
-from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 
 
 def ab_log_dir(log_dir: str, deployment: str) -> str:
@@ -180,14 +180,12 @@ def _local_logs(log_dir: str) -> Iterator[str]:
 
 
 def _per_arm(logs: Any) -> dict[str, dict[str, int]]:
-    """Users, requests, impressions and clicks of each arm."""
-    from genctr.monitoring.logs import ARMS
+    """Users, requests, impressions and clicks of each arm (from the analysis' own arm table)."""
+    from genctr.monitoring.analysis import arm_metrics
 
-    req, imp = logs.requests, logs.impressions
-    return {"users": {a: int(req.loc[req["arm"] == a, "user_id"].nunique()) for a in ARMS},
-            "requests": {a: int((req["arm"] == a).sum()) for a in ARMS},
-            "impressions": {a: int((imp["arm"] == a).sum()) for a in ARMS},
-            "clicks": {a: int(imp.loc[imp["arm"] == a, "clicked"].sum()) for a in ARMS}}
+    table = arm_metrics(logs)
+    return {kind: {arm: int(table.at[arm, kind]) for arm in table.index}
+            for kind in ("users", "requests", "impressions", "clicks")}
 
 
 def collect_canary_logs(log_dir: str, since_ts: int, out_dir: str | Path) -> StepResult:
@@ -233,9 +231,10 @@ def analyze_canary(log_dir: str | Path, policy: dict[str, Any], out_dir: str | P
     reason (a scheduled run then has nothing to do). The summary is the decision entry plus
     ``metrics`` (finite numbers of :data:`CANARY_METRICS`, for the run page).
     """
-    from genctr.monitoring.canary import analyse_logs
+    from genctr.monitoring.canary import analyse_logs, write_atomic
     from genctr.monitoring.decision import CanaryPolicy
     from genctr.monitoring.logs import read_logs
+    from genctr.monitoring.report import canary_html
 
     cfg = CanaryPolicy.from_dict(policy)
     out = Path(out_dir)
@@ -266,62 +265,11 @@ def analyze_canary(log_dir: str | Path, policy: dict[str, Any], out_dir: str | P
             entry["drift"] = drift_report(logs, out)["arms"]
             paths["drift_arms"] = entry["drift"]["path"]
         entry["files"] = {k: Path(v).name for k, v in paths.items()}  # relative: the directory moves
-    _write_text(out / "decision.json", json.dumps(entry, indent=2, allow_nan=False))
-    _write_text(out / "report.html", _canary_html(entry, out))
+    write_atomic(out / "decision.json", json.dumps(entry, indent=2, allow_nan=False))
+    write_atomic(out / "report.html", canary_html(entry, out))
     metrics = {k: float(entry["numbers"][k]) for k in CANARY_METRICS if entry["numbers"].get(k) is not None}
     log.info("canary analysis of %s: %s (%s)", entry["canary_uri"], entry["action"], "; ".join(entry["reasons"]))
     return StepResult(str(out / "decision.json"), {**entry, "metrics": metrics})
-
-
-def _canary_html(entry: dict[str, Any], out: Path) -> str:
-    """A self-contained HTML page: the decision and its reasons, per-arm table, plots (inline PNG),
-    drift summary and the Evidently report itself (inline, in an iframe)."""
-    import base64
-    import html
-
-    esc = html.escape
-    parts = [f"<html><head><meta charset='utf-8'><title>Canary {esc(str(entry['deployment']))}</title></head>"
-             "<body style='font-family:sans-serif;max-width:1100px'>",
-             f"<h1>Canary decision: {esc(entry['action'].upper())}</h1>",
-             f"<p>deployment <code>{esc(str(entry['deployment']))}</code> ({esc(str(entry['target']))}); "
-             f"champion <code>{esc(str(entry['champion_uri']))}</code>; canary <code>{esc(str(entry['canary_uri']))}"
-             f"</code> at {entry['canary_percent']}% of the traffic</p>",
-             "<h2>Reasons</h2><ul>" + "".join(f"<li>{esc(r)}</li>" for r in entry["reasons"]) + "</ul>"]
-    if entry["analysis"]:
-        arms = entry["analysis"]["arms"]
-        cols = list(next(iter(arms.values())))
-        parts.append("<h2>Arms</h2><table border='1' cellpadding='4'><tr><th>arm</th>"
-                     + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>"
-                     + "".join(f"<tr><td>{esc(a)}</td>" + "".join(f"<td>{_fmt(m.get(c))}</td>" for c in cols) + "</tr>"
-                               for a, m in arms.items()) + "</table>")
-    for key, title in (("uplift_png", "Cumulative uplift"), ("arms_png", "Per-arm metrics")):
-        if key in entry["files"]:
-            data = base64.b64encode((out / entry["files"][key]).read_bytes()).decode()
-            parts.append(f"<h2>{title}</h2><img alt='{key}' src='data:image/png;base64,{data}' style='max-width:100%'>")
-    drift = entry["drift"]
-    if drift:
-        items = "".join(f"<li>{esc(c)}: score {_fmt(v['score'])} ({esc(str(v['method']))}), "
-                        f"{'DRIFTED' if v['drifted'] else 'ok'}</li>" for c, v in drift["columns"].items())
-        page = (out / entry["files"]["drift_arms"]).read_text()
-        parts.append(f"<h2>Drift: canary vs champion impressions</h2><p>{drift['drifted_columns']} drifted column(s) "
-                     f"{esc(', '.join(drift['drifted']) or '-')} "
-                     f"(file <code>{esc(entry['files']['drift_arms'])}</code> in the "
-                     f"analysis artifact)</p><ul>{items}</ul><details><summary>Evidently report</summary>"
-                     f"<iframe srcdoc=\"{esc(page, quote=True)}\" style='width:100%;height:900px;border:0'></iframe>"
-                     "</details>")
-    return "\n".join(parts) + "</body></html>\n"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.4g}"
-    return str(value)
 
 
 def act_on_canary(analysis_dir: str | Path, registry_root: str, name: str, target: DeployTarget, *,

@@ -68,10 +68,15 @@ def version_of(registry: ModelRegistry, name: str, uri: str) -> int | None:
     return None
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path``, then rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, allow_nan=False))
 
 
 def analyse_logs(logs: ABLogs, canary_percent: int, policy: CanaryPolicy, out_dir: str | Path,
