@@ -69,8 +69,10 @@ def run_genctr_arms(data, args, seed, out, done) -> None:
     ft = TrainConfig(epochs=args.ft_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
     pt = TrainConfig(epochs=args.pt_epochs, batch_size=args.pt_batch_size, lr=args.pt_lr, seed=seed, progress=False)
     pre = {}
+    transfers = [t for t in ("share", "integrate") if t in args.transfers]
+    model_set = overrides(ModelConfig, args.model_set, "--model-set")
     for neg in args.negatives:
-        if all((b, f"{t}_{neg}", seed) in done for b in args.backbones for t in ("share", "integrate")):
+        if not transfers or all((b, f"{t}_{neg}", seed) in done for b in args.backbones for t in transfers):
             continue
         t0 = time.perf_counter()
         pre[neg], hist = train_genctr(data, ModelConfig(max_seq_len=data.max_seq_len, negatives=neg,
@@ -78,12 +80,13 @@ def run_genctr_arms(data, args, seed, out, done) -> None:
         log.info("pretrained %s seed %d in %.0fs: loss %s", neg, seed, time.perf_counter() - t0,
                  [round(h["train_loss"], 3) for h in hist])
     for backbone in args.backbones:
-        arms = [("none", "none", None)] + [(f"{t}_{n}", t, n) for n in args.negatives for t in ("share", "integrate")]
+        arms = ([("none", "none", None)] if "none" in args.transfers else []) \
+            + [(f"{t}_{n}", t, n) for n in args.negatives for t in transfers]
         for arm, transfer, neg in arms:
             if (backbone, arm, seed) in done:
                 continue
             cfg = ModelConfig(backbone=backbone, transfer=transfer, max_seq_len=data.max_seq_len,
-                              embed_dim=args.embed_dim, negatives=neg or "cs")
+                              embed_dim=args.embed_dim, negatives=neg or "cs", **model_set)
             t0 = time.perf_counter()
             model = init_ctr(data, cfg, pre.get(neg), seed)
             train_ctr(data, model, ft)
@@ -98,7 +101,7 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
     ft = TrainConfig(epochs=args.ft_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
     pt = TrainConfig(epochs=args.dg_epochs, batch_size=args.dg_batch_size, lr=args.pt_lr, seed=seed, progress=False)
     base = DGenCTRConfig(embed_dim=args.dg_dim, n_layers=args.dg_layers, n_heads=2, head_hidden=2 * args.dg_dim,
-                         **dg_overrides(args.dg_set))
+                         **overrides(DGenCTRConfig, args.dg_set, "--dg-set"))
     pretrained: dict[str, object] = {}
     arms = [a for a in args.dgenctr_arms if ("dgenctr", a, seed) not in done]
     if ("dgenctr", "dgenctr_none", seed) not in done:
@@ -134,14 +137,14 @@ def log_command(path: Path, args: argparse.Namespace) -> list[str]:
     return seen
 
 
-def dg_overrides(pairs: list[str]) -> dict[str, object]:
-    """``["schedule=cosine", "timesteps=10"]`` -> typed DGenCTRConfig overrides."""
-    fields = {f.name: f.type for f in dataclasses.fields(DGenCTRConfig)}
+def overrides(cls, pairs: list[str], flag: str) -> dict[str, object]:
+    """``["schedule=cosine", "timesteps=10"]`` -> typed overrides of the dataclass ``cls``."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
     out: dict[str, object] = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
         if key not in fields:
-            raise SystemExit(f"--dg-set {pair!r}: unknown DGenCTRConfig field; known: {sorted(fields)}")
+            raise SystemExit(f"{flag} {pair!r}: unknown {cls.__name__} field; known: {sorted(fields)}")
         kind = str(fields[key])
         out[key] = (value.lower() in ("1", "true", "yes") if "bool" in kind else int(value) if kind == "int"
                     else float(value) if kind == "float" else value)
@@ -152,8 +155,8 @@ def summarize(jsonl: Path, md: Path, png: Path, header: str) -> None:
     from scipy.stats import ttest_rel
 
     df = pd.DataFrame(map(json.loads, jsonl.read_text().splitlines()))
-    lines = [header, "", "| backbone | arm | seeds | AUC | LogLoss | gAUC | ΔAUC vs none (paired) | p |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [header, "", "| backbone | arm | seeds | AUC | LogLoss | gAUC | ΔAUC vs none (paired) | p "
+             "| ΔgAUC (paired) | p |", "|---|---|---|---|---|---|---|---|---|---|"]
     for backbone, g in df.groupby("backbone", sort=False):
         base_arm = "dgenctr_none" if backbone == "dgenctr" else "none"
         base = g[g.arm == base_arm].set_index("seed")
@@ -161,13 +164,14 @@ def summarize(jsonl: Path, md: Path, png: Path, header: str) -> None:
             a = a.set_index("seed")
             cells = [f"{a[k].mean():.4f} ± {a[k].std(ddof=1) if len(a) > 1 else 0:.4f}" for k in ("auc", "logloss", "gauc")]
             seeds = a.index.intersection(base.index)
-            if arm != base_arm and len(seeds) >= 2:
-                d = a.loc[seeds, "auc"] - base.loc[seeds, "auc"]
-                p = ttest_rel(a.loc[seeds, "auc"], base.loc[seeds, "auc"]).pvalue
-                diff, pv = f"{d.mean():+.4f} ± {d.std(ddof=1):.4f}", f"{p:.3g}"
-            else:
-                diff, pv = "—", "—"
-            lines.append(f"| {backbone} | {arm} | {len(a)} | {' | '.join(cells)} | {diff} | {pv} |")
+            for k in ("auc", "gauc"):
+                if arm != base_arm and len(seeds) >= 2:
+                    d = a.loc[seeds, k] - base.loc[seeds, k]
+                    p = ttest_rel(a.loc[seeds, k], base.loc[seeds, k]).pvalue
+                    cells += [f"{d.mean():+.4f} ± {d.std(ddof=1):.4f}", f"{p:.3g}"]
+                else:
+                    cells += ["—", "—"]
+            lines.append(f"| {backbone} | {arm} | {len(a)} | {' | '.join(cells)} |")
     md.write_text("\n".join(lines) + "\n")
     _plot(df, png)
 
@@ -198,6 +202,10 @@ def main() -> None:
     p.add_argument("--backbones", nargs="*", default=["dnn", "dcnv2", "dcnv2_ta"],
                    help="GenCTR arms' backbones (none given: DGenCTR arms only).")
     p.add_argument("--negatives", nargs="+", default=["cs", "rs"])
+    p.add_argument("--transfers", nargs="+", default=["none", "share", "integrate"],
+                   choices=["none", "share", "integrate"], help="GenCTR arms to run (default: all).")
+    p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="Override a ModelConfig field for every backbone arm (e.g. init=torch).")
     p.add_argument("--dgenctr-arms", nargs="*", default=list(DGEN_ARMS))
     p.add_argument("--category", default="combo", choices=["combo", "first"])
     p.add_argument("--max-seq-len", type=int, default=200)
@@ -226,7 +234,7 @@ def main() -> None:
               f"L={args.max_seq_len}, embed={args.embed_dim}, fine-tune {args.ft_epochs} epoch(s) batch "
               f"{args.batch_size} lr {args.lr}, GenCTR pretrain {args.pt_epochs} epochs, DGenCTR pretrain "
               f"{args.dg_epochs} epochs (d={args.dg_dim}, {args.dg_layers} layer). Test split; mean ± std over "
-              "seeds; ΔAUC is paired per seed against the same backbone without pretraining (paired t-test).\n\n"
+              "seeds; ΔAUC and ΔgAUC are paired per seed against the same backbone without pretraining (paired t-test).\n\n"
               "Commands that filled this table (each appends its arms to the same JSONL; rows already there are skipped):\n\n"
               + "\n".join(f"    python benchmarks/ablation.py {c}" for c in log_command(RESULTS / f"{args.tag}.commands", args)))
     if not args.summarize_only:

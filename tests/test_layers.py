@@ -101,6 +101,21 @@ def test_target_attention_uses_raw_weights_not_softmax() -> None:
     torch.testing.assert_close(att(target, seq, mask)[0], expected)
 
 
+def test_target_attention_mean_pooling_averages_the_same_weights_over_valid_positions() -> None:
+    att, target, seq, mask = _attention_inputs()
+    mean = TargetAttention(4, [8], pooling="mean")
+    mean.load_state_dict(att.state_dict())
+    n = mask.sum(1, keepdim=True)  # [B, 1]
+    expected = att(target, seq, mask) / n.clamp_min(1)
+    torch.testing.assert_close(mean(target, seq, mask), expected)
+    assert n[0] != n[1]  # rows of different lengths: a global constant would not pass
+    seq2 = seq.clone()
+    seq2[~mask] = 7.0  # padding is still ignored
+    torch.testing.assert_close(mean(target, seq2, mask), mean(target, seq, mask), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pooling"):
+        TargetAttention(4, [8], pooling="max")
+
+
 def _din_reference(att: TargetAttention, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """DIN target attention written out: MLP([t, s, t - s, t * s]) weights, padding 0, weighted sum (float64)."""
     net = att.score.double()
@@ -159,6 +174,10 @@ def test_model_config_validation() -> None:
         ModelConfig(decoder={"d_model": 10, "n_heads": 3})
     with pytest.raises(ConfigError, match="table size"):
         ModelConfig(n_items=2)
+    with pytest.raises(ConfigError, match="init"):
+        ModelConfig(init="he")
+    with pytest.raises(ConfigError, match="attention_pooling"):
+        ModelConfig(attention_pooling="max")
     with pytest.raises(ConfigError, match="unknown"):
         from_dict(ModelConfig, {"decoder": {"depth": 2}})
     cfg = from_dict(ModelConfig, {"mlp_dims": [8, 4], "decoder": {"n_layers": 2}, "negatives": "rs"})
@@ -166,3 +185,26 @@ def test_model_config_validation() -> None:
     with pytest.raises(ConfigError, match="stats.json"):
         cfg.require_vocab()
     cfg.with_vocab(10, 20, 5).require_vocab()
+
+
+def test_backbone_linear_init_is_xavier_by_default_and_torch_on_request() -> None:
+    from genctr.models.backbones import build_backbone
+
+    cfg = ModelConfig(backbone="dcnv2_ta", mlp_dims=(256, 128), n_users=10, n_items=20, n_cates=5)
+    torch.manual_seed(0)
+    model = build_backbone(cfg)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) >= 3 + 3 + 2  # tower + head, cross layers, attention MLP
+    for m in linears:
+        assert torch.all(m.bias == 0)
+    tower = model.deep.net[0]  # [256, in] Xavier-normal: std = sqrt(2 / (fan_in + fan_out))
+    expected = (2.0 / (tower.in_features + tower.out_features)) ** 0.5
+    assert abs(float(tower.weight.std()) / expected - 1) < 0.05
+    assert torch.all(model.inputs.embedding["item"].weight[0] == 0)  # embeddings untouched
+    torch.manual_seed(0)
+    default = build_backbone(ModelConfig(**{**cfg.__dict__, "init": "torch"}))
+    assert not torch.all(default.deep.net[0].bias == 0)
+    hidden, d_hidden = (next(m for m in b.deep.net if isinstance(m, torch.nn.Linear) and m.in_features == 256)
+                        for b in (model, default))  # [128, 256]
+    # Kaiming-uniform(a=sqrt(5)) has std 1/sqrt(3 fan_in): half of Xavier's for a 2:1 layer
+    assert float(d_hidden.weight.std()) < 0.6 * float(hidden.weight.std())

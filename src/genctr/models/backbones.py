@@ -42,7 +42,7 @@ class InputArch(nn.Module):
         cfg.require_vocab()
         E = cfg.embed_dim
         self.embedding = FeatureEmbedding({"user": cfg.n_users, "item": cfg.n_items, "cate": cfg.n_cates}, E)
-        self.attention = TargetAttention(2 * E, cfg.attention_dims) if target_attention else None
+        self.attention = TargetAttention(2 * E, cfg.attention_dims, pooling=cfg.attention_pooling) if target_attention else None
         self.extra_dim = extra_dim
         self.out_dim = 3 * E + 1 + 2 * E + (2 * E if target_attention else 0) + extra_dim
 
@@ -85,6 +85,20 @@ class Backbone(nn.Module):
 
     inputs: InputArch
 
+    def reset_linear(self, init: str) -> None:
+        """Re-initialise every Linear of the backbone (tower, cross layers, attention MLP, head).
+
+        "xavier": weights Xavier-normal, biases 0, which keeps the activation scale through the
+        wide tower; "torch": leave PyTorch's default. Embedding tables are untouched.
+        """
+        if init == "torch":
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
 
 class DNN(Backbone):
     """Embeddings -> MLP -> logit.  forward(batch, extra=None) -> [B]."""
@@ -94,6 +108,7 @@ class DNN(Backbone):
         self.inputs = InputArch(cfg, target_attention=False, extra_dim=extra_dim)
         self.deep = MLP(self.inputs.out_dim, cfg.mlp_dims, cfg.dropout)
         self.head = nn.Linear(self.deep.out_dim, 1)
+        self.reset_linear(cfg.init)
 
     def forward(self, batch: Batch, extra: Tensor | None = None) -> Tensor:
         x0 = self.inputs(batch, extra)  # [B, d]
@@ -110,6 +125,7 @@ class DCNv2(Backbone):
         self.cross = CrossNet(d, cfg.cross_layers)
         self.deep = MLP(d, cfg.mlp_dims, cfg.dropout)
         self.head = nn.Linear(d + self.deep.out_dim, 1)
+        self.reset_linear(cfg.init)
 
     def forward(self, batch: Batch, extra: Tensor | None = None) -> Tensor:
         x0 = self.inputs(batch, extra)  # [B, d]

@@ -18,6 +18,8 @@ BACKBONES = ("dnn", "dcnv2", "dcnv2_ta")
 NEGATIVES = ("cs", "rs")  # category-conditioned (paper) | random (ablation)
 SIMILARITIES = ("dot", "cosine")
 TRANSFERS = ("none", "share", "integrate")
+POOLINGS = ("sum", "mean")  # target-attention pooling (see TargetAttention)
+INITS = ("xavier", "torch")  # Linear-layer init of the backbones (see ModelConfig.init)
 
 
 def _positive_dims(name: str, dims: Any) -> tuple[int, ...]:
@@ -67,7 +69,15 @@ class ModelConfig:
     mlp_dims: tuple[int, ...] = (256, 128)  # deep tower hidden widths
     cross_layers: int = 3  # DCN-V2 cross layers
     attention_dims: tuple[int, ...] = (64, 32)  # DIN target-attention MLP hidden widths
+    # target-attention pooling: "sum" (DIN's weighted sum) | "mean" (the same weights averaged
+    # over the valid positions; better on MovieLens, worse on the synthetic world: RESULTS.md)
+    attention_pooling: str = "sum"
     dropout: float = 0.1  # deep tower dropout
+    # Linear weights of the backbone (tower, cross, attention MLP, head): "xavier" = Xavier-normal,
+    # zero bias; "torch" = PyTorch's default Kaiming-uniform(a=sqrt(5)), std 1/sqrt(3 fan_in),
+    # half Xavier's in a tower's narrowing layers, which left short training visibly behind
+    # on the synthetic world (benchmarks/RESULTS.md, "Model quality against FuxiCTR")
+    init: str = "xavier"
     n_users: int = 0  # table sizes (index 0 = pad, 1 = OOV); 0 = not set yet, see with_vocab
     n_items: int = 0
     n_cates: int = 0
@@ -92,6 +102,8 @@ class ModelConfig:
         self._check_choice("negatives", NEGATIVES)
         self._check_choice("similarity", SIMILARITIES)
         self._check_choice("transfer", TRANSFERS)
+        self._check_choice("init", INITS)
+        self._check_choice("attention_pooling", POOLINGS)
         self.mlp_dims = _positive_dims("mlp_dims", self.mlp_dims)
         self.attention_dims = _positive_dims("attention_dims", self.attention_dims)
         for name in ("embed_dim", "cross_layers", "max_seq_len", "n_negatives"):
@@ -127,4 +139,4 @@ class ModelConfig:
                 )
 
 
-__all__ = ["BACKBONES", "NEGATIVES", "SIMILARITIES", "TRANSFERS", "DecoderConfig", "ModelConfig"]
+__all__ = ["BACKBONES", "INITS", "NEGATIVES", "POOLINGS", "SIMILARITIES", "TRANSFERS", "DecoderConfig", "ModelConfig"]

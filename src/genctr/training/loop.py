@@ -101,7 +101,9 @@ def fit(
         meta = load_checkpoint(last, model, opt)
         history, first = meta["history"], meta["epoch"] + 1
         log.info("resumed from %s (epoch %d done)", last, meta["epoch"] + 1)
-    step_model = torch.compile(model) if cfg.compile else model
+    # Compile the whole objective, not only ``model.forward``: pretraining objectives call
+    # other methods (``pretrain_logits``), and the loss fuses into the same graph.
+    step = torch.compile(objective) if cfg.compile else objective
     for epoch in range(first, cfg.epochs):
         torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and init-free randomness
         gen = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch))
@@ -116,7 +118,7 @@ def fit(
             idx = perm[s : s + cfg.batch_size]
             batch = make_batch(idx)
             with autocast(device, cfg):
-                loss = objective(step_model, batch, gen)
+                loss = step(model, batch, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

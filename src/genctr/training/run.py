@@ -52,8 +52,7 @@ def _ckpt(ckpt_dir: str | Path | None) -> tuple[Path, tempfile.TemporaryDirector
 
 
 def genctr_objective(model: nn.Module, batch: dict[str, Tensor], gen: torch.Generator) -> Tensor:
-    m = model._orig_mod if hasattr(model, "_orig_mod") else model  # compiled wrapper
-    logits, valid = m.pretrain_logits(batch, gen)
+    logits, valid = model.pretrain_logits(batch, gen)
     return sampled_softmax_loss(logits, valid)
 
 

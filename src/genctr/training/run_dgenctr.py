@@ -21,8 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def dgenctr_objective(model: nn.Module, batch: dict[str, Tensor], gen: torch.Generator) -> Tensor:
-    m = model._orig_mod if hasattr(model, "_orig_mod") else model
-    out = m.pretrain_logits(batch, gen)
+    out = model.pretrain_logits(batch, gen)
     return dgenctr_loss(out.logits, out.target_mask, out.weights)
 
 

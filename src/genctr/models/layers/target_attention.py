@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genctr.models.config import POOLINGS
 from genctr.models.layers.mlp import MLP
 
 CHUNK_ELEMENTS = 1 << 22  # 16 MB of float32 per [b, L, H] activation
@@ -19,12 +20,19 @@ class TargetAttention(nn.Module):
     keeps the intensity of interest), but positions where ``mask`` is false get weight exactly
     0, so padding contributes nothing whatever its ids or embeddings.
 
+    ``pooling``: "sum" is DIN's weighted sum, whose scale grows with the history length;
+    "mean" divides it by the number of valid positions (the same weights, averaged), which
+    keeps the pooled vector on the scale of one embedding however long the history.
+
     forward(target [B, D], seq [B, L, D], mask [B, L] bool) -> [B, D]
     """
 
-    def __init__(self, dim: int, hidden_dims: Sequence[int], dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, hidden_dims: Sequence[int], dropout: float = 0.0, pooling: str = "sum") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"target attention pooling must be one of {POOLINGS}, got {pooling!r}")
         self.score = MLP(4 * dim, hidden_dims, dropout, output_dim=1)
+        self.pooling = pooling
 
     def forward(self, target: Tensor, seq: Tensor, mask: Tensor) -> Tensor:
         # Rows in chunks whose [b, L, H] activations stay <= CHUNK_ELEMENTS: on CPU, larger
@@ -39,6 +47,8 @@ class TargetAttention(nn.Module):
     def _pool(self, target: Tensor, seq: Tensor, mask: Tensor) -> Tensor:
         w = self.score.net[1:](self._first_layer(target, seq)).squeeze(-1)  # [B, L]
         w = w.masked_fill(~mask, 0.0)
+        if self.pooling == "mean":
+            w = w / mask.sum(dim=1, keepdim=True).clamp_min(1)  # [B, L] / [B, 1] valid positions
         return torch.bmm(w.unsqueeze(1), seq).squeeze(1)  # [B, 1, L] @ [B, L, D] -> [B, D]
 
     def _first_layer(self, target: Tensor, seq: Tensor) -> Tensor:

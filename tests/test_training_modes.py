@@ -1,0 +1,97 @@
+"""The training loop's optional modes: ``torch.compile`` and bf16 autocast.
+
+No GPU here: the compiled path runs through inductor's CPU backend, and the mixed-precision
+path through CPU bf16 autocast, the same autocast machinery the CUDA path enables. What
+they check is the plumbing every model shares with the GPU run: dtypes through
+concatenations, float32 losses and scores, methods other than ``forward`` being compiled.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+import genctr.training.loop as loop
+from genctr.models.config import ModelConfig
+from genctr.models.dgenctr_config import DGenCTRConfig
+from genctr.training.config import TrainConfig
+from genctr.training.data import FeatureData
+from genctr.training.run import evaluate_split, init_ctr, score, train_ctr, train_genctr
+from genctr.training.run_dgenctr import init_dgenctr_ctr, train_dgenctr
+
+
+@pytest.fixture(scope="module")
+def data(synthetic_build) -> FeatureData:
+    return FeatureData(str(synthetic_build["build"]), synthetic_build["max_seq_len"])
+
+
+def _small(backbone: str, L: int, **kw) -> ModelConfig:
+    return ModelConfig(backbone=backbone, max_seq_len=L, mlp_dims=(32, 16), attention_dims=(16,), dropout=0.0, **kw)
+
+
+def test_compiled_training_matches_eager(data: FeatureData) -> None:
+    # dropout 0: inductor draws its own random numbers, so only a deterministic step can match
+    weights, losses = [], []
+    for compile_ in (False, True):
+        model = init_ctr(data, _small("dcnv2_ta", data.max_seq_len), None, seed=0)
+        hist = train_ctr(data, model, TrainConfig(epochs=1, batch_size=4096, seed=0, compile=compile_, progress=False))
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        losses.append(hist[0]["train_loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    for k, eager in weights[0].items():
+        torch.testing.assert_close(weights[1][k], eager, rtol=1e-3, atol=1e-4, msg=k)
+    assert any(not torch.equal(weights[0][k], v) for k, v in
+               init_ctr(data, _small("dcnv2_ta", data.max_seq_len), None, seed=0).state_dict().items())
+
+
+def test_compile_covers_pretraining_objectives(data: FeatureData, monkeypatch) -> None:
+    # Pretraining calls ``pretrain_logits``, not ``forward``: the compiled callable must be the
+    # objective, or pretraining would silently run eager.
+    compiled: list[str] = []
+    real = torch.compile
+
+    def spy(fn, *a, **kw):
+        compiled.append(getattr(fn, "__name__", type(fn).__name__))
+        return real(fn, *a, **kw)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    _, hist = train_genctr(data, ModelConfig(max_seq_len=data.max_seq_len, decoder={"d_model": 16, "dropout": 0.0}),
+                           TrainConfig(epochs=1, batch_size=2048, seed=0, compile=True, progress=False))
+    assert compiled == ["genctr_objective"]
+    assert torch.isfinite(torch.tensor(hist[0]["train_loss"]))
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Turn the loop's autocast on for CPU: bf16 like the CUDA path (which this box lacks)."""
+    used: list[torch.dtype | None] = []
+
+    def autocast(device, cfg):
+        if not cfg.amp:
+            return contextlib.nullcontext()
+        used.append(torch.bfloat16)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    monkeypatch.setattr(loop, "autocast", autocast)
+    return used
+
+
+def test_bf16_autocast_trains_every_model_family(data: FeatureData, cpu_bf16, tmp_path) -> None:
+    L = data.max_seq_len
+    quick = TrainConfig(epochs=1, batch_size=2048, seed=0, progress=False)
+    pre, hist = train_genctr(data, ModelConfig(max_seq_len=L, decoder={"d_model": 16}), quick)
+    assert torch.isfinite(torch.tensor(hist[0]["train_loss"]))
+    for backbone in ("dnn", "dcnv2", "dcnv2_ta"):
+        model = init_ctr(data, _small(backbone, L, transfer="integrate", decoder={"d_model": 16}), pre, seed=0)
+        train_ctr(data, model, quick)
+        assert np.isfinite(score(model, data, "test")).all(), backbone
+        assert evaluate_split(model, data, "test")["auc"] > 0.55, backbone  # it learnt in bf16
+    dg_cfg = DGenCTRConfig(embed_dim=16, n_layers=1, n_heads=2, head_hidden=32)
+    dg, hist = train_dgenctr(data, dg_cfg, quick, tmp_path)
+    assert torch.isfinite(torch.tensor(hist[0]["train_loss"]))
+    ft = init_dgenctr_ctr(data, dg_cfg, dg, seed=0)
+    train_ctr(data, ft, quick)
+    assert np.isfinite(score(ft, data, "test")).all()
+    assert len(cpu_bf16) >= 5  # autocast really wrapped the steps
