@@ -1,6 +1,7 @@
 """Evidently drift reports between arms and against a training reference."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,15 @@ def test_training_reference_report(tmp_path: Path) -> None:
     assert training["rows_reference"] == 5_000
     with pytest.raises(DataValidationError, match="reference"):
         drift_report(logs, tmp_path / "reports", reference=pd.DataFrame({"label": [0, 1]}))
+
+
+def test_a_constant_column_reports_without_numpy_warnings(tmp_path: Path) -> None:
+    # one candidate count for every request: a zero standard deviation in the correlations
+    logs = make_logs(tmp_path / "logs", n_requests=600)
+    requests = logs.requests.assign(n_candidates=20)
+    logs = ABLogs(requests=requests, impressions=logs.impressions, clicks=logs.clicks)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arms = drift_report(logs, tmp_path / "reports")["arms"]
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert "n_candidates" in arms["columns"] and arms["columns"]["n_candidates"]["drifted"] is False
