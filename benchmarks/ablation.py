@@ -138,16 +138,15 @@ def log_command(path: Path, args: argparse.Namespace) -> list[str]:
 
 
 def overrides(cls, pairs: list[str], flag: str) -> dict[str, object]:
-    """``["schedule=cosine", "timesteps=10"]`` -> typed overrides of the dataclass ``cls``."""
-    fields = {f.name: f.type for f in dataclasses.fields(cls)}
-    out: dict[str, object] = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key not in fields:
-            raise SystemExit(f"{flag} {pair!r}: unknown {cls.__name__} field; known: {sorted(fields)}")
-        kind = str(fields[key])
-        out[key] = (value.lower() in ("1", "true", "yes") if "bool" in kind else int(value) if kind == "int"
-                    else float(value) if kind == "float" else value)
+    """``["schedule=cosine", "timesteps=10"]`` -> overrides of the dataclass ``cls``, values parsed
+    like ``genctr train --model key=value`` (the dataclass validates them when it is built)."""
+    from genctr.cli_train import parse_sets
+
+    out = parse_sets(pairs, flag.lstrip("-"))
+    unknown = sorted(set(out) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise SystemExit(f"{flag} {unknown}: unknown {cls.__name__} field(s); known: "
+                         f"{sorted(f.name for f in dataclasses.fields(cls))}")
     return out
 
 

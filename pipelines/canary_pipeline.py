@@ -12,14 +12,13 @@ The act step refuses to touch a canary other than the one analysed; ``dry_run`` 
 a log line.
 """
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 from kfp import dsl, kubernetes
 
 from components import act_on_canary, analyze_canary, collect_logs
-from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_placed
+from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_main, compile_placed
 
 PIPELINE_NAME = "genctr-canary"
 
@@ -115,12 +114,8 @@ def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Compile the genctr canary pipeline to YAML "
-                                     "(placement from GENCTR_IMAGE and GENCTR_STORAGE_SECRET).")
-    parser.add_argument("--out", default="canary_pipeline.yaml", help="Output YAML path.")
-    args = parser.parse_args(argv)
-    print(compile_pipeline(args.out))
-    return 0
+    return compile_main(build_pipeline, "canary_pipeline.yaml", "Compile the genctr canary pipeline to YAML "
+                        "(placement from GENCTR_IMAGE and GENCTR_STORAGE_SECRET).", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -104,3 +104,14 @@ def compile_placed(build_pipeline: Callable[[PlatformConfig], Any], out: str | P
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(platform or PlatformConfig.from_env()), str(out))
     return out
+
+
+def compile_main(build_pipeline: Callable[[PlatformConfig], Any], default_out: str, description: str,
+                 argv: list[str] | None = None) -> int:
+    """``python pipelines/<name>_pipeline.py --out FILE``: compile with placement from the environment."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=default_out, help="Output YAML path.")
+    print(compile_placed(build_pipeline, parser.parse_args(argv).out))
+    return 0

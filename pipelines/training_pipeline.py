@@ -17,7 +17,6 @@ The gate returns its decision as its single ``Output`` parameter: kfp.local reso
 ``dsl.If`` on ``task.outputs["Output"]`` but silently treats a named output as false.
 """
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from kfp import dsl, kubernetes
 
 from components import (build_features, deploy_model, evaluate_and_gate, finetune, ingest_events,
                         materialize_features, pretrain, register_model, validate_events, validate_samples)
-from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_placed
+from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_main, compile_placed
 
 PIPELINE_NAME = "genctr-training"
 
@@ -180,13 +179,9 @@ def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Compile the genctr training pipeline to YAML "
-                                     "(placement from GENCTR_IMAGE, GENCTR_TRAIN_IMAGE, "
-                                     "GENCTR_GPU_NODE_SELECTOR, GENCTR_GPU_TOLERATIONS, GENCTR_STORAGE_SECRET).")
-    parser.add_argument("--out", default="training_pipeline.yaml", help="Output YAML path.")
-    args = parser.parse_args(argv)
-    print(compile_pipeline(args.out))
-    return 0
+    return compile_main(build_pipeline, "training_pipeline.yaml", "Compile the genctr training pipeline to YAML "
+                        "(placement from GENCTR_IMAGE, GENCTR_TRAIN_IMAGE, "
+                        "GENCTR_GPU_NODE_SELECTOR, GENCTR_GPU_TOLERATIONS, GENCTR_STORAGE_SECRET).", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

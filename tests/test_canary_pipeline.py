@@ -5,6 +5,7 @@ tests/canary_fixtures.py: trained vs random model).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import sys
@@ -20,6 +21,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from genctr.errors import ConfigError, DataValidationError  # noqa: E402
+from genctr.monitoring.decision import CanaryPolicy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "canary_pipeline.yaml"
@@ -28,10 +30,11 @@ sys.path.insert(0, str(ROOT))  # pipelines/ and components/ live beside src/
 
 import components  # noqa: E402
 from canary_fixtures import MODEL, canary_world, plant, traffic, uri  # noqa: E402
+from components.canary import analyze_canary  # noqa: E402
 from pipelines.canary_pipeline import canary_pipeline, compile_pipeline  # noqa: E402
 from pipelines.placement import PlatformConfig  # noqa: E402
 from test_monitoring import T0, make_logs  # noqa: E402
-from test_pipeline_compile import assert_golden  # noqa: E402 - the training golden file's normalisation
+from test_pipeline_compile import assert_golden, assert_parameters_exposed  # noqa: E402 - shared with training
 
 
 def compiled(tmp_path: Path, platform: PlatformConfig | None = None) -> dict[str, Any]:
@@ -54,14 +57,12 @@ def test_golden_file(tmp_path: Path) -> None:
 
 
 def test_every_parameter_exposed_with_description_and_default(tmp_path: Path) -> None:
-    declared = compiled(tmp_path)["root"]["inputDefinitions"]["parameters"]
-    signature = inspect.signature(canary_pipeline.pipeline_func).parameters
-    kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
-    assert set(declared) == set(signature)
-    for name, p in signature.items():
-        assert declared[name]["parameterType"] == kinds[p.annotation], name
-        assert declared[name]["defaultValue"] == p.default, name
-        assert declared[name].get("description"), f"{name} has no description in the run form"
+    declared = assert_parameters_exposed(compiled(tmp_path), canary_pipeline)
+    # the policy's defaults are written in the run form and in the component: they must stay
+    # the library's CanaryPolicy defaults
+    for f in dataclasses.fields(CanaryPolicy):
+        assert declared[f.name]["defaultValue"] == f.default, f.name
+        assert inspect.signature(analyze_canary.python_func).parameters[f.name].default == f.default, f.name
     assert {"log_dir", "since_ts", "deploy_target", "deployment", "kserve_namespace", "kserve_env", "registry_root",
             "model_name", "alpha", "min_users_per_arm", "min_impressions_per_arm", "ctr_uplift_threshold",
             "rpm_must_not_be_worse", "srm_alpha", "max_error_rate", "max_p99_latency_ms", "dry_run"} <= set(declared)

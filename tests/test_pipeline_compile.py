@@ -141,15 +141,22 @@ def test_caching_off_exactly_where_the_registry_is_read(tmp_path: Path) -> None:
         assert cached == (name not in REGISTRY_TASKS), name
 
 
-def test_every_parameter_exposed_with_its_default(tmp_path: Path) -> None:
-    declared = compiled(tmp_path)["root"]["inputDefinitions"]["parameters"]
-    signature = inspect.signature(training_pipeline.pipeline_func).parameters
+def assert_parameters_exposed(spec: dict[str, Any], pipeline: Any) -> dict[str, Any]:
+    """Every argument of ``pipeline`` is a run-form parameter with its type, default and a
+    description; returns the declared parameters."""
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    signature = inspect.signature(pipeline.pipeline_func).parameters
     kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
     assert set(declared) == set(signature)
     for name, p in signature.items():
         assert declared[name]["parameterType"] == kinds[p.annotation], name
         assert declared[name]["defaultValue"] == p.default, name
         assert declared[name].get("description"), f"{name} has no description in the run form"
+    return declared
+
+
+def test_every_parameter_exposed_with_its_default(tmp_path: Path) -> None:
+    declared = assert_parameters_exposed(compiled(tmp_path), training_pipeline)
     for must in ("data_source", "data_path", "max_seq_len", "pretrain_method", "backbone", "transfer", "negatives",
                  "pretrain_epochs", "finetune_epochs", "pretrain_lr", "finetune_lr", "batch_size", "seed",
                  "auc_margin", "alpha", "floor_auc", "registry_root", "model_name", "canary_percent",
