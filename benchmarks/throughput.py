@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput_data as td  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -11,8 +11,8 @@ from typing import Any
 
 from kfp import dsl
 
-DEFAULT_IMAGE = "ghcr.io/genctr/genctr:0.1.0"  # docker/Dockerfile: CPU, Java 17 for Spark
-DEFAULT_TRAIN_IMAGE = "ghcr.io/genctr/genctr:0.1.0-cuda"  # docker/Dockerfile.cuda: pretrain/fine-tune
+DEFAULT_IMAGE = "ghcr.io/genctr/genctr:0.1.0"  # container-images/Dockerfile: CPU, Java 17 for Spark
+DEFAULT_TRAIN_IMAGE = "ghcr.io/genctr/genctr:0.1.0-cuda"  # container-images/Dockerfile.cuda: pretrain/fine-tune
 
 
 def cpu_image() -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from genctr.monitoring.decision import CanaryPolicy  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "canary_pipeline.yaml"
 TASKS = ("collect-logs", "analyze-canary", "act-on-canary")
-sys.path.insert(0, str(ROOT))  # pipelines/ and components/ live beside src/
 
 import components  # noqa: E402
 from canary_fixtures import MODEL, canary_world, plant, traffic, uri  # noqa: E402
@@ -335,7 +333,7 @@ def test_local_run_in_dry_run_decides_but_changes_nothing(planted: dict[str, Any
 
 @pytest.mark.slow
 def test_local_run_promotes_a_better_canary(planted: dict[str, Any], tmp_path: Path) -> None:
-    from genctr.pipeline_runner import run_local
+    from genctr.orchestration.local import run_local
 
     plant(planted, "random", "trained", 50)
     run = run_local(pipeline_params(planted), tmp_path, pipeline="canary")
@@ -357,7 +355,7 @@ def test_local_run_promotes_a_better_canary(planted: dict[str, Any], tmp_path: P
 @pytest.mark.slow
 def test_a_malformed_log_stops_the_pipeline_at_collect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capfd: pytest.CaptureFixture[str]) -> None:
-    from genctr.pipeline_runner import PipelineRunError, run_local
+    from genctr.orchestration.local import PipelineRunError, run_local
 
     bad = tmp_path / "bad"
     (bad / "clicks").mkdir(parents=True)

@@ -7,7 +7,6 @@ whose library function is not written yet are skipped and say which function the
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +18,6 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Me
 from genctr import workflow  # noqa: E402
 from genctr.errors import DataValidationError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 import components  # noqa: E402
 
 

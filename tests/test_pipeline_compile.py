@@ -20,7 +20,6 @@ TRAIN_TASKS = ("pretrain", "finetune")
 REGISTRY_TASKS = ("evaluate-and-gate", "register-model", "deploy-model")
 
 pytest.importorskip("kfp")
-sys.path.insert(0, str(ROOT))  # pipelines/ and components/ live beside src/
 
 from pipelines.placement import PlatformConfig, Toleration  # noqa: E402
 from pipelines.training_pipeline import compile_pipeline, training_pipeline  # noqa: E402
@@ -178,10 +177,11 @@ def test_images_come_from_the_environment_at_compile_time(tmp_path: Path, monkey
         {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
 
 
-def test_module_compiles_from_the_command_line(tmp_path: Path) -> None:
+def test_module_compiles_from_the_command_line_outside_the_checkout(tmp_path: Path) -> None:
+    # from another directory: pipelines/ and components/ come from the installed project
     out = tmp_path / "cli.yaml"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENCTR_")}
-    subprocess.run([sys.executable, "-m", "pipelines.training_pipeline", "--out", str(out)], cwd=ROOT, env=env,
+    subprocess.run([sys.executable, "-m", "pipelines.training_pipeline", "--out", str(out)], cwd=tmp_path, env=env,
                    check=True, capture_output=True)
     assert normalise(compiled(tmp_path)) == normalise(_load(out))
 
@@ -206,7 +206,7 @@ def test_bad_toleration_is_an_error(text: str) -> None:
 
 # ---------------------------------------------------------------------------- runner helpers
 def test_cron_needs_six_fields_seconds_first() -> None:
-    from genctr.pipeline_runner import validate_cron
+    from genctr.orchestration.remote import validate_cron
 
     assert validate_cron("0 0 3 * * *") == "0 0 3 * * *"
     assert validate_cron(" 0  */15 * * * 1-5 ") == "0 */15 * * * 1-5"
@@ -222,7 +222,7 @@ def test_cron_needs_six_fields_seconds_first() -> None:
 
 
 def test_params_are_typed_and_unknown_ones_rejected() -> None:
-    from genctr.pipeline_runner import check_params, parse_params
+    from genctr.orchestration.catalog import check_params, parse_params
 
     got = parse_params(["finetune_epochs=3", "finetune_lr=0.01", "promote_without_canary=false",
                         "data_source=synthetic", "data_path=/x=y.parquet"])
@@ -239,7 +239,7 @@ def test_params_are_typed_and_unknown_ones_rejected() -> None:
 
 
 def test_recurring_run_definition_is_valid() -> None:
-    from genctr.pipeline_runner import load_schedule_file
+    from genctr.orchestration.remote import load_schedule_file
 
     spec = load_schedule_file(ROOT / "manifests" / "recurring-run.yaml")
     assert spec["cron"].split()[0] == "0" and len(spec["cron"].split()) == 6
@@ -274,19 +274,19 @@ class RecordingClient:
 def test_submit_and_schedule_call_the_kfp_client(monkeypatch: pytest.MonkeyPatch) -> None:
     import kfp
 
-    from genctr import pipeline_runner
+    from genctr.orchestration import remote
 
     RecordingClient.calls = []
     monkeypatch.setattr(kfp, "Client", RecordingClient)
-    assert pipeline_runner.submit("http://kfp:8080", {"finetune_epochs": "2"}, "exp") == "run-1"
+    assert remote.submit("http://kfp:8080", {"finetune_epochs": "2"}, "exp") == "run-1"
     run = dict(RecordingClient.calls)["run"]
     assert run["arguments"] == {"finetune_epochs": 2} and run["experiment_name"] == "exp"
-    assert pipeline_runner.schedule("http://kfp:8080", "0 0 3 * * *", {}, "nightly") == "job-1"
+    assert remote.schedule("http://kfp:8080", "0 0 3 * * *", {}, "nightly") == "job-1"
     job = dict(RecordingClient.calls)["recurring"]
     assert job["cron_expression"] == "0 0 3 * * *" and job["experiment_id"] == "exp-1"
     assert job["enable_caching"] is False and job["job_name"] == "nightly" and job["max_concurrency"] == 1
     with pytest.raises(ConfigError, match="seconds first"):
-        pipeline_runner.schedule("http://kfp:8080", "0 3 * * *", {}, "nightly")
+        remote.schedule("http://kfp:8080", "0 3 * * *", {}, "nightly")
 
 
 def test_manifests_grant_inferenceservice_patching() -> None:

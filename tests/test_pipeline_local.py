@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("kfp")
 
 from genctr import workflow  # noqa: E402
-from genctr.pipeline_runner import LocalRun, PipelineRunError, run_local  # noqa: E402
+from genctr.orchestration.local import LocalRun, PipelineRunError, run_local  # noqa: E402
 from genctr.registry import ModelRegistry  # noqa: E402
 
 pytestmark = pytest.mark.slow

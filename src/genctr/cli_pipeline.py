@@ -28,9 +28,6 @@ def _fail(exc: GenCTRError) -> NoReturn:
 def _platform(image: Optional[str], train_image: Optional[str], node_selector: Optional[list[str]],
               tolerations: Optional[list[str]], storage_secret: Optional[str]) -> Any:
     """Placement from GENCTR_* variables, overridden by the flags that were given."""
-    from genctr.pipeline_runner import load_pipeline_module
-
-    load_pipeline_module()  # puts the source checkout on sys.path if needed
     from pipelines.placement import PlatformConfig, Toleration, parse_labels
 
     return PlatformConfig.from_env(
@@ -54,7 +51,7 @@ STORAGE_SECRET = typer.Option(None, help="Secret with object-store credentials f
 @pipeline_app.command("params")
 def params_cmd(pipeline: str = PIPELINE) -> None:
     """List the pipeline's parameters with their types and defaults."""
-    from genctr.pipeline_runner import pipeline_parameters
+    from genctr.orchestration.catalog import pipeline_parameters
 
     try:
         params = pipeline_parameters(pipeline)
@@ -75,7 +72,7 @@ def compile_cmd(
     storage_secret: Optional[str] = STORAGE_SECRET,
 ) -> None:
     """Compile a pipeline to a YAML package for Kubeflow Pipelines."""
-    from genctr.pipeline_runner import compile_pipeline
+    from genctr.orchestration.catalog import compile_pipeline
 
     try:
         platform = _platform(image, train_image, gpu_node_selector, gpu_toleration, storage_secret)
@@ -96,7 +93,8 @@ def run_cmd(
 ) -> None:
     """Run a pipeline end to end on this machine (the same pipeline function a cluster runs)."""
     from genctr.paths import home
-    from genctr.pipeline_runner import parse_params, run_local
+    from genctr.orchestration.catalog import parse_params
+    from genctr.orchestration.local import run_local
 
     if not local:
         _fail(GenCTRError("only --local runs start here; use `genctr pipeline submit --host URL` for a cluster"))
@@ -144,7 +142,8 @@ def submit_cmd(
     package: Optional[Path] = typer.Option(None, help="A compiled YAML to submit instead of compiling now."),
 ) -> None:
     """Start one run of a pipeline on a Kubeflow Pipelines cluster."""
-    from genctr.pipeline_runner import parse_params, submit
+    from genctr.orchestration.catalog import parse_params
+    from genctr.orchestration.remote import submit
 
     try:
         run_id = submit(host, parse_params(param, pipeline), experiment, run_name=run_name, namespace=namespace,
@@ -175,7 +174,8 @@ def schedule_cmd(
     package: Optional[Path] = typer.Option(None, help="A compiled YAML to schedule instead of compiling now."),
 ) -> None:
     """Create a recurring run of a pipeline (Kubeflow cron: 6 fields, seconds first)."""
-    from genctr.pipeline_runner import load_schedule_file, parse_params, schedule
+    from genctr.orchestration.catalog import parse_params
+    from genctr.orchestration.remote import load_schedule_file, schedule
 
     try:
         spec: dict[str, Any] = load_schedule_file(file, pipeline) if file else {"pipeline": pipeline or "training"}

@@ -87,7 +87,7 @@ class DemoResult:
 
 
 def _pipeline(params: dict[str, Any], root: Path) -> Any:
-    from genctr.pipeline_runner import run_local
+    from genctr.orchestration.local import run_local
 
     return run_local(params, root / "pipeline-runs")
 
