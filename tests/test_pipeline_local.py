@@ -123,8 +123,8 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(first_run: tuple[L
 @needs("export_events", "validate_events")
 def test_bad_data_stops_at_the_gx_step_and_nothing_is_registered(home: Path, tmp_path: Path) -> None:
     events = canonical_events()
-    events["event_time"] = events["event_time"] * 1000  # milliseconds: valid schema, impossible times
-    path = tmp_path / "events_ms.parquet"
+    events["clicked"] = 1  # every impression a click: valid schema, implausible click rate
+    path = tmp_path / "events_all_clicks.parquet"
     events.to_parquet(path, index=False)
     registry = tmp_path / "registry"
     with pytest.raises(PipelineRunError) as err:
@@ -132,7 +132,7 @@ def test_bad_data_stops_at_the_gx_step_and_nothing_is_registered(home: Path, tmp
                    "model_name": "bad"}, tmp_path / "runs")
     exc = err.value
     assert exc.failed_task == "validate-events"
-    assert exc.report_path and "event_time_in_range" in Path(exc.report_path).read_text()
+    assert exc.report_path and "click_rate" in Path(exc.report_path).read_text()
     run_dir = Path(exc.run_dir)
     assert not (run_dir / "build-features").exists() and not (run_dir / "register-model").exists()
     assert ModelRegistry(registry).names() == []

@@ -30,11 +30,13 @@ TINY = [
     (13, 40, 104, 9, 50, 1),
 ]
 TINY_CFG = FeatureConfig(max_seq_len=2, split=(0.5, 0.25, 0.25))
+T0 = 1_600_000_000  # TINY's times are seconds after T0 (event times before 1990 are refused)
 
 
 def _events_frame(rows: list[tuple[int, ...]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=COLUMNS).astype("int64")
     df["clicked"] = df["clicked"].astype("int8")
+    df["event_time"] += T0
     df["price"] = 1.0 + df["item_id"] % 3  # mean price per item is checkable
     return df
 
@@ -65,7 +67,8 @@ def test_tiny_splits_and_pointers(tiny_build: BuildLayout) -> None:
     for split, ids in expected.items():
         df = _samples(tiny_build, split)
         assert df["sample_id"].tolist() == ids, split
-        got = {r.sample_id: (r.hist_end, r.seq_len, r.last_beh_time) for r in df.itertuples()}
+        got = {r.sample_id: (r.hist_end, r.seq_len, r.last_beh_time - T0 if r.last_beh_time >= 0 else -1)
+               for r in df.itertuples()}
         assert got == {i: pointers[i] for i in ids}, split
 
 
@@ -104,7 +107,7 @@ def test_tiny_histories(tiny_build: BuildLayout) -> None:
     assert h["n_train_behaviors"].tolist() == [2, 2, 0, 1]
     assert [list(x) for x in h["item_seq"]] == [[2, 3, 2, 5], [3, 4, 1], [], [5]]
     assert [list(x) for x in h["cate_seq"]] == [[2, 2, 2, 4], [2, 3, 1], [], [4]]
-    assert [list(x) for x in h["time_seq"]] == [[100, 100, 300, 400], [150, 250, 350], [], [50]]
+    assert [list(x - T0) for x in h["time_seq"]] == [[100, 100, 300, 400], [150, 250, 350], [], [50]]
     assert h["item_seq"].notna().all() and h["time_seq"].notna().all()
 
 
@@ -116,11 +119,11 @@ def test_tiny_items_and_feast(tiny_build: BuildLayout) -> None:
     assert [list(x) for x in f["item_seq"]] == [[100, 104], [102, 999], [], [104]]  # last 2, oldest first
     assert [list(x) for x in f["cate_seq"]] == [[7, 9], [8, 50], [], [9]]
     assert f["seq_len"].tolist() == [2, 2, 0, 1]
-    stamps = [int(ts.timestamp()) for ts in f["event_timestamp"]]
+    stamps = [int(ts.timestamp()) - T0 for ts in f["event_timestamp"]]
     assert stamps == [400, 350, 500, 50]  # user 30: its last impression
     fi = _read(tiny_build.feast_item).set_index("item_id")
     assert fi["event_timestamp"].dt.tz is not None
-    assert (int(fi.loc[102, "event_timestamp"].timestamp()), fi.loc[102, "category_id"]) == (200, 8)
+    assert (int(fi.loc[102, "event_timestamp"].timestamp()) - T0, fi.loc[102, "category_id"]) == (200, 8)
 
 
 def _random_events(n: int, n_users: int, seed: int) -> pd.DataFrame:
@@ -129,7 +132,7 @@ def _random_events(n: int, n_users: int, seed: int) -> pd.DataFrame:
         "request_id": rng.permutation(n).astype("int64") + 1,
         "user_id": rng.integers(1, n_users + 1, n),
         "item_id": rng.integers(1, 60, n),
-        "event_time": rng.integers(0, 40, n),  # few distinct times: many ties
+        "event_time": T0 + rng.integers(0, 40, n),  # few distinct times: many ties
         "clicked": (rng.random(n) < 0.4).astype("int8"),
     })
     df["category_id"] = df["item_id"] % 7

@@ -68,6 +68,9 @@ def data_export(
     items: int = typer.Option(5_000, help="Synthetic: number of items."),
     seed: int = typer.Option(0, help="Random seed."),
     out: Optional[Path] = typer.Option(None, help="Output Parquet path (default $GENCTR_HOME/events/<source>)."),
+    time_unit: str = typer.Option("s", help="Unit of numeric event_time in a canonical events file: "
+                                           "s | ms | us | ns (converted to seconds)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out (atomically)."),
 ) -> None:
     """Write a source's events in the canonical schema (validated) as Parquet."""
     from genctr.config import DataConfig
@@ -76,7 +79,8 @@ def data_export(
     try:
         cfg = DataConfig(source=source, path=path, category=category, synthetic_events=events,
                          synthetic_users=users, synthetic_items=items, seed=seed)
-        dest = export_events(cfg, out or _home_default("events", source))
+        dest = export_events(cfg, out or _home_default("events", source), time_unit=time_unit,
+                             overwrite=overwrite)
     except GenCTRError as exc:
         fail(exc)
     typer.echo(str(dest))
@@ -88,18 +92,22 @@ def features_build(
     out: Optional[Path] = typer.Option(None, help="Build directory (default $GENCTR_HOME/features/<events name>)."),
     max_seq_len: int = typer.Option(200, help="L: behaviours a model sees."),
     master: str = typer.Option("local[*]", help="Spark master URL."),
+    time_unit: str = typer.Option("s", help="Unit of numeric event_time in the events: s | ms | us | ns "
+                                           "(converted to seconds)."),
 ) -> None:
     """Events -> samples, per-user histories, vocabularies and splits (Spark)."""
     from genctr.config import FeatureConfig
     from genctr.features.spark_build import build_features
 
     try:
-        cfg = FeatureConfig(max_seq_len=max_seq_len, spark_master=master)
+        cfg = FeatureConfig(max_seq_len=max_seq_len, spark_master=master, time_unit=time_unit)
         dest = out or _home_default("features", events.stem)
         stats = build_features(events, dest, cfg)
     except GenCTRError as exc:
         fail(exc)
-    typer.echo(json.dumps({"build": str(dest), "rows": stats.get("rows")}, default=str))
+    rows = {split: part["rows"] for split, part in stats["splits"].items()}
+    typer.echo(json.dumps({"build": str(dest), "rows": stats["n_events"], "rows_per_split": rows,
+                           "users": stats["n_users"], "items": stats["n_items"]}))
 
 
 @features_app.command("validate")

@@ -11,6 +11,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 
+from genctr.config import describe
 from genctr.errors import ConfigError, GenCTRError
 
 canary_app = typer.Typer(help="Canary rollouts: simulate A/B traffic, judge the canary (promote / roll back), status.",
@@ -46,9 +47,9 @@ def parse_policy(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = (part.strip() for part in pair.partition("="))
         if not sep or not key:
-            raise ConfigError(f"--policy {pair!r}: expected key=value")
+            raise ConfigError(f"--policy {describe(pair)}: expected key=value")
         if key not in hints:
-            raise ConfigError(f"--policy {key}: unknown; known: {sorted(hints)}")
+            raise ConfigError(f"--policy {describe(key)}: unknown; known: {sorted(hints)}")
         out[key] = _typed(key, hints[key], value)
     CanaryPolicy.from_dict(out)  # range checks now, with the policy's own messages
     return out
@@ -62,7 +63,7 @@ def _typed(key: str, kind: type, value: str) -> Any:
             return value.lower() in ("true", "1", "yes")
         return kind(value)
     except ValueError:
-        raise ConfigError(f"--policy {key} must be {kind.__name__}, got {value!r}") from None
+        raise ConfigError(f"--policy {key} must be {kind.__name__}, got {describe(value)}") from None
 
 
 @canary_app.command("simulate")

@@ -11,32 +11,68 @@ from genctr.errors import ConfigError, GenCTRError
 
 train_app = typer.Typer(help="Pretraining (GenCTR / DGenCTR) and CTR fine-tuning.", no_args_is_help=True)
 
+SECTIONS = ("model", "train", "gate")
 SET_HELP = "Override one option, e.g. --model backbone=dcnv2_ta or --train epochs=2 (repeatable)."
 
 
 def parse_sets(pairs: list[str], what: str) -> dict[str, Any]:
-    """``key=value`` pairs; values parsed as YAML scalars/lists (``3``, ``true``, ``[64,32]``)."""
+    """``key=value`` pairs; values parsed as YAML scalars/lists (``3``, ``true``, ``[64,32]``).
+
+    Only the syntax is checked here; types and ranges are the config dataclass' own checks.
+    """
     import yaml
+
+    from genctr.config import describe
 
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--{what} expects key=value, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f"--{what} expects key=value, got {describe(pair)}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            reason = describe(str(exc).splitlines()[0], raw=True)
+            raise ConfigError(f"--{what} {describe(key)}: value {describe(value)} is not valid YAML ({reason})") from None
     return out
 
 
 def load_sections(config: Optional[Path]) -> dict[str, Any]:
-    from genctr.config import load_file
+    """The ``model``/``train``/``gate`` sections of a config file, each a mapping (or absent)."""
+    from genctr.config import describe, load_file
 
     if config is None:
         return {}
     sections = load_file(config)
-    unknown = set(sections) - {"model", "train", "gate"}
+    unknown = sorted(describe(k) for k in sections if k not in SECTIONS)
     if unknown:
-        raise ConfigError(f"{config}: unknown section(s) {sorted(unknown)}; use model, train, gate")
+        raise ConfigError(f"{config}: unknown section(s) {', '.join(unknown[:10])}; use {', '.join(SECTIONS)}")
+    for name, value in sections.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{config}: section {name!r} must be a mapping of options (key: value), "
+                              f"got {describe(value)} ({type(value).__name__})")
     return sections
+
+
+def check_configs(method: str, model: dict[str, Any], train: dict[str, Any]) -> None:
+    """Build the configs a run will use, so a bad option fails before any data is read.
+
+    For ``dgenctr`` the model options are DGenCTRConfig fields plus ``max_seq_len`` (the
+    history length of the feature build's batches).
+    """
+    from genctr.config import coerce, from_dict
+    from genctr.models.config import ModelConfig
+    from genctr.models.dgenctr_config import DGenCTRConfig
+    from genctr.training.config import TrainConfig
+
+    from_dict(TrainConfig, train, "train")
+    if method == "dgenctr":
+        if "max_seq_len" in model and coerce("model.max_seq_len", int, model["max_seq_len"]) < 1:
+            raise ConfigError(f"model.max_seq_len must be >= 1, got {model['max_seq_len']}")
+        from_dict(DGenCTRConfig, {k: v for k, v in model.items() if k != "max_seq_len"}, "model")
+    elif method == "genctr":
+        from_dict(ModelConfig, model, "model")
 
 
 def _run(fn) -> None:
@@ -65,6 +101,7 @@ def pretrain_cmd(
         s = load_sections(config)
         m = {**s.get("model", {}), **parse_sets(model, "model")}
         t = {"epochs": 3, **s.get("train", {}), **parse_sets(train, "train")}
+        check_configs(method, m, t)
         return {"artifact": str(out), **pretrain(build, out, method, m, t)}
 
     _run(go)
@@ -86,9 +123,22 @@ def finetune_cmd(
         s = load_sections(config)
         m = {**s.get("model", {}), **parse_sets(model, "model")}
         t = {**s.get("train", {}), **parse_sets(train, "train")}
+        base = _dgenctr_model(pretrained)  # a DGenCTR model's options are overrides of its config
+        check_configs("genctr" if base is None else "dgenctr", m if base is None else {**base, **m}, t)
         return {"artifact": str(out), **finetune(build, out, m, t, pretrained)}
 
     _run(go)
+
+
+def _dgenctr_model(pretrained: Optional[Path]) -> dict[str, Any] | None:
+    """The model options of a DGenCTR pretrained artifact; None without one or for GenCTR."""
+    if pretrained is None:
+        return None
+    from genctr.training.artifacts import read_config
+    from genctr.training.run import KIND_DGENCTR
+
+    meta = read_config(pretrained)
+    return meta["model"] if meta["kind"] == KIND_DGENCTR else None
 
 
 def evaluate_cmd(

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +21,103 @@ from genctr.errors import ConfigError
 T = TypeVar("T")
 
 SOURCES = ("movielens", "taobao", "synthetic", "events")
+PREVIEW_CHARS = 80  # most characters of a user's value an error message echoes back
+
+
+def describe(value: Any, limit: int = PREVIEW_CHARS, *, raw: bool = False) -> str:
+    """``repr(value)`` (``str`` with ``raw``) cut to ``limit`` chars, e.g. ``'aaaa... (5242882 chars)'``.
+
+    Every error that echoes a user's value goes through here, so a 5 MiB value costs 100 bytes.
+    """
+    text = value if raw and isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} chars)"
+
+
+# ----------------------------------------------------------------------------- field types
+def _bad(where: str, what: str, value: Any) -> ConfigError:
+    return ConfigError(f"{where} must be {what}, got {describe(value)} ({type(value).__name__})")
+
+
+def coerce(where: str, hint: Any, value: Any) -> Any:
+    """``value`` checked against the annotation ``hint`` and returned in its canonical type.
+
+    bool is never taken for an int (``batch_size: true`` is not batch 1); an int must be
+    integral (``2.0`` -> 2, ``1.5`` refused); a float must be finite; a ``tuple[T, ...]`` comes
+    from a list or tuple (never a string); ``T | None`` allows None. Other annotations are
+    returned unchanged for the dataclass' own ``__post_init__`` to check.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(where, inner[0], value) if len(inner) == 1 else value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _bad(where, "true or false", value)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _bad(where, "an integer", value)
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if not (math.isfinite(value) and float(value).is_integer()):
+            raise _bad(where, "an integer", value)
+        return int(float(value))  # an integral float from YAML/JSON, e.g. 2.0
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise _bad(where, "a finite number", value)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _bad(where, "a string", value)
+        return value
+    if origin is tuple:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+            raise _bad(where, "a list", value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(f"{where}[{i}]", args[0], v) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _bad(where, f"a list of {len(args)} values", value)
+        return tuple(coerce(f"{where}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
+    return value
+
+
+def coerce_fields(cfg: Any, section: str) -> None:
+    """Check (and canonicalise) every field of dataclass ``cfg`` against its annotation.
+
+    Called first in ``__post_init__``, so the range checks after it compare numbers, never
+    strings; an error names ``<section>.<field>``. A nested dataclass field may be given as a
+    mapping and is built with :func:`from_dict`.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        hint, value, where = hints[f.name], getattr(cfg, f.name), f"{section}.{f.name}"
+        if dataclasses.is_dataclass(hint):
+            if isinstance(value, Mapping):
+                value = from_dict(hint, value, where)  # type: ignore[arg-type]
+            elif not isinstance(value, hint):  # type: ignore[arg-type]
+                raise _bad(where, f"a mapping of {where} options", value)
+        else:
+            value = coerce(where, hint, value)
+        object.__setattr__(cfg, f.name, value)
+
+
+def check_range(where: str, value: float, *, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    """ConfigError naming ``where`` unless ``value`` lies in the interval (open ends as given)."""
+    below = lo is not None and (value <= lo if lo_open else value < lo)
+    above = hi is not None and (value >= hi if hi_open else value > hi)
+    if below or above:
+        if hi is None:
+            bound = f"{'>' if lo_open else '>='} {lo:g}"
+        elif lo is None:
+            bound = f"{'<' if hi_open else '<='} {hi:g}"
+        else:
+            bound = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ConfigError(f"{where} must be {bound}, got {describe(value)}")
 
 
 @dataclass
@@ -32,13 +133,14 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        coerce_fields(self, "data")
         if self.source not in SOURCES:
-            raise ConfigError(f"data.source must be one of {SOURCES}, got {self.source!r}")
+            raise ConfigError(f"data.source must be one of {SOURCES}, got {describe(self.source)}")
         if self.category not in ("combo", "first"):
-            raise ConfigError(f"data.category must be 'combo' or 'first', got {self.category!r}")
+            raise ConfigError(f"data.category must be 'combo' or 'first', got {describe(self.category)}")
         for name in ("synthetic_events", "synthetic_users", "synthetic_items"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"data.{name} must be positive")
+            check_range(f"data.{name}", getattr(self, name), lo=1)
+        check_range("data.seed", self.seed, lo=0, hi=2**32 - 1)  # numpy seeds are non-negative
 
 
 @dataclass
@@ -50,35 +152,52 @@ class FeatureConfig:
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
     shuffle_partitions: int = 8
+    time_unit: str = "s"  # unit of numeric event_time in the events: s | ms | us | ns (converted to s)
 
     def __post_init__(self) -> None:
-        if self.max_seq_len < 1:
-            raise ConfigError("features.max_seq_len must be >= 1")
-        self.split = tuple(float(x) for x in self.split)  # type: ignore[assignment]
-        if len(self.split) != 3 or any(x < 0 for x in self.split) or abs(sum(self.split) - 1) > 1e-6:
-            raise ConfigError(f"features.split must be three non-negative fractions summing to 1, got {self.split}")
+        coerce_fields(self, "features")
+        check_range("features.max_seq_len", self.max_seq_len, lo=1)
+        if self.time_unit not in ("s", "ms", "us", "ns"):
+            raise ConfigError(f"features.time_unit must be one of s, ms, us, ns, got {describe(self.time_unit)}")
+        check_range("features.shuffle_partitions", self.shuffle_partitions, lo=1)
+        for name in ("spark_master", "spark_driver_memory"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"features.{name} must not be empty")
+        if any(x < 0 for x in self.split) or abs(sum(self.split) - 1) > 1e-6:
+            raise ConfigError("features.split must be three non-negative fractions summing to 1, "
+                              f"got {describe(self.split)}")
         if self.split[0] <= 0:
             raise ConfigError("features.split: the train fraction must be positive")
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
-    """Build dataclass ``cls`` from a plain dict, recursing into nested dataclasses."""
-    data = dict(data or {})
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, section: str = "") -> T:
+    """Build dataclass ``cls`` from a plain mapping, recursing into nested dataclasses.
+
+    ``section`` names the mapping in errors (``"model"``, ``"train"``; default: the class name).
+    A ``data`` that is not a mapping (a YAML list, a scalar) is a ConfigError naming the section;
+    None means "all defaults".
+    """
+    section = section or cls.__name__
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise _bad(section, "a mapping of options (key: value)", data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
+    unknown = sorted(describe(k) for k in data if k not in names)  # keys of any type sort as text
     if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown option(s) {unknown}; known: {sorted(names)}")
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise ConfigError(f"{section}: unknown option(s) {shown}; known: {sorted(names)}")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value)  # type: ignore[arg-type]
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            value = from_dict(hint, value, f"{section}.{key}")  # type: ignore[arg-type]
         kwargs[key] = value
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"{cls.__name__}: {exc}") from exc
+        raise ConfigError(f"{section}: {describe(str(exc), 200, raw=True)}") from exc
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -99,10 +218,11 @@ def load_file(path: str | Path) -> dict[str, Any]:
         else:
             loaded = json.loads(text)
     except Exception as exc:  # noqa: BLE001 - any parse error becomes a ConfigError
-        raise ConfigError(f"config file {p} could not be parsed: {exc}") from exc
+        raise ConfigError(f"config file {p} could not be parsed: {describe(str(exc), 200, raw=True)}") from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {p} must hold a mapping at the top level")
     return loaded
 
 
-__all__ = ["DataConfig", "FeatureConfig", "from_dict", "to_dict", "load_file", "field"]
+__all__ = ["DataConfig", "FeatureConfig", "check_range", "coerce", "coerce_fields", "describe", "field",
+           "from_dict", "load_file", "to_dict"]

@@ -24,6 +24,7 @@ import errno
 import hashlib
 import json
 import logging
+import numbers
 import os
 import posixpath
 import re
@@ -37,6 +38,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from genctr.config import describe
 from genctr.errors import ArtifactError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 REQUIRED_FILES = ("model.safetensors", "config.json")  # what every model directory holds
 COMPLETE = "_COMPLETE"  # completion marker, the last file written into a version
 POINTER = "champion.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always fullmatch: "$" would take "ctr\n"
 _CHUNK = 4 << 20  # bytes per read while copying and hashing
 
 
@@ -168,6 +170,7 @@ class ModelRegistry:
             version = self.champion(name)
             if version is None:
                 raise ArtifactError(f"model {name!r} has no champion yet; register and set_champion first")
+        _check_version(version)
         path = self._version_path(name, version)
         try:
             marker = json.loads(self.fs.cat_file(f"{path}/{COMPLETE}"))
@@ -322,16 +325,21 @@ class ModelRegistry:
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"model name {name!r} must be 1-128 letters, digits, '.', '_' or '-', "
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(f"model name {describe(name)} must be 1-128 letters, digits, '.', '_' or '-', "
                           "starting with a letter or digit")
+
+
+def _check_version(version: Any) -> None:
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1:
+        raise ConfigError(f"model version must be an integer >= 1, got {describe(version)}")
 
 
 def _json_object(value: dict[str, Any], what: str) -> dict[str, Any]:
     try:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"registry {what} must be JSON-serialisable: {exc}") from exc
+        raise ConfigError(f"registry {what} must be JSON-serialisable: {describe(str(exc), 200, raw=True)}") from exc
 
 
 def _as_version(text: str) -> int | None:

@@ -4,12 +4,14 @@ Two suites, each run in a fresh ephemeral GX context (nothing is written to a GX
 
     events    on a pandas DataFrame of canonical events (``genctr.data.schema``), before the
               feature build: columns and types, no null ids/time/label, label in {0, 1}, a sane
-              time range, unique request ids, enough rows, a plausible click rate.
+              time range, unique request ids, enough rows, a plausible click rate; where
+              present, price finite in [0, max_price] and position a non-negative integer.
     samples   on the three samples tables of a build (``genctr.features.layout``), read with
               pandas or Spark: label in {0, 1}, ``seq_len`` in [0, L] (a numeric column: GX's
               value-length expectation measures strings), ``hist_end >= seq_len``, no leakage
               (``last_beh_time < event_time``), sample ids unique across splits, click rate
-              and row counts per split, indices inside the vocabularies of ``stats.json``.
+              and row counts per split, indices inside the vocabularies of ``stats.json``,
+              price in [0, max_price] (NaN and inf fail on both engines).
 
 Every run writes a Markdown and an HTML report naming each expectation with its observed
 value; ``raise_on_failure=True`` turns a failed run into ``DataValidationError``.
@@ -25,7 +27,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genctr.data.schema import REQUIRED
+from genctr.data.event_time import FUTURE_SLACK_S, MIN_EVENT_TIME
+from genctr.data.schema import INT32_MAX, MAX_PRICE, REQUIRED
 from genctr.errors import ArtifactError, ConfigError, DataValidationError
 from genctr.features.expectations_report import ExpectationOutcome, outcome_from_gx, write_reports
 from genctr.features.layout import OOV, SPLITS, BuildLayout
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EPOCH_1990 = 631_152_000  # 1990-01-01T00:00:00Z: nothing in a click log is older
+EPOCH_1990 = MIN_EVENT_TIME  # 1990-01-01T00:00:00Z: nothing in a click log is older
 
 # Samples columns and their pandas dtypes (layout.py); Spark names the same types differently.
 SAMPLE_COLUMNS = {
@@ -57,8 +60,9 @@ class ExpectationsConfig:
     min_click_rate: float = 0.001  # mean label, events and every samples split
     max_click_rate: float = 0.9  # above this the label is almost surely not a click
     min_event_time: int = EPOCH_1990  # epoch seconds; earlier times are unit or parsing bugs
-    future_slack_s: int = 3_600  # clock skew tolerated beyond "now" for event_time
+    future_slack_s: int = FUTURE_SLACK_S  # clock skew tolerated beyond "now" for event_time
     min_rows_per_split: int = 1  # samples suite: every split must have at least this many rows
+    max_price: float = MAX_PRICE  # prices above this are unit or parsing bugs (and inf, NaN, < 0 fail)
 
     def __post_init__(self) -> None:
         if self.min_events < 0 or self.min_rows_per_split < 0:
@@ -68,6 +72,9 @@ class ExpectationsConfig:
                               f"{self.min_click_rate}, {self.max_click_rate}")
         if self.future_slack_s < 0:
             raise ConfigError("expectations: future_slack_s must be >= 0")
+        if isinstance(self.max_price, bool) or not isinstance(self.max_price, (int, float)) \
+                or not 0.0 < self.max_price < float("inf"):
+            raise ConfigError(f"expectations: max_price must be a positive finite number, got {str(self.max_price)[:40]}")
 
 
 @dataclass
@@ -106,7 +113,7 @@ def validate_events(df: pd.DataFrame, cfg: ExpectationsConfig | None, report_dir
     failing expectation, its observed value and the report path.
     """
     cfg = cfg or ExpectationsConfig()
-    specs = partial(_events_suite, cfg, int(time.time()))
+    specs = partial(_events_suite, cfg, int(time.time()), frozenset(df.columns))
     return _run("events", "pandas", df, specs, Path(report_dir),
                 raise_on_failure, {"rows": len(df)})
 
@@ -144,7 +151,7 @@ def validate_samples(build_dir: str | Path, cfg: ExpectationsConfig | None, repo
 Spec = tuple[str, str, Any]
 
 
-def _events_suite(cfg: ExpectationsConfig, now: int) -> list[Spec]:
+def _events_suite(cfg: ExpectationsConfig, now: int, columns: frozenset[str]) -> list[Spec]:
     import great_expectations.expectations as E
 
     specs: list[Spec] = []
@@ -166,7 +173,26 @@ def _events_suite(cfg: ExpectationsConfig, now: int) -> list[Spec]:
          E.ExpectColumnMeanToBeBetween(column="clicked", min_value=cfg.min_click_rate,
                                        max_value=cfg.max_click_rate)),
     ]
+    if "price" in columns:  # optional columns: checked where the events carry them
+        specs += _price_specs(E, cfg)
+    if "position" in columns:
+        specs += [
+            ("position_integer", "position has an integer dtype",
+             E.ExpectColumnValuesToBeInTypeList(column="position", type_list=["int8", "int16", "int32", "int64"])),
+            ("position_in_range", f"position in [0, {INT32_MAX}]",
+             E.ExpectColumnValuesToBeBetween(column="position", min_value=0, max_value=INT32_MAX)),
+        ]
     return specs
+
+
+def _price_specs(E: Any, cfg: ExpectationsConfig) -> list[Spec]:
+    # pandas GX counts NaN as null (so not_null catches it); Spark orders NaN above every
+    # number, so the upper bound catches it there, and inf on both.
+    return [
+        ("price_not_null", "price has no nulls or NaN", E.ExpectColumnValuesToNotBeNull(column="price")),
+        ("price_in_range", f"price finite and in [0, {cfg.max_price:g}]",
+         E.ExpectColumnValuesToBeBetween(column="price", min_value=0, max_value=cfg.max_price)),
+    ]
 
 
 def _samples_suite(cfg: ExpectationsConfig, L: int, vocab_sizes: dict[str, int], engine: str,
@@ -200,6 +226,7 @@ def _samples_suite(cfg: ExpectationsConfig, L: int, vocab_sizes: dict[str, int],
          E.ExpectColumnValuesToBeUnique(column="sample_id")),
         ("click_rate", f"mean label in [{cfg.min_click_rate}, {cfg.max_click_rate}]",
          E.ExpectColumnMeanToBeBetween(column=_RATE, min_value=cfg.min_click_rate, max_value=cfg.max_click_rate)),
+        _price_specs(E, cfg)[1],  # price_not_null above covers NaN on pandas
     ]
     for split in SPLITS:
         in_split = Column(name="split") == split

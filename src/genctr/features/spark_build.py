@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genctr.config import FeatureConfig
-from genctr.data.schema import REQUIRED
-from genctr.errors import ConfigError, DataValidationError, GenCTRError
+from genctr.errors import ConfigError, GenCTRError
 from genctr.features.layout import FIRST_ID, SPLITS, BuildLayout
+from genctr.features.spark_events import events_uri, read_events
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -39,8 +39,9 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
     """Build features from the canonical events at ``events`` into ``out_dir``; returns stats.
 
     Raises ConfigError for an unusable ``out_dir`` and DataValidationError for missing or
-    malformed events. ``spark`` defaults to a session built from ``cfg`` (left running for
-    reuse; the caller stops it). A crash that kills the process outright (SIGKILL) can leave
+    malformed events (checked before any cast: ``genctr.features.spark_events``); numeric
+    event times are in ``cfg.time_unit``. ``spark`` defaults to a session built from
+    ``cfg`` (left running for reuse; the caller stops it). A crash that kills the process outright (SIGKILL) can leave
     a hidden ``.<name>.tmp-*`` sibling behind; ``out_dir`` itself is never half-written.
     """
     from genctr.features.spark_session import get_spark
@@ -48,7 +49,11 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
     out = Path(out_dir).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {out} exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the directory of output {out}: {exc.strerror or exc}") from exc
+    events_uri(events)  # a missing input fails before paying for a Spark start-up
     if spark is None:
         spark = get_spark(cfg.spark_master, shuffle_partitions=cfg.shuffle_partitions,
                           driver_memory=cfg.spark_driver_memory)
@@ -57,7 +62,7 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
     cached: list[DataFrame] = []
     try:
-        stats = _build_into(_read_events(spark, events), BuildLayout(tmp), cfg, cached)
+        stats = _build_into(read_events(spark, events, time_unit=cfg.time_unit), BuildLayout(tmp), cfg, cached)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -67,63 +72,6 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
             df.unpersist()
     log.info("feature build written to %s: %s", out, json.dumps(stats["splits"]))
     return stats
-
-
-def _read_events(spark: SparkSession, events: str | Path) -> DataFrame:
-    """Read events, check columns, nulls and labels; cast to the canonical types."""
-    from py4j.protocol import Py4JJavaError
-    from pyspark.errors import PySparkException
-    from pyspark.sql import functions as F
-
-    uri = _events_uri(events)
-    try:
-        df = spark.read.parquet(uri)
-    except (PySparkException, Py4JJavaError) as exc:
-        reason = exc.java_exception.toString() if isinstance(exc, Py4JJavaError) else str(exc)
-        raise DataValidationError(f"events at {events} could not be read as Parquet: {reason}") from exc
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise DataValidationError(
-            f"events at {events}: missing required column(s) {missing}; expected {list(REQUIRED)}")
-    time_type = dict(df.dtypes)["event_time"]
-    event_time = F.unix_timestamp("event_time") if time_type.startswith("timestamp") else F.col("event_time")
-    price = F.col("price").try_cast("double") if "price" in df.columns else F.lit(0.0)
-    # try_cast: a value of the wrong type becomes null and is reported by _check_events
-    df = df.select(*[F.col(c).try_cast("long").alias(c) for c in ("request_id", "user_id", "item_id", "category_id")],
-                   event_time.try_cast("long").alias("event_time"),
-                   F.col("clicked").try_cast("int").alias("clicked"),
-                   F.coalesce(price, F.lit(0.0)).alias("price"))
-    _check_events(df, events)
-    return df
-
-
-def _events_uri(events: str | Path) -> str:
-    """A local path becomes a file:// URI (it must exist); other URIs (s3a://...) pass through."""
-    uri = str(events)
-    if "://" in uri:
-        return uri
-    path = Path(uri).expanduser().absolute()
-    if not path.exists():
-        raise DataValidationError(f"events path {path} does not exist")
-    return path.as_uri()
-
-
-def _check_events(df: DataFrame, events: str | Path) -> None:
-    """One aggregate pass: no rows, null ids/times or labels outside {0, 1} are errors."""
-    from pyspark.sql import functions as F
-
-    cols = ["request_id", "user_id", "item_id", "category_id", "event_time", "clicked"]
-    row = df.agg(F.count(F.lit(1)).alias("rows"),
-                 *[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in cols],
-                 F.sum((~F.col("clicked").isin(0, 1)).cast("long")).alias("bad_label")).first()
-    if row is None or row["rows"] == 0:
-        raise DataValidationError(f"events at {events} hold no rows")
-    nulls = {c: row[c] for c in cols if row[c]}
-    if nulls:
-        raise DataValidationError(f"events at {events}: null or non-numeric values in {nulls}")
-    if row["bad_label"]:
-        raise DataValidationError(f"events at {events}: column 'clicked' must be 0 or 1 "
-                                  f"({row['bad_label']} rows are not)")
 
 
 def _build_into(events: DataFrame, lay: BuildLayout, cfg: FeatureConfig,
@@ -265,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                    metavar=("TRAIN", "VALID", "TEST"))
     p.add_argument("--shuffle-partitions", type=int, default=FeatureConfig.shuffle_partitions)
     p.add_argument("--driver-memory", default=FeatureConfig.spark_driver_memory)
+    p.add_argument("--time-unit", default=FeatureConfig.time_unit, choices=("s", "ms", "us", "ns"),
+                   help="unit of numeric event_time in the events (converted to seconds)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -273,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = FeatureConfig(max_seq_len=args.max_seq_len, split=tuple(args.split),
                             spark_master=args.master or "local[*]", spark_driver_memory=args.driver_memory,
-                            shuffle_partitions=args.shuffle_partitions)
-        _events_uri(args.events)  # fail before paying for a Spark start-up
+                            shuffle_partitions=args.shuffle_partitions, time_unit=args.time_unit)
+        events_uri(args.events)  # fail before paying for a Spark start-up
     except GenCTRError as exc:
         p.error(str(exc))
     spark = get_spark(args.master, shuffle_partitions=cfg.shuffle_partitions, driver_memory=cfg.spark_driver_memory)

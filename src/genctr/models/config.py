@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from genctr.config import check_range, coerce_fields, describe
 from genctr.errors import ConfigError
 from genctr.features.layout import FIRST_ID
 
@@ -22,15 +23,11 @@ POOLINGS = ("sum", "mean")  # target-attention pooling (see TargetAttention)
 INITS = ("xavier", "torch")  # Linear-layer init of the backbones (see ModelConfig.init)
 
 
-def _positive_dims(name: str, dims: Any) -> tuple[int, ...]:
-    """Accept a list/tuple of positive ints (YAML gives lists); return a tuple."""
-    try:
-        out = tuple(int(d) for d in dims)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model.{name} must be a list of positive integers, got {dims!r}") from exc
-    if not out or any(d <= 0 for d in out):
-        raise ConfigError(f"model.{name} must be a non-empty list of positive integers, got {dims!r}")
-    return out
+def _positive_dims(name: str, dims: tuple[int, ...]) -> tuple[int, ...]:
+    """A non-empty tuple of positive ints (already type-checked by ``coerce_fields``)."""
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"model.{name} must be a non-empty list of positive integers, got {describe(dims)}")
+    return dims
 
 
 @dataclass
@@ -47,17 +44,16 @@ class DecoderConfig:
     attn_dropout: float | None = None
 
     def __post_init__(self) -> None:
-        if self.attn_dropout is not None and not 0.0 <= self.attn_dropout < 1.0:
-            raise ConfigError(f"model.decoder.attn_dropout must be in [0, 1) or null, got {self.attn_dropout}")
+        coerce_fields(self, "model.decoder")
         for name in ("d_model", "n_layers", "n_heads", "ffn_mult"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"model.decoder.{name} must be >= 1, got {getattr(self, name)}")
+            check_range(f"model.decoder.{name}", getattr(self, name), lo=1)
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"model.decoder.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.decoder.dropout must be in [0, 1), got {self.dropout}")
+        check_range("model.decoder.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+        if self.attn_dropout is not None:
+            check_range("model.decoder.attn_dropout", self.attn_dropout, lo=0.0, hi=1.0, hi_open=True)
 
 
 @dataclass
@@ -92,12 +88,7 @@ class ModelConfig:
     transfer: str = "none"  # none | share (embedding init) | integrate (share + decoder feature)
 
     def __post_init__(self) -> None:
-        if isinstance(self.decoder, dict):
-            from genctr.config import from_dict
-
-            self.decoder = from_dict(DecoderConfig, self.decoder)
-        if not isinstance(self.decoder, DecoderConfig):
-            raise ConfigError(f"model.decoder must be a mapping of decoder options, got {self.decoder!r}")
+        coerce_fields(self, "model")  # types first (a decoder mapping becomes a DecoderConfig)
         self._check_choice("backbone", BACKBONES)
         self._check_choice("negatives", NEGATIVES)
         self._check_choice("similarity", SIMILARITIES)
@@ -107,23 +98,20 @@ class ModelConfig:
         self.mlp_dims = _positive_dims("mlp_dims", self.mlp_dims)
         self.attention_dims = _positive_dims("attention_dims", self.attention_dims)
         for name in ("embed_dim", "cross_layers", "max_seq_len", "n_negatives"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+            check_range(f"model.{name}", getattr(self, name), lo=1)
         for name in ("n_users", "n_items", "n_cates"):
-            n = int(getattr(self, name))
+            n = getattr(self, name)
             if n != 0 and n <= FIRST_ID:
                 raise ConfigError(
                     f"model.{name} is a table size (largest index + 1) and must be > {FIRST_ID} "
                     f"(rows 0 and 1 are padding and OOV), or 0 for 'not set yet'; got {n}"
                 )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if not self.temperature > 0:
-            raise ConfigError(f"model.temperature must be > 0, got {self.temperature}")
+        check_range("model.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+        check_range("model.temperature", self.temperature, lo=0.0, lo_open=True)
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         if getattr(self, name) not in choices:
-            raise ConfigError(f"model.{name} must be one of {choices}, got {getattr(self, name)!r}")
+            raise ConfigError(f"model.{name} must be one of {choices}, got {describe(getattr(self, name))}")
 
     def with_vocab(self, n_users: int, n_items: int, n_cates: int) -> ModelConfig:
         """A copy with the vocabulary table sizes set (validated again)."""

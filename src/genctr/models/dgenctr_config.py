@@ -12,9 +12,9 @@ denoiser is a set function, so the order tokens are stacked in does not matter):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from genctr.config import check_range, coerce_fields, describe
 from genctr.errors import ConfigError
 
 FIELDS: tuple[str, ...] = ("user", "item", "cate", "price", "seq", "label")
@@ -61,42 +61,32 @@ class DGenCTRConfig:
     price_boundaries: tuple[float, ...] = DEFAULT_PRICE_BOUNDARIES  # price bucket edges, increasing
 
     def __post_init__(self) -> None:
+        coerce_fields(self, "dgenctr")  # types first: bools are not ints, floats are finite
         for name in ("embed_dim", "n_layers", "n_heads", "ffn_mult", "head_hidden", "timesteps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"dgenctr.{name} must be a positive integer, got {value!r}")
+            check_range(f"dgenctr.{name}", getattr(self, name), lo=1)
         if self.embed_dim % self.n_heads:
             raise ConfigError(
                 f"dgenctr.embed_dim ({self.embed_dim}) must be divisible by n_heads ({self.n_heads})"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dgenctr.dropout must be in [0, 1), got {self.dropout}")
-        if not self.temperature > 0.0:
-            raise ConfigError(f"dgenctr.temperature must be positive, got {self.temperature}")
-        if not 0.0 < self.fixed_mask_ratio <= 1.0:
-            raise ConfigError(f"dgenctr.fixed_mask_ratio must be in (0, 1], got {self.fixed_mask_ratio}")
+        check_range("dgenctr.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+        check_range("dgenctr.temperature", self.temperature, lo=0.0, lo_open=True)
+        check_range("dgenctr.fixed_mask_ratio", self.fixed_mask_ratio, lo=0.0, hi=1.0, lo_open=True)
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("loss_weighting", LOSS_WEIGHTINGS)
         self._check_choice("transfer", TRANSFER_MODES)
-        for name in ("label_in_pretraining", "diffusion", "feature_specific_heads"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"dgenctr.{name} must be true or false, got {getattr(self, name)!r}")
         self._check_boundaries()
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         if getattr(self, name) not in choices:
-            raise ConfigError(f"dgenctr.{name} must be one of {choices}, got {getattr(self, name)!r}")
+            raise ConfigError(f"dgenctr.{name} must be one of {choices}, got {describe(getattr(self, name))}")
 
     def _check_boundaries(self) -> None:
-        try:
-            bounds = tuple(float(x) for x in self.price_boundaries)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"dgenctr.price_boundaries must be a list of numbers: {exc}") from exc
-        if not bounds or not all(math.isfinite(b) and b > 0 for b in bounds):
-            raise ConfigError("dgenctr.price_boundaries must be a non-empty list of positive numbers")
+        bounds = self.price_boundaries  # a tuple of finite floats (coerce_fields)
+        if not bounds or not all(b > 0 for b in bounds):
+            raise ConfigError("dgenctr.price_boundaries must be a non-empty list of positive numbers, "
+                              f"got {describe(bounds)}")
         if any(b >= c for b, c in zip(bounds, bounds[1:])):
-            raise ConfigError(f"dgenctr.price_boundaries must be strictly increasing, got {bounds}")
-        self.price_boundaries = bounds
+            raise ConfigError(f"dgenctr.price_boundaries must be strictly increasing, got {describe(bounds)}")
 
     @property
     def n_price(self) -> int:

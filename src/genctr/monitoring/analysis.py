@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from genctr.config import describe
 from genctr.errors import ConfigError
 from genctr.monitoring.logs import ARMS, ABLogs
 
@@ -73,6 +74,8 @@ class ABAnalysis:
     srm: SRMResult
     mixed_users: int  # users seen in both arms: broken assignment, counted in each arm
     shortfalls: list[str] = field(default_factory=list)  # sample sizes still below the policy's minimum
+    # rows of the logs not taken at face value: orphan_clicks (never credited), duplicate_* (dropped)
+    log_quality: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -96,7 +99,8 @@ def json_safe(x: Any) -> Any:
 def check_canary_percent(canary_percent: int) -> None:
     if isinstance(canary_percent, bool) or not isinstance(canary_percent, (int, np.integer)) \
             or not 0 < canary_percent < 100:
-        raise ConfigError(f"canary_percent must be an integer in 1..99 for an A/B analysis, got {canary_percent!r}")
+        raise ConfigError("canary_percent must be an integer in 1..99 for an A/B analysis, "
+                          f"got {describe(canary_percent)}")
 
 
 # ----------------------------------------------------------------------------- delta method
@@ -263,7 +267,8 @@ def analyze(logs: ABLogs, canary_percent: int, policy: CanaryPolicy) -> ABAnalys
     ctr, rpm, srm = _analyze_totals(totals, canary_percent, policy.alpha)
     arms = {a: {k: float(v) for k, v in row.items()} for a, row in arm_metrics(logs).iterrows()}
     shortfalls = sample_shortfalls(arms, policy.min_users_per_arm, policy.min_impressions_per_arm)
-    result = ABAnalysis(canary_percent, policy.alpha, arms, ctr, rpm, srm, mixed, shortfalls)
+    result = ABAnalysis(canary_percent, policy.alpha, arms, ctr, rpm, srm, mixed, shortfalls,
+                        asdict(logs.quality))
     log.info("A/B: CTR uplift %+.2f%% [%+.2f%%, %+.2f%%], RPM uplift %+.2f%% [%+.2f%%, %+.2f%%], SRM p=%.3g",
              100 * ctr.estimate, 100 * ctr.lo, 100 * ctr.hi, 100 * rpm.estimate, 100 * rpm.lo, 100 * rpm.hi,
              srm.p_value)

@@ -8,7 +8,9 @@ through the :class:`~genctr.deploy.base.Deployer` interface only, so the same st
 local ModelServer and a KServe InferenceService. A promotion also moves the registry's
 champion pointer to the canary's version (the gate of the next training run compares against
 it); a rollback leaves the pointer where it is. Every decision is appended, with its numbers,
-to ``<out_dir>/decisions.jsonl`` and logged.
+to ``<out_dir>/decisions.jsonl`` and logged. Every file is written to a unique temporary name
+and renamed into place, and numbers that are not finite are written as null, so a reader never
+sees half a line, an empty file or a NaN that strict JSON parsers refuse.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from genctr.errors import ConfigError
-from genctr.monitoring.analysis import ABAnalysis, analyze, arm_metrics, uplift_over_time
+from genctr.monitoring.analysis import ABAnalysis, analyze, arm_metrics, json_safe, uplift_over_time
 from genctr.monitoring.decision import CanaryPolicy, Decision, decide
-from genctr.monitoring.logs import ABLogs, read_logs
+from genctr.monitoring.logs import ARMS, ABLogs, read_logs
 
 if TYPE_CHECKING:
     from genctr.deploy.base import Deployer
@@ -45,10 +48,11 @@ class CanaryOutcome:
     paths: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.decision.action, "acted": self.acted, "reasons": self.decision.reasons,
-                "numbers": self.decision.numbers, "analysis": self.analysis.to_dict(),
-                "champion_uri": self.champion_uri, "canary_uri": self.canary_uri,
-                "canary_version": self.canary_version, "paths": self.paths}
+        """Strict-JSON-safe (NaN/inf -> None) summary of the turn."""
+        return json_safe({"action": self.decision.action, "acted": self.acted, "reasons": self.decision.reasons,
+                          "numbers": self.decision.numbers, "analysis": self.analysis.to_dict(),
+                          "champion_uri": self.champion_uri, "canary_uri": self.canary_uri,
+                          "canary_version": self.canary_version, "paths": self.paths})
 
 
 def window(logs: ABLogs, since_ts: int | None) -> ABLogs:
@@ -57,7 +61,8 @@ def window(logs: ABLogs, since_ts: int | None) -> ABLogs:
         return logs
     return ABLogs(logs.requests[logs.requests["ts"] >= since_ts].reset_index(drop=True),
                   logs.impressions[logs.impressions["ts"] >= since_ts].reset_index(drop=True),
-                  logs.clicks[logs.clicks["ts"] >= since_ts].reset_index(drop=True))
+                  logs.clicks[logs.clicks["ts"] >= since_ts].reset_index(drop=True),
+                  logs.quality)  # counted over the whole log: a duplicate is a fault wherever it is
 
 
 def version_of(registry: ModelRegistry, name: str, uri: str) -> int | None:
@@ -69,14 +74,30 @@ def version_of(registry: ModelRegistry, name: str, uri: str) -> int | None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name beside ``path``, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write ``text`` to a unique temporary name beside ``path``, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when the write failed
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, allow_nan=False))
+    write_atomic(path, json.dumps(json_safe(obj), indent=2, allow_nan=False))
+
+
+def append_line(path: Path, obj: Any) -> None:
+    """Append one JSON line to ``path`` by rewriting it whole (temporary file + rename).
+
+    A decision log grows by one short line per canary turn, so the copy is cheap, and a crash
+    leaves the old file or the new one, never a torn last line.
+    """
+    line = json.dumps(json_safe(obj), allow_nan=False) + "\n"  # serialised first: a failure writes nothing
+    old = path.read_text() if path.exists() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"  # a line written by an older version without its newline stays a line of its own
+    write_atomic(path, old + line)
 
 
 def analyse_logs(logs: ABLogs, canary_percent: int, policy: CanaryPolicy, out_dir: str | Path,
@@ -88,7 +109,7 @@ def analyse_logs(logs: ABLogs, canary_percent: int, policy: CanaryPolicy, out_di
     decision = decide(analysis, policy)
     paths = {"analysis": str(out / "analysis.json"), "arms": str(out / "arms.csv")}
     _write_json(out / "analysis.json", {"analysis": analysis.to_dict(), "decision": decision.to_dict()})
-    arm_metrics(logs).to_csv(out / "arms.csv")
+    write_atomic(out / "arms.csv", arm_metrics(logs).to_csv())
     if plots and len(logs.impressions):
         from genctr.monitoring.plots import plot_arm_bars, plot_uplift_over_time
 
@@ -123,10 +144,10 @@ def run_canary_step(log_dir: str | Path, deployer: Deployer, policy: CanaryPolic
     status = deployer.status()
     if not status.canary_uri:
         raise ConfigError(f"deployment {status.name} has no canary in progress: nothing to judge")
-    logs = window(read_logs(log_dir), since_ts)
+    logs = window(read_logs(log_dir, policy.duplicates), since_ts)
     out = Path(out_dir)
     analysis, decision, paths = analyse_logs(logs, status.canary_percent, policy, out)
-    if drift and len(logs.impressions):
+    if drift and all((logs.impressions["arm"] == arm).any() for arm in ARMS):  # drift compares two arms
         from genctr.monitoring.drift import drift_report
 
         reports = drift_report(logs, out, reference=reference)
@@ -137,8 +158,7 @@ def run_canary_step(log_dir: str | Path, deployer: Deployer, policy: CanaryPolic
     outcome = CanaryOutcome(decision, analysis, acted, after.champion_uri, status.canary_uri, canary_version, paths)
     entry = {"time": time.time(), "deployment": status.name, "canary_percent": status.canary_percent,
              "dry_run": dry_run, **outcome.to_dict()}
-    with (out / "decisions.jsonl").open("a") as f:
-        f.write(json.dumps(entry, allow_nan=False) + "\n")
+    append_line(out / "decisions.jsonl", entry)
     _write_json(out / "decision.json", entry)
     paths["decision"] = str(out / "decision.json")
     log.info("canary %s (%s): %s -> %s; %s", status.canary_uri, status.name, decision.action, acted,

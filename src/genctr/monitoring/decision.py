@@ -11,6 +11,9 @@ Order of the rules:
 4. CTR uplift's lower bound above ``ctr_uplift_threshold`` (and RPM not significantly worse)
    -> ``promote``; otherwise ``continue``.
 
+Before all of them: a window without a single request or impression in either arm is
+``continue`` with the reason "no traffic yet" (nothing can be judged, nothing is wrong).
+
 Every reason string carries the numbers it was decided on.
 """
 from __future__ import annotations
@@ -20,9 +23,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from genctr.config import from_dict
+from genctr.config import describe, from_dict
 from genctr.errors import ConfigError
 from genctr.monitoring.analysis import ABAnalysis, json_safe, sample_shortfalls
+from genctr.monitoring.logs import DUPLICATE_POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +45,31 @@ class CanaryPolicy:
     srm_alpha: float = 0.001  # SRM p-value below this = broken split (strict: SRM is checked often)
     max_error_rate: float = 0.01  # canary share of non-200 scoring calls
     max_p99_latency_ms: float = 200.0  # canary p99 scoring latency
+    # a (request_id, item_id) logged twice: "refuse" = DataValidationError, "dedupe" = keep the first
+    # row per key and count the rest (see genctr.monitoring.logs)
+    duplicates: str = "refuse"
 
     def __post_init__(self) -> None:
         for name in ("alpha", "srm_alpha"):
             if not 0.0 < _number(self, name) < 1.0:
-                raise ConfigError(f"canary policy {name} must be in (0, 1), got {getattr(self, name)!r}")
+                raise ConfigError(f"canary policy {name} must be in (0, 1), got {describe(getattr(self, name))}")
         for name in ("min_users_per_arm", "min_impressions_per_arm"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ConfigError(f"canary policy {name} must be an integer >= 2, got {value!r}")
+                raise ConfigError(f"canary policy {name} must be an integer >= 2, got {describe(value)}")
         if not -1.0 < _number(self, "ctr_uplift_threshold") < 10.0:
             raise ConfigError("canary policy ctr_uplift_threshold is a relative uplift and must be in (-1, 10), "
-                              f"got {self.ctr_uplift_threshold!r}")
+                              f"got {describe(self.ctr_uplift_threshold)}")
         if not isinstance(self.rpm_must_not_be_worse, bool):
             raise ConfigError(f"canary policy rpm_must_not_be_worse must be true or false, "
-                              f"got {self.rpm_must_not_be_worse!r}")
+                              f"got {describe(self.rpm_must_not_be_worse)}")
         if not 0.0 <= _number(self, "max_error_rate") <= 1.0:
-            raise ConfigError(f"canary policy max_error_rate must be in [0, 1], got {self.max_error_rate!r}")
+            raise ConfigError(f"canary policy max_error_rate must be in [0, 1], got {describe(self.max_error_rate)}")
         if not _number(self, "max_p99_latency_ms") > 0.0:
-            raise ConfigError(f"canary policy max_p99_latency_ms must be positive, got {self.max_p99_latency_ms!r}")
+            raise ConfigError(f"canary policy max_p99_latency_ms must be positive, got {describe(self.max_p99_latency_ms)}")
+        if self.duplicates not in DUPLICATE_POLICIES:
+            raise ConfigError(f"canary policy duplicates must be one of {DUPLICATE_POLICIES}, "
+                              f"got {describe(self.duplicates)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CanaryPolicy:
@@ -70,7 +80,7 @@ class CanaryPolicy:
 def _number(policy: CanaryPolicy, name: str) -> float:
     value = getattr(policy, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"canary policy {name} must be a finite number, got {value!r}")
+        raise ConfigError(f"canary policy {name} must be a finite number, got {describe(value)}")
     return float(value)
 
 
@@ -136,6 +146,7 @@ def _numbers(a: ABAnalysis) -> dict[str, Any]:
         "rpm_uplift": a.rpm.estimate, "rpm_lo": a.rpm.lo, "rpm_hi": a.rpm.hi, "rpm_p": a.rpm.p_value,
         "srm_p": a.srm.p_value, "canary_error_rate": canary["error_rate"],
         "canary_p99_latency_ms": canary["latency_p99_ms"], "mixed_users": a.mixed_users,
+        **a.log_quality,
     }
 
 
@@ -151,6 +162,10 @@ def decide(analysis: ABAnalysis, policy: CanaryPolicy) -> Decision:
 
 
 def _decide(a: ABAnalysis, policy: CanaryPolicy, numbers: dict[str, Any]) -> Decision:
+    if all(a.arms[arm]["requests"] == 0 and a.arms[arm]["impressions"] == 0 for arm in a.arms):
+        shortfalls = sample_shortfalls(a.arms, policy.min_users_per_arm, policy.min_impressions_per_arm)
+        return Decision("continue", ["no traffic yet: no request or impression logged for either arm",
+                                     *shortfalls], numbers)
     breaks = guardrail_breaks(a, policy)
     if breaks:
         return Decision("rollback", breaks, numbers)

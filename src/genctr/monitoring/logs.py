@@ -37,20 +37,32 @@ clicks
     request_id    string
     item_id       int64
     ts            int64
+
+A click is credited to the impression with the same (request_id, item_id) key, nothing else.
+A key shown twice, or clicked twice, is a logging fault: by default (``duplicates="refuse"``) it
+is a DataValidationError, with ``duplicates="dedupe"`` the first row per key is kept (the
+earliest click) and the dropped rows are counted. A click whose key was never shown (an
+*orphan*, e.g. from a page cached before the rollout) is counted and never credited.
 """
 from __future__ import annotations
 
+import logging
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from genctr.errors import DataValidationError
+from genctr.config import describe
+from genctr.errors import ConfigError, DataValidationError
 
 ARMS = ("champion", "canary")
+KEY = ["request_id", "item_id"]  # what joins a click to the impression it is credited to
+DUPLICATE_POLICIES = ("refuse", "dedupe")
+log = logging.getLogger(__name__)
 
 REQUEST_SCHEMA = {"request_id": "string", "ts": "int64", "user_id": "int64", "arm": "string",
                   "status": "int32", "latency_ms": "float64", "n_candidates": "int32"}
@@ -62,10 +74,20 @@ SCHEMAS = {"requests": REQUEST_SCHEMA, "impressions": IMPRESSION_SCHEMA, "clicks
 
 
 @dataclass
+class LogQuality:
+    """Rows of the raw logs that were not taken at face value (all 0 on clean logs)."""
+
+    orphan_clicks: int = 0  # click keys that match no impression: never credited
+    duplicate_impressions: int = 0  # extra rows of an already-seen impression key (dedupe only)
+    duplicate_clicks: int = 0  # extra clicks on an already-clicked key (dedupe only)
+
+
+@dataclass
 class ABLogs:
     requests: pd.DataFrame
-    impressions: pd.DataFrame  # with ``clicked`` (int8) and ``revenue`` (cpc if clicked) joined in
-    clicks: pd.DataFrame
+    impressions: pd.DataFrame  # one row per key, with ``clicked`` (int8) and ``revenue`` (cpc if clicked)
+    clicks: pd.DataFrame  # the credited clicks only: one per impression key, its earliest
+    quality: LogQuality = field(default_factory=LogQuality)
 
 
 def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -79,14 +101,19 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
         try:
             out[col] = df[col].astype(dtype)
         except (TypeError, ValueError) as exc:
-            raise DataValidationError(f"{table} log column {col!r} is not {dtype}: {exc}") from exc
+            raise DataValidationError(f"{table} log column {col!r} is not {dtype}: "
+                                      f"{describe(str(exc), 200, raw=True)}") from exc
         if out[col].isna().any():
             raise DataValidationError(f"{table} log column {col!r} has nulls")
     if "arm" in schema:
         bad = sorted(set(out["arm"].unique()) - set(ARMS))
         if bad:
-            raise DataValidationError(f"{table} log has unknown arm(s) {bad}; expected {list(ARMS)}")
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise DataValidationError(f"{table} log has unknown arm(s) {describe(bad[:5])}{more}; "
+                                      f"expected {list(ARMS)}")
     for col in ("bid", "pctr", "cpc", "latency_ms"):
+        if col in schema and not np.isfinite(out[col].to_numpy()).all():
+            raise DataValidationError(f"{table} log column {col!r} has NaN or infinite values")
         if col in schema and (out[col].to_numpy() < 0).any():
             raise DataValidationError(f"{table} log column {col!r} has negative values")
     if table == "impressions" and (out["cpc"].to_numpy() > out["bid"].to_numpy() + 1e-9).any():
@@ -101,36 +128,79 @@ def append(log_dir: str | Path, table: str, df: pd.DataFrame) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     name = f"part-{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = d / f".{name}.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, d / name)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, d / name)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when the write failed
     return d / name
 
 
 def read_table(log_dir: str | Path, table: str) -> pd.DataFrame:
+    """Every part file of ``log_dir/table``, checked; an unreadable part is named in the error."""
     d = Path(log_dir) / table
     parts = sorted(p for p in d.glob("part-*.parquet")) if d.is_dir() else []
     if not parts:
         return conform(pd.DataFrame({c: pd.Series(dtype=t) for c, t in SCHEMAS[table].items()}), table)
-    return conform(pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True), table)
+    frames = []
+    for p in parts:  # one read and one vectorised check per part file
+        try:
+            df = pd.read_parquet(p)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise DataValidationError(f"{table} log part {p} is not a readable Parquet file "
+                                      f"({describe(str(exc), 200, raw=True)}): move it out of {d} or rewrite it"
+                                      ) from exc
+        try:
+            frames.append(conform(df, table))
+        except DataValidationError as exc:
+            raise DataValidationError(f"{p}: {exc}") from exc
+    return pd.concat(frames, ignore_index=True)
 
 
-def join_clicks(impressions: pd.DataFrame, clicks: pd.DataFrame) -> pd.DataFrame:
-    """Impressions with ``clicked`` and ``revenue``; a click counts once per (request, item)."""
-    key = clicks[["request_id", "item_id"]].drop_duplicates()
-    key = key.assign(clicked=np.int8(1))
-    out = impressions.merge(key, on=["request_id", "item_id"], how="left")
+def _sample_keys(df: pd.DataFrame, mask: pd.Series) -> str:
+    return describe([tuple(k) for k in df.loc[mask, KEY].head(3).itertuples(index=False)])
+
+
+def join_clicks(impressions: pd.DataFrame, clicks: pd.DataFrame,
+                duplicates: str = "refuse") -> tuple[pd.DataFrame, pd.DataFrame, LogQuality]:
+    """Credit clicks to impressions by key: ``(impressions + clicked/revenue, credited clicks, quality)``.
+
+    ``impressions``: (I, ...) rows, ``clicks``: (C, 3) rows. Duplicated keys follow ``duplicates``
+    (module docstring); the result has one impression row per key and one click per clicked key.
+    """
+    if duplicates not in DUPLICATE_POLICIES:
+        raise ConfigError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {describe(duplicates)}")
+    dup_imp = impressions.duplicated(KEY, keep="first")
+    clicks = clicks.sort_values("ts", kind="stable")  # keep="first" below keeps each key's earliest click
+    dup_clk = clicks.duplicated(KEY, keep="first")
+    n_dup_imp, n_dup_clk = int(dup_imp.sum()), int(dup_clk.sum())
+    if duplicates == "refuse" and n_dup_imp:
+        raise DataValidationError(f"impressions log has {n_dup_imp} duplicate (request_id, item_id) row(s), e.g. "
+                                  f"{_sample_keys(impressions, dup_imp)}: fix the ad server's logging, or set "
+                                  "the policy's duplicates=dedupe to keep the first row of each")
+    if duplicates == "refuse" and n_dup_clk:
+        raise DataValidationError(f"clicks log has {n_dup_clk} duplicate (request_id, item_id) click(s), e.g. "
+                                  f"{_sample_keys(clicks, dup_clk)}: fix the click stream, or set the "
+                                  "policy's duplicates=dedupe to count each key's first click only")
+    impressions = impressions[~dup_imp.to_numpy()].reset_index(drop=True)
+    clicks = clicks[~dup_clk.to_numpy()]
+    shown = clicks.merge(impressions[KEY], on=KEY, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+    credited = clicks[shown].sort_index().reset_index(drop=True)  # back in log order
+    out = impressions.merge(credited[KEY].assign(clicked=np.int8(1)), on=KEY, how="left")  # keeps row order
     out["clicked"] = out["clicked"].fillna(0).astype("int8")
     out["revenue"] = out["cpc"] * out["clicked"]
-    orphans = len(key) - int(out["clicked"].sum())
-    if orphans > 0:
-        raise DataValidationError(f"{orphans} click(s) match no impression (request_id, item_id): "
-                                  "the click stream and the impression log disagree")
-    return out
+    quality = LogQuality(int((~shown).sum()), n_dup_imp, n_dup_clk)
+    if quality.orphan_clicks:
+        log.warning("%d click(s) match no impression (request_id, item_id): counted, not credited",
+                    quality.orphan_clicks)
+    if n_dup_imp or n_dup_clk:
+        log.warning("dropped %d duplicate impression(s) and %d duplicate click(s)", n_dup_imp, n_dup_clk)
+    return out, credited, quality
 
 
-def read_logs(log_dir: str | Path) -> ABLogs:
-    """All three tables of ``log_dir``, checked, with clicks joined onto impressions."""
+def read_logs(log_dir: str | Path, duplicates: str = "refuse") -> ABLogs:
+    """All three tables of ``log_dir``, checked, with clicks credited to impressions by key."""
     requests = read_table(log_dir, "requests")
-    impressions = read_table(log_dir, "impressions")
-    clicks = read_table(log_dir, "clicks")
-    return ABLogs(requests, join_clicks(impressions, clicks), clicks)
+    impressions, clicks, quality = join_clicks(read_table(log_dir, "impressions"), read_table(log_dir, "clicks"),
+                                               duplicates)
+    return ABLogs(requests, impressions, clicks, quality)

@@ -9,7 +9,8 @@ from genctr.data.schema import validate_events
 from genctr.errors import DataValidationError
 
 
-def load_canonical(path: str | Path) -> pd.DataFrame:
+def load_canonical(path: str | Path, time_unit: str = "s") -> pd.DataFrame:
+    """Read and validate events; ``time_unit`` is the unit of a numeric ``event_time``."""
     uri = str(path)
     if "://" in uri:
         import fsspec
@@ -22,5 +23,5 @@ def load_canonical(path: str | Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(uri) if uri.endswith(".csv") else pd.read_parquet(uri)
     except Exception as exc:  # noqa: BLE001 - any reader error is the user's file
-        raise DataValidationError(f"events file {uri} could not be read: {exc}") from exc
-    return validate_events(df, source=uri)
+        raise DataValidationError(f"events file {uri} could not be read: {str(exc)[:200]}") from exc
+    return validate_events(df, source=uri, time_unit=time_unit)

@@ -214,13 +214,16 @@ def generate_events_frame(cfg: SyntheticConfig, n_events: int) -> pd.DataFrame:
 
 
 def write_events(cfg: SyntheticConfig, n_events: int, out_dir: str, chunk_rounds: int = 10) -> int:
-    """Write events as a Parquet directory chunk by chunk; returns the number written."""
+    """Write events as a Parquet directory chunk by chunk (replacing ``out_dir``); returns the number written."""
     import os
     import shutil
     import tempfile
+    from pathlib import Path
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from genctr.data.atomic import publish
 
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -230,9 +233,7 @@ def write_events(cfg: SyntheticConfig, n_events: int, out_dir: str, chunk_rounds
         for i, chunk in enumerate(iter_events(cfg, n_events, chunk_rounds)):
             pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), f"{tmp}/part-{i:05d}.parquet")
             n += len(chunk)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
+        publish(Path(tmp), Path(os.path.abspath(out_dir)))  # an existing out_dir is replaced in one step
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
