@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,7 +20,11 @@ demo: $(STAMP)
 	$(BIN)/genctr demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests --durations=10
+
+lint: $(STAMP)
+	$(BIN)/ruff check src components pipelines tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .genctr

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from genctr.atomic import write_text
+
 if TYPE_CHECKING:
     from genctr.demo import DemoResult
 
@@ -133,7 +135,4 @@ def write_demo_report(result: DemoResult) -> Path:
     body.append(_canary_section(canary, root))
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>genctr demo: {_e(action)}</title>'
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    tmp = result.report.with_name(f".{result.report.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(result.report)
-    return result.report
+    return write_text(result.report, page)

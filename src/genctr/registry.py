@@ -38,6 +38,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from genctr.atomic import write_bytes
 from genctr.config import describe
 from genctr.errors import ArtifactError, ConfigError
 
@@ -301,17 +302,7 @@ class ModelRegistry:
         if not self._local:
             self.fs.pipe_file(path, data)
             return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            self._discard(tmp)
-            raise
+        write_bytes(path, data, fsync=True)
 
     def _discard(self, path: str | None) -> None:
         """Best-effort removal of a leftover file or directory (never masks the real error)."""

@@ -231,7 +231,8 @@ def analyze_canary(log_dir: str | Path, policy: dict[str, Any], out_dir: str | P
     reason (a scheduled run then has nothing to do). The summary is the decision entry plus
     ``metrics`` (finite numbers of :data:`CANARY_METRICS`, for the run page).
     """
-    from genctr.monitoring.canary import analyse_logs, write_atomic
+    from genctr.atomic import write_text
+    from genctr.monitoring.canary import analyse_logs
     from genctr.monitoring.decision import CanaryPolicy
     from genctr.monitoring.logs import read_logs
     from genctr.monitoring.report import canary_html
@@ -265,8 +266,8 @@ def analyze_canary(log_dir: str | Path, policy: dict[str, Any], out_dir: str | P
             entry["drift"] = drift_report(logs, out)["arms"]
             paths["drift_arms"] = entry["drift"]["path"]
         entry["files"] = {k: Path(v).name for k, v in paths.items()}  # relative: the directory moves
-    write_atomic(out / "decision.json", json.dumps(entry, indent=2, allow_nan=False))
-    write_atomic(out / "report.html", canary_html(entry, out))
+    write_text(out / "decision.json", json.dumps(entry, indent=2, allow_nan=False))
+    write_text(out / "report.html", canary_html(entry, out))
     metrics = {k: float(entry["numbers"][k]) for k in CANARY_METRICS if entry["numbers"].get(k) is not None}
     log.info("canary analysis of %s: %s (%s)", entry["canary_uri"], entry["action"], "; ".join(entry["reasons"]))
     return StepResult(str(out / "decision.json"), {**entry, "metrics": metrics})

@@ -7,8 +7,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from genctr.atomic import publish
 from genctr.config import DataConfig
-from genctr.data.atomic import publish
 from genctr.data.event_time import check_time_unit
 from genctr.errors import ConfigError
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from genctr.atomic import write_text
 
 
 def _img(path: Path) -> str:
@@ -43,10 +43,4 @@ table{{border-collapse:collapse}} tr:nth-child(even){{background:#f3f3f3}}</styl
 {delong}
 {''.join(_img(p) for p in images)}
 </body></html>"""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(page)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, page)

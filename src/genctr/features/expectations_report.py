@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import html
-import os
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from genctr.atomic import write_text
 
 _SAMPLE = 5  # unexpected values shown per expectation
 
@@ -91,18 +91,9 @@ def write_reports(report_dir: Path, suite: str, success: bool, outcomes: list[Ex
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     md = report_dir / f"{suite}_validation.md"
     page = report_dir / f"{suite}_validation.html"
-    _atomic_write(md, _markdown(suite, success, ordered, context, stamp))
-    _atomic_write(page, _html(suite, success, ordered, context, stamp))
+    write_text(md, _markdown(suite, success, ordered, context, stamp))
+    write_text(page, _html(suite, success, ordered, context, stamp))
     return md, page
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _headline(suite: str, success: bool, outcomes: list[ExpectationOutcome]) -> str:

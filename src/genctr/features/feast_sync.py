@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from genctr.atomic import write_text
 from genctr.errors import ArtifactError, ConfigError
 from genctr.features.layout import BuildLayout
 
@@ -98,10 +99,7 @@ def render_config(template: Path, work: Path, online: str, redis_url: str) -> Pa
         store_cfg.update(type="redis", connection_string=redis_url)
     cfg["online_store"] = store_cfg
     out = work / "feature_store.yaml"
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    tmp.replace(out)
-    return out
+    return write_text(out, yaml.safe_dump(cfg, sort_keys=False))
 
 
 def load_definitions(path: Path, build_root: Path) -> list[Any]:

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from genctr.atomic import publish, temp_path
 from genctr.config import FeatureConfig
 from genctr.errors import ConfigError, GenCTRError
 from genctr.features.layout import FIRST_ID, SPLITS, BuildLayout
@@ -59,11 +58,11 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
                           driver_memory=cfg.spark_driver_memory)
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp = temp_path(out)
     cached: list[DataFrame] = []
     try:
         stats = _build_into(read_events(spark, events, time_unit=cfg.time_unit), BuildLayout(tmp), cfg, cached)
-        _publish(tmp, out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -184,21 +183,6 @@ def _stats(rows: list[Any], vocab_counts: dict[str, int], n_items: int, cfg: Fea
         "vocab_sizes": {k: v + FIRST_ID for k, v in vocab_counts.items()},
         "splits": splits,
     }
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` onto ``out``; an existing build is moved aside first and restored on failure."""
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}" if out.exists() else None
-    if old is not None:
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

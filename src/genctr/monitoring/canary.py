@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from genctr.atomic import write_text
 from genctr.errors import ConfigError
 from genctr.monitoring.analysis import ABAnalysis, analyze, arm_metrics, json_safe, uplift_over_time
 from genctr.monitoring.decision import CanaryPolicy, Decision, decide
@@ -73,18 +72,8 @@ def version_of(registry: ModelRegistry, name: str, uri: str) -> int | None:
     return None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a unique temporary name beside ``path``, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left when the write failed
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(json_safe(obj), indent=2, allow_nan=False))
+    write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False))
 
 
 def append_line(path: Path, obj: Any) -> None:
@@ -97,7 +86,7 @@ def append_line(path: Path, obj: Any) -> None:
     old = path.read_text() if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"  # a line written by an older version without its newline stays a line of its own
-    write_atomic(path, old + line)
+    write_text(path, old + line)
 
 
 def analyse_logs(logs: ABLogs, canary_percent: int, policy: CanaryPolicy, out_dir: str | Path,
@@ -109,7 +98,7 @@ def analyse_logs(logs: ABLogs, canary_percent: int, policy: CanaryPolicy, out_di
     decision = decide(analysis, policy)
     paths = {"analysis": str(out / "analysis.json"), "arms": str(out / "arms.csv")}
     _write_json(out / "analysis.json", {"analysis": analysis.to_dict(), "decision": decision.to_dict()})
-    write_atomic(out / "arms.csv", arm_metrics(logs).to_csv())
+    write_text(out / "arms.csv", arm_metrics(logs).to_csv())
     if plots and len(logs.impressions):
         from genctr.monitoring.plots import plot_arm_bars, plot_uplift_over_time
 

@@ -18,13 +18,13 @@ and sample size; the per-column verdicts are read from the report's tests.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from genctr.atomic import atomic_path
 from genctr.errors import DataValidationError
 from genctr.monitoring.logs import ABLogs
 
@@ -106,9 +106,8 @@ def summarize(snapshot: Any) -> dict[str, Any]:
 
 
 def _save_html(snapshot: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    snapshot.save_html(str(tmp))  # save_html treats a non-str argument as a file object
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        snapshot.save_html(str(tmp))  # save_html treats a non-str argument as a file object
 
 
 def _compare(current: pd.DataFrame, reference: pd.DataFrame, path: Path, max_rows: int, seed: int) -> dict[str, Any]:

@@ -47,7 +47,6 @@ earliest click) and the dropped rows are counted. A click whose key was never sh
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from genctr.atomic import atomic_path
 from genctr.config import describe
 from genctr.errors import ConfigError, DataValidationError
 
@@ -127,12 +127,8 @@ def append(log_dir: str | Path, table: str, df: pd.DataFrame) -> Path:
     d = Path(log_dir) / table
     d.mkdir(parents=True, exist_ok=True)
     name = f"part-{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = d / f".{name}.tmp"
-    try:
+    with atomic_path(d / name) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, d / name)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left when the write failed
     return d / name
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from genctr.atomic import atomic_path
 from genctr.errors import DataValidationError
 
 log = logging.getLogger(__name__)
@@ -21,11 +21,9 @@ BAR_METRICS = [("ctr", "CTR"), ("rpm", "RPM"), ("error_rate", "error rate"), ("l
 def _save(fig: Figure, png: str | Path) -> Path:
     """Render with Agg and write atomically (temp name, then rename)."""
     path = Path(png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     FigureCanvasAgg(fig)
-    fig.savefig(tmp, format="png", dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     log.info("wrote %s", path)
     return path
 

@@ -223,7 +223,7 @@ def write_events(cfg: SyntheticConfig, n_events: int, out_dir: str, chunk_rounds
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from genctr.data.atomic import publish
+    from genctr.atomic import publish
 
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
