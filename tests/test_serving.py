@@ -72,7 +72,7 @@ def test_parse_v1_groups_users_and_keeps_order() -> None:
     ({"instances": [{"user_id": 1}]}, r"instances\[0\] is missing 'candidates'"),
     ({"instances": [{"user_id": 1, "candidates": []}]}, "non-empty list"),
     ({"instances": [{"user_id": 1, "candidates": [{"category_id": 1}]}]}, r"candidates\[0\] is missing 'item_id'"),
-    ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "price": -1}]}]}, "price must be a finite number >= 0"),
+    ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "price": -1}]}]}, r"price must be a finite number in \[0, 1e\+06\]"),
     ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "price": "1"}]}]}, "price must be a number"),
     ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "categry_id": 2}]}]}, r"unknown field\(s\) \['categry_id'\]"),
     ({"instances": [{"user_id": 1, "candidates": [{"item_id": i} for i in range(51)]}]}, "too many candidates"),

@@ -20,11 +20,14 @@ def serve_cmd(
                                                          "requests carry their histories."),
     online: str = typer.Option("", help="Online store override: '' (as in the file) | sqlite | redis."),
     redis_url: str = typer.Option("", help="Redis host:port[,password=...] with --online redis."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8080, help="HTTP port."),
     model_name: str = typer.Option("ctr", help="URL name: /v1/models/<name>:predict."),
     max_candidates: int = typer.Option(1000, help="Most candidates per request (HTTP 400 beyond)."),
     torch_threads: int = typer.Option(1, help="Intra-op threads of one forward pass."),
     log_requests: bool = typer.Option(False, help="Access log with per-request latency."),
+    max_in_flight: int = typer.Option(0, help="Inference requests worked on at once; more get 503 + Retry-After "
+                                             "(0: 4 per forward thread)."),
 ) -> None:
     """Serve a model over HTTP (KServe v1 and v2) with Feast online behaviour sequences."""
     from genctr.serving.__main__ import main as serving_main
@@ -34,7 +37,8 @@ def serve_cmd(
     except GenCTRError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(code=2) from None
-    argv = ["--model_dir", model, "--model_name", model_name, "--http_port", str(port),
+    argv = ["--model_dir", model, "--model_name", model_name, "--host", host, "--http_port", str(port),
+            "--max_in_flight", str(max_in_flight),
             "--max_candidates", str(max_candidates), "--torch_threads", str(torch_threads),
             "--log_requests", str(log_requests).lower()]
     if feast_repo:

@@ -12,6 +12,12 @@ to (re)load a model through KServe's repository endpoint
 ``POST /v2/repository/models/<model>/load``. The deployer writes the file, then asks for the
 reload (or unload). Clients (the traffic simulator) split by ``canary_percent``, e.g. with
 :func:`genctr.deploy.base.assign_arm`, and send each request to ``urls[arm]``.
+
+The server is started with its repository API enabled behind a token: a random one per server
+start, in ``<state>.token`` (mode 0600, beside the state file) where the server reads it
+(``--repository_token_file``) and every deployer attached to the deployment finds it; the
+deployer sends it as ``Authorization: Bearer``. Without the token the load/unload endpoints
+answer 401, so a client of the serving port cannot change what is served.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -30,7 +37,7 @@ from typing import Any
 
 from kserve.model_repository import ModelRepository
 
-from genctr.deploy.base import CANARY, CHAMPION, Deployer, DeploymentStatus, check_percent
+from genctr.deploy.base import CANARY, CHAMPION, Deployer, DeploymentStatus, check_percent, check_state
 from genctr.errors import ArtifactError, ConfigError
 from genctr.serving.online import FeastConfig
 from genctr.serving.request import Limits
@@ -54,7 +61,24 @@ def read_state(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"deployment state {p} is not valid JSON: {exc}") from exc
     if not isinstance(state, dict) or not state.get("name") or not state.get(CHAMPION):
         raise ConfigError(f"deployment state {p} lacks 'name' or 'champion'")
-    return state
+    return check_state(state, p)
+
+
+def token_file(state_file: str | Path) -> Path:
+    """Where the deployment's repository API token lives (beside the state file)."""
+    return Path(state_file).with_suffix(".token")
+
+
+def write_token(path: Path) -> str:
+    """A fresh random token, written owner-readable only and atomically (unique temp + replace)."""
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    os.replace(tmp, path)
+    return token
 
 
 def write_state(path: str | Path, state: dict[str, Any]) -> None:
@@ -279,8 +303,11 @@ class LocalDeployer(Deployer):
         port = self.port or _free_port(self.host)
         state = self._state()
         feast = self._feast_of(state)
+        tokens = token_file(self.state_file)
+        write_token(tokens)  # a new token per server start; the server reads it once
         cmd = [sys.executable, "-m", "genctr.serving", "--deploy_state", str(self.state_file),
-               "--http_port", str(port), *(feast.cli_args() if feast else []), *self.server_args]
+               "--host", self.host, "--http_port", str(port), "--enable_repository_api", "true",
+               "--repository_token_file", str(tokens), *(feast.cli_args() if feast else []), *self.server_args]
         log_path = self.state_file.with_suffix(".log")
         with log_path.open("ab") as out:
             # its own session and no inherited stdin: the server outlives a pipeline step that started it
@@ -306,7 +333,13 @@ class LocalDeployer(Deployer):
             return False
 
     def _post(self, state: dict[str, Any], path: str) -> None:
-        req = urllib.request.Request(f"{self._base_url(state)}{path}", data=b"", method="POST")
+        try:
+            token = token_file(self.state_file).read_text().strip()
+        except OSError as exc:
+            raise ArtifactError(f"deployment token {token_file(self.state_file)} is unreadable ({exc.strerror}): "
+                                "restart the deployment's server (deploy() again)") from None
+        req = urllib.request.Request(f"{self._base_url(state)}{path}", data=b"", method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
                 r.read()

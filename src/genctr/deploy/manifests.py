@@ -33,7 +33,7 @@ RUNTIME_API = "serving.kserve.io/v1alpha1"
 MODEL_FORMAT = "genctr"
 RUNTIME_NAME = "genctr-ctr"
 MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts storageUri
-FEAST_REPO_IN_IMAGE = "/opt/genctr/feature_repo"  # docker/Dockerfile copies feature_repo/ here
+FEAST_REPO_IN_IMAGE = "/opt/genctr/feature_repo"  # container-images/Dockerfile copies feature_repo/ here
 ANN_DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 ANN_TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 ANN_CHAMPION = "genctr.io/champion-storage-uri"  # the model all non-canary traffic reaches
@@ -48,7 +48,7 @@ class ServingManifest:
 
     name: str = "genctr-ctr"  # InferenceService name (URL: <name>.<namespace>.<domain>)
     namespace: str = "genctr"
-    image: str = "ghcr.io/genctr/genctr:0.1.0"  # docker/Dockerfile (CPU image)
+    image: str = "ghcr.io/genctr/genctr:0.1.0"  # container-images/Dockerfile (CPU image)
     storage_uri: str = "s3://genctr-models/ctr/versions/1"  # the champion model artifact
     service_account: str = "genctr-serving"
     storage_secret: str = "genctr-storage"  # manifests/storage-secret.yaml
@@ -107,7 +107,7 @@ def serving_runtime(cfg: ServingManifest) -> Any:
 
     container = V1Container(
         name="kserve-container", image=cfg.image, command=["python", "-m", "genctr.serving"],
-        args=["--model_name={{.Name}}", f"--model_dir={MODEL_MOUNT}", "--http_port=8080"],
+        args=["--model_name={{.Name}}", f"--model_dir={MODEL_MOUNT}", "--host=0.0.0.0", "--http_port=8080"],
         env=[V1EnvVar(name="GENCTR_FEAST_REPO", value=FEAST_REPO_IN_IMAGE),
              V1EnvVar(name="GENCTR_FEAST_CONFIG", value="feature_store.redis.yaml"),
              V1EnvVar(name="GENCTR_FEAST_ONLINE", value="redis")],

@@ -6,7 +6,10 @@
 The flags are genctr's own (KServe's import-time argument parsing is bypassed, see
 ``genctr.serving._kserve``); the server ones keep KServe's names. Feast flags default to environment variables so a pod spec can set them
 (``GENCTR_FEAST_REPO``, ``GENCTR_FEAST_CONFIG``, ``GENCTR_FEAST_ONLINE``,
-``GENCTR_FEAST_REGISTRY``, ``GENCTR_REDIS_CONNECTION_STRING``).
+``GENCTR_FEAST_REGISTRY``, ``GENCTR_REDIS_CONNECTION_STRING``). The model-repository API
+(load/unload over HTTP) is off unless ``--enable_repository_api true``; its token comes from
+``--repository_token_file`` or ``GENCTR_REPOSITORY_TOKEN`` (never from the command line, where
+``ps`` shows it).
 """
 from __future__ import annotations
 
@@ -14,9 +17,13 @@ import argparse
 import os
 import sys
 
-from genctr.errors import GenCTRError
+from pathlib import Path
+
+from genctr.errors import ConfigError, GenCTRError
 from genctr.serving.request import Limits
-from genctr.serving.server import DEFAULT_MAX_BODY_BYTES, ServeConfig, serve
+from genctr.serving.server import DEFAULT_MAX_BODY_BYTES, IN_FLIGHT_PER_FORWARD_THREAD, ServeConfig, serve
+
+TOKEN_ENV = "GENCTR_REPOSITORY_TOKEN"
 
 
 def _bool(text: str) -> bool:
@@ -32,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m genctr.serving", allow_abbrev=False,
                                 description="Serve a genctr CTR model with KServe (Feast online features).")
     p.add_argument("--model_name", default="ctr", help="URL name: /v1/models/<name>:predict, /v2/models/<name>/infer.")
+    p.add_argument("--host", default=env("GENCTR_HOST", "127.0.0.1"),
+                   help="Interface to listen on (127.0.0.1 = this machine only; a pod passes 0.0.0.0).")
     p.add_argument("--http_port", type=int, default=8080)
     p.add_argument("--grpc_port", type=int, default=8081)
     p.add_argument("--enable_grpc", type=_bool, default=False, help="Also serve v2 over gRPC on --grpc_port.")
@@ -70,7 +79,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fast_v1", type=_bool, default=True,
                    help="Answer POST /v1/models/<name>:predict through KServe's DataPlane without FastAPI's "
                         "routing (same responses; see genctr.serving.fastpath).")
+    p.add_argument("--enable_repository_api", type=_bool, default=False,
+                   help="Serve KServe's POST /v2/repository/models/<name>/load|unload (off: 403), behind "
+                        f"'Authorization: Bearer <token>' (token from --repository_token_file or ${TOKEN_ENV}).")
+    p.add_argument("--repository_token_file", default="",
+                   help="File holding the repository API token (one line, >= 16 characters).")
+    p.add_argument("--max_in_flight", type=int, default=int(env("GENCTR_MAX_IN_FLIGHT", "0")),
+                   help="Inference requests worked on at once; more get 503 + Retry-After "
+                        f"(0 = {IN_FLIGHT_PER_FORWARD_THREAD} x --forward_threads).")
+    p.add_argument("--read_timeout_s", type=float, default=10.0,
+                   help="A request must arrive completely within this many seconds (else 408, connection closed).")
+    p.add_argument("--keep_alive_s", type=int, default=65, help="Idle keep-alive connections closed after this.")
+    p.add_argument("--max_connections", type=int, default=1024, help="Open connections at most (503 past it).")
     return p
+
+
+def repository_token(args: argparse.Namespace) -> str:
+    """The token from ``--repository_token_file``, else ``$GENCTR_REPOSITORY_TOKEN`` ('' if neither)."""
+    if args.repository_token_file:
+        path = Path(args.repository_token_file)
+        try:
+            return path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read --repository_token_file {str(path)[:200]}: {exc.__class__.__name__}") \
+                from None
+    return os.environ.get(TOKEN_ENV, "").strip()
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
@@ -82,12 +115,15 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                             redis_url=args.redis_url, registry=args.feast_registry)
     return ServeConfig(
         model_dir=args.model_dir, deploy_state=args.deploy_state, model_name=args.model_name,
-        http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc, feast=feast,
+        host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc, feast=feast,
         limits=Limits(max_candidates=args.max_candidates, max_history=args.max_history),
         max_body_bytes=args.max_body_bytes, torch_threads=args.torch_threads,
         forward_threads=args.forward_threads, jit=args.jit, device=args.device,
         log_requests=args.log_requests, event_loop=args.event_loop, fast_v1=args.fast_v1,
-        keep_heap=args.keep_heap)
+        keep_heap=args.keep_heap, enable_repository_api=args.enable_repository_api,
+        repository_token=repository_token(args) if args.enable_repository_api else "",
+        max_in_flight=args.max_in_flight, read_timeout_s=args.read_timeout_s, keep_alive_s=args.keep_alive_s,
+        max_connections=args.max_connections)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,6 @@
-"""Request guard for the KServe REST server, in front of KServe's own handlers (pure ASGI).
+"""Request guards for the KServe REST server, in front of KServe's own handlers (pure ASGI).
+
+:class:`RequestGuard` (sizes and formats):
 
 * Size: KServe (FastAPI/uvicorn) reads whole bodies into memory and has no limit. A request
   whose ``Content-Length`` exceeds ``max_bytes`` gets HTTP 413 without being read; a chunked
@@ -7,13 +9,28 @@
   KServe 0.21 parses it without validation (a bad header value or JSON part is a 500), and
   genctr's inputs are short id/price vectors for which JSON tensors are as good.
 
+
+:class:`RepositoryGuard`: KServe's model-repository endpoints
+(``POST /v2/repository/models/<name>/load|unload``) change what the server serves. Off by
+default (403); with ``enabled`` they need ``Authorization: Bearer <token>`` (401 otherwise).
+
+:class:`LoadShedder`: at most ``max_in_flight`` inference requests (POSTs) are worked on at
+once; past that a request gets 503 with ``Retry-After`` at once instead of queueing, so the
+accepted ones keep their latency. A request counts from when its body has arrived, so slow
+uploads do not hold slots (the read timeout drops them).
+
 Error bodies have KServe's shape (``{"error": "..."}``).
 """
 from __future__ import annotations
 
+import hmac
+import logging
+import re
 from typing import Any, Awaitable, Callable
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -82,8 +99,100 @@ class RequestGuard:
                 "(--max_body_bytes)")
 
 
-async def _reply(send: Send, status: int, error: str) -> None:
+# Every path Starlette could route to a repository endpoint: case as sent, repeated slashes.
+REPOSITORY_PATH = re.compile(r"/+v2/+repository(/|$)", re.IGNORECASE)
+
+
+def is_repository_path(path: str) -> bool:
+    return REPOSITORY_PATH.match(path) is not None
+
+
+class RepositoryGuard:
+    """ASGI middleware: ``/v2/repository/...`` -> 403 unless ``enabled``; then 401 without
+    ``Authorization: Bearer <token>`` (compared in constant time)."""
+
+    def __init__(self, app: ASGIApp, enabled: bool, token: str = "") -> None:
+        if enabled and not token:
+            raise ValueError("RepositoryGuard: enabling the repository API needs a token")
+        self.app = app
+        self.enabled = enabled
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_repository_path(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        if not self.enabled:
+            await _reply(send, 403, "the model repository API (load/unload) is disabled on this server; start it "
+                                    "with --enable_repository_api and a token (--repository_token_file or "
+                                    "GENCTR_REPOSITORY_TOKEN) to manage models over HTTP")
+            return
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if not hmac.compare_digest(given, self._expected):
+            log.warning("refused a repository request without the right token: %s %s from %s",
+                        scope.get("method"), scope.get("path", "")[:200], (scope.get("client") or ("?",))[0])
+            await _reply(send, 401, "the model repository API needs 'Authorization: Bearer <token>' with the "
+                                    "server's repository token", [(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+
+class LoadShedder:
+    """ASGI middleware: at most ``max_in_flight`` POST requests in the application at once;
+    the next gets 503 + ``Retry-After: retry_after_s`` without queueing. GETs (health,
+    readiness, metadata, metrics) and repository calls are never shed.
+
+    The body is read first (the size guard outside bounds it), then the request is admitted or
+    shed, so a slot is held only while the server works on the request."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int, retry_after_s: int = 1) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.retry_after = str(retry_after_s).encode()
+        self.in_flight = 0  # one event loop: no lock needed
+        self.shed = 0  # requests answered 503 since start
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or is_repository_path(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        if self.in_flight >= self.max_in_flight:
+            self.shed += 1
+            if self.shed & (self.shed - 1) == 0:  # 1st, 2nd, 4th, 8th, ...: a log line, not a flood
+                log.warning("overloaded: %d requests in flight (--max_in_flight); %d shed with 503 so far",
+                            self.in_flight, self.shed)
+            await _reply(send, 503, f"server overloaded: {self.in_flight} requests in flight (--max_in_flight "
+                                    f"{self.max_in_flight}); retry after {self.retry_after.decode()} s",
+                         [(b"retry-after", self.retry_after)])
+            return
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # http.disconnect when the client goes
+
+        self.in_flight += 1
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            self.in_flight -= 1
+
+
+async def _reply(send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = orjson.dumps({"error": error})
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})

@@ -7,13 +7,18 @@ request, calls the provider's ``online_read`` (what ``get_online_features`` call
 one read of ``user_behavior_seq`` for the request's users and, only when some candidate
 lacks ``category_id``/``price``, one read of ``item_features`` (~0.2 ms). The data
 contract is the one ``genctr.features.feast_sync`` writes: raw ids, oldest first, never null.
-The feature views are resolved at :meth:`OnlineFeatures.open`; a registry change (new
-views) needs a model reload.
+The feature views are resolved when :class:`OnlineFeatures` opens the store. Replacing the
+store under a running server (the SQLite file deleted and materialised again, a new file moved
+over it, or a new registry) is noticed: at most once per ``check_interval_s`` a request stats
+the SQLite file and the registry file, and when either is a different file (device, inode or
+modification time) the store is opened again, checked with one read of each view, and swapped
+in. Without the check the server kept reading the deleted file's inode: old histories, HTTP 200.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +37,9 @@ log = logging.getLogger(__name__)
 ITEM_VIEW = "item_features"  # feature_repo/feature_definitions.py: item_features_fv
 ITEM_FEATURES = ("category_id", "price")
 ONLINE_STORES = ("sqlite", "redis")
+REOPEN_CHECK_S = 1.0  # how often (at most) a request checks whether the store files were replaced
 _EMPTY = np.zeros(0, np.int64)
+FileId = tuple[int, int, int]  # (st_dev, st_ino, st_mtime_ns)
 
 
 @dataclass
@@ -104,18 +111,57 @@ class FeastConfig:
 class OnlineFeatures:
     """Cached reader of the two serving views.  ``lookup(users, items) -> (sequences, items)``."""
 
-    def __init__(self, store: FeatureStore) -> None:
-        self.store = store
+    def __init__(self, store: FeatureStore, check_interval_s: float = REOPEN_CHECK_S) -> None:
+        self._bind(store)
+        self.check_interval_s = check_interval_s
+        self._watched = _watched_files(store)
+        self._ids = [_file_id(p) for p in self._watched]
+        self._checked = time.monotonic()
+        self.reopened = 0  # times the store was replaced under the server and opened again
+
+    def _bind(self, store: FeatureStore) -> None:
         try:
-            self.user_view = store.get_feature_view(USER_VIEW)
-            self.item_view = store.get_feature_view(ITEM_VIEW)
+            user_view = store.get_feature_view(USER_VIEW)
+            item_view = store.get_feature_view(ITEM_VIEW)
         except Exception as exc:  # FeatureViewNotFoundException and registry read errors
             raise ConfigError(f"Feast registry of {store.repo_path} lacks the serving feature views "
                               f"{USER_VIEW!r}/{ITEM_VIEW!r}: run `genctr features materialize` ({exc})") from exc
-        self._provider = store._get_provider()  # resolved once: no registry access per request
-        self._config = store.config
-        self._user_key = self.user_view.join_keys[0]
-        self._item_key = self.item_view.join_keys[0]
+        provider = store._get_provider()  # resolved once: no registry access per request
+        self.store, self.user_view, self.item_view = store, user_view, item_view
+        self._provider, self._config = provider, store.config
+        self._user_key = user_view.join_keys[0]
+        self._item_key = item_view.join_keys[0]
+
+    def refresh(self, force: bool = False) -> bool:
+        """Open the store again if its SQLite or registry file was replaced (checked at most once
+        per ``check_interval_s`` unless ``force``). Returns whether it reopened. A file that is
+        gone (deleted, not yet materialised again) keeps the open store; a new store that fails
+        its check read (half written) is retried at the next check."""
+        now = time.monotonic()
+        if not self._watched or (not force and now - self._checked < self.check_interval_s):
+            return False
+        self._checked = now
+        ids = [_file_id(p) for p in self._watched]
+        if ids == self._ids or any(i is None for i in ids):
+            return False
+        from feast import FeatureStore
+
+        old = (self.store, self.user_view, self.item_view, self._provider, self._config, self._user_key,
+               self._item_key)
+        try:
+            self._bind(FeatureStore(repo_path=str(self.store.repo_path), config=self.store.config))
+            self._read(self.user_view, self._user_key, [0], SEQ_FEATURES)  # tables present and readable
+            self._read(self.item_view, self._item_key, [0], ITEM_FEATURES)
+        except Exception as exc:  # noqa: BLE001 - a store mid-materialisation: keep serving the old one
+            (self.store, self.user_view, self.item_view, self._provider, self._config, self._user_key,
+             self._item_key) = old
+            log.warning("Feast store files changed but the new store is not readable yet (%s: %.200s); "
+                        "still serving the previous one", type(exc).__name__, exc)
+            return False
+        self._ids = [_file_id(p) for p in self._watched]  # after the open: it may touch the registry
+        self.reopened += 1
+        log.info("Feast online store replaced (%s): reopened", ", ".join(map(str, self._watched)))
+        return True
 
     def _read(self, view: Any, key: str, ids: list[int], features: tuple[str, ...]) -> list[dict | None]:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -161,4 +207,27 @@ class OnlineFeatures:
                ) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Everything one scoring request needs from Feast: the users' sequences and the
         features of ``item_ids`` (the candidates that came without them; usually none)."""
+        self.refresh()
         return self.sequences(user_ids), self.item_features(item_ids)
+
+
+def _watched_files(store: FeatureStore) -> list[Path]:
+    """The local files whose replacement means a new materialisation: the SQLite online store
+    (as Feast resolves its path: relative to the repo) and a file registry."""
+    config, files = store.config, []
+    repo = Path(config.repo_path or store.repo_path)
+    online = config.online_store
+    if getattr(online, "type", "") == "sqlite" and getattr(online, "path", None):
+        files.append(Path(online.path) if Path(online.path).is_absolute() else repo / online.path)
+    registry = getattr(config.registry, "path", config.registry)
+    if isinstance(registry, str) and "://" not in registry and getattr(config.registry, "registry_type", "file") == "file":
+        files.append(Path(registry) if Path(registry).is_absolute() else repo / registry)
+    return files
+
+
+def _file_id(path: Path) -> FileId | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns

@@ -22,6 +22,13 @@ v2 (``POST /v2/models/<name>/infer``): one row per (user, candidate) pair, all i
     price        FP32 / FP64 / integer     [N]          optional: absent -> Feast item_features
     -> output "pctr" FP32 [N], row order
 
+``data`` is a flat list of N values; for shape ``[N, 1]`` also N one-value lists. Nothing
+deeper is read (a tensor nested past its declared shape is a 400 before any traversal).
+
+Prices (v1 ``price``, v2 ``price``) must be finite numbers in ``[0, MAX_PRICE]``: a price
+that is finite in float64 but not in float32 (1e300) would reach the model as inf and score
+pCTR 1.0, winning every pCTR x bid auction.
+
 Raw ids are int64 (JSON integers; booleans are not ids). ``history`` (v1 only) carries a
 behaviour sequence the caller already has (raw ids, oldest first; a transformer that read
 Feast itself, or a real-time session); the predictor then does not read Feast for that
@@ -49,6 +56,7 @@ V2_INPUTS = ("user_id", "item_id", "category_id", "price")
 V2_INT_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 V2_PRICE_TYPES = V2_INT_TYPES | {"FP32", "FP64"}
 OUTPUT = "pctr"
+MAX_PRICE = 1e6  # the largest request price accepted (a bound far above any catalogue price; finite in float32)
 
 
 @dataclass(frozen=True)
@@ -106,9 +114,15 @@ def _price(v: Any, where: str) -> float:
     if type(v) not in (int, float):
         raise InvalidInput(f"{where} must be a number, got {_type(v)}")
     x = float(v) if type(v) is float or abs(v) < 2**53 else math.inf
-    if not math.isfinite(x) or x < 0:
-        raise InvalidInput(f"{where} must be a finite number >= 0, got {v}")
+    if not (0.0 <= x <= MAX_PRICE):  # also NaN and inf
+        raise InvalidInput(f"{where} must be a finite number in [0, {MAX_PRICE:g}], got {_short(v)}")
     return x
+
+
+def _short(v: Any) -> str:
+    """``repr(v)`` cut to 40 characters (a 10**4000 integer has 4000 digits)."""
+    text = repr(v)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _object(v: Any, where: str, allowed: set[str]) -> dict[str, Any]:
@@ -194,8 +208,8 @@ def parse_v1(payload: Any, limits: Limits) -> ScoringRequest:
                 iv, cv, pv = c.get("item_id"), c.get("category_id"), c.get("price")
                 if type(iv) is int and INT64_MIN <= iv <= INT64_MAX \
                         and (cv is None or (type(cv) is int and INT64_MIN <= cv <= INT64_MAX)) \
-                        and (pv is None or (type(pv) is float and 0.0 <= pv < math.inf)
-                             or (type(pv) is int and 0 <= pv < 2**53)):
+                        and (pv is None or (type(pv) is float and 0.0 <= pv <= MAX_PRICE)
+                             or (type(pv) is int and 0 <= pv <= MAX_PRICE)):
                     item.append(iv)
                     cate_given.append(cv is not None)
                     cate.append(0 if cv is None else cv)
@@ -234,16 +248,25 @@ def _history(v: Any, where: str, limits: Limits) -> tuple[np.ndarray, np.ndarray
 
 # -- v2 --------------------------------------------------------------------------------------
 
-def _flat(data: Any) -> list[Any]:
-    """Row-major flattening of v2 JSON tensor data (nested lists allowed)."""
+def _flat(data: Any, shape: list[int], name: str) -> list[Any]:
+    """The values of v2 JSON tensor data for a declared ``[N]`` / ``[N, 1]`` shape, row-major.
+
+    Accepted: a flat list (either shape), N one-value lists (``[N, 1]`` only) or a bare scalar
+    (N = 1). Checked one level at a time without recursion, so data nested far deeper than the
+    shape (``[[[...[1]...]]]``, 900 levels) is a 400, not a traversal of the whole nesting."""
     if not isinstance(data, list):
         return [data]
-    if not any(isinstance(x, list) for x in data):
+    nested = [i for i, x in enumerate(data) if isinstance(x, list)]
+    if not nested:
         return data
-    out: list[Any] = []
-    for x in data:
-        out.extend(_flat(x))
-    return out
+    if len(shape) == 2 and len(nested) == len(data):
+        for i, row in enumerate(data):
+            if len(row) != 1 or isinstance(row[0], list):
+                raise InvalidInput(f"input '{name}' data[{i}] must be one value (shape {shape}), got a list of "
+                                   f"{len(row)}{' lists' if row and isinstance(row[0], list) else ''}")
+        return [row[0] for row in data]
+    raise InvalidInput(f"input '{name}' data nests deeper than its shape {shape}: data[{nested[0]}] is a list; "
+                       "send a flat list of values")
 
 
 def _v2_column(inp: Any, types: set[str], is_price: bool, limits: Limits) -> np.ndarray:
@@ -256,12 +279,12 @@ def _v2_column(inp: Any, types: set[str], is_price: bool, limits: Limits) -> np.
     n = shape[0]
     if n > limits.max_candidates:
         raise InvalidInput(f"input '{name}' has {n} rows; at most {limits.max_candidates} candidates per request")
-    values = _flat(inp.data)
+    values = _flat(inp.data, shape, name)
     if len(values) != n:
         raise InvalidInput(f"input '{name}' has {len(values)} values but shape {shape}")
     where = f"input '{name}'"
     if is_price:
-        if all(type(x) is float and 0.0 <= x < math.inf for x in values):  # common case, no messages
+        if all(type(x) is float and 0.0 <= x <= MAX_PRICE for x in values):  # common case, no messages
             return np.array(values, np.float32)
         return np.array([_price(x, f"{where}[{i}]") for i, x in enumerate(values)], np.float32)
     return _ints(values, where)

@@ -8,6 +8,15 @@ it loads the model(s) once, installs the request-size limit, and blocks in
 * ``deploy_state``: the models of a :class:`genctr.deploy.local.LocalDeployer` state file
   (``<name>-champion`` and, during a canary, ``<name>-canary``), re-read on
   ``POST /v2/repository/models/<model>/load`` so the deployer can swap them while serving.
+
+The repository endpoints (load/unload) are refused (403) unless ``enable_repository_api`` is
+set, and then need ``Authorization: Bearer <repository_token>``. The server binds ``host``
+(loopback unless told otherwise; the pod entry point passes 0.0.0.0).
+
+Latency budget: an accepted request of the reference workload (100 candidates, dcnv2_ta,
+L = 50, 2 cores) answers within 100 ms at p99. The server keeps it under overload by admitting
+at most ``max_in_flight`` inference requests (default 4 per forward thread: ~3 ms of CPU each,
+so a full house drains in ~15-30 ms) and answering the rest 503 + ``Retry-After`` at once.
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ from genctr.serving.request import Limits
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: ~10k candidates of JSON; far above --max_candidates
+IN_FLIGHT_PER_FORWARD_THREAD = 4  # default max_in_flight = this x max(1, forward_threads)
+LATENCY_BUDGET_MS = 100  # p99 of accepted requests, reference workload (see the module docstring)
 
 
 @dataclass
@@ -32,6 +43,7 @@ class ServeConfig:
     model_dir: str = ""  # a model artifact directory (KServe mounts storageUri at /mnt/models)
     deploy_state: str = ""  # or: a LocalDeployer state file (champion + canary)
     model_name: str = "ctr"  # the URL name: /v1/models/<model_name>:predict
+    host: str = "127.0.0.1"  # bind address: loopback locally; the pod entry point passes 0.0.0.0
     http_port: int = 8080
     grpc_port: int = 8081
     enable_grpc: bool = False  # the v2 gRPC endpoint (KServe's default port 8081)
@@ -46,6 +58,16 @@ class ServeConfig:
     event_loop: str = "auto"  # auto (uvloop if installed and no gRPC) | uvloop | asyncio
     fast_v1: bool = True  # POST /v1/models/<name>:predict straight to KServe's DataPlane (genctr.serving.fastpath)
     keep_heap: bool = True  # fixed glibc malloc thresholds: no page faults per forward pass (see _keep_heap)
+    # POST /v2/repository/models/<name>/load|unload: 403 unless enabled, then Bearer-token only
+    enable_repository_api: bool = False
+    repository_token: str = field(default="", repr=False)  # >= 16 characters when enabled; never logged
+    # Overload: inference requests worked on at once (0 = IN_FLIGHT_PER_FORWARD_THREAD x
+    # max(1, forward_threads)); past it 503 + Retry-After, so accepted ones stay within
+    # LATENCY_BUDGET_MS (p99, reference workload).
+    max_in_flight: int = 0
+    read_timeout_s: float = 10.0  # a request must arrive completely within this (slow/stalled clients: 408)
+    keep_alive_s: int = 65  # idle keep-alive connections closed after this (longer than a proxy's idle timeout)
+    max_connections: int = 1024  # open connections at most (uvicorn answers 503 past it)
 
     def __post_init__(self) -> None:
         if bool(self.model_dir) == bool(self.deploy_state):
@@ -60,6 +82,24 @@ class ServeConfig:
         for name in ("http_port", "grpc_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise ConfigError(f"{name} must be a TCP port, got {getattr(self, name)}")
+        if not self.host or len(self.host) > 253 or any(c.isspace() for c in self.host):
+            raise ConfigError(f"host must be an interface address such as 127.0.0.1 or 0.0.0.0, got {self.host[:60]!r}")
+        if self.enable_repository_api and len(self.repository_token) < 16:
+            raise ConfigError("enable_repository_api needs a repository token of >= 16 characters "
+                              "(--repository_token_file or GENCTR_REPOSITORY_TOKEN)")
+        if self.repository_token and not self.repository_token.isprintable():
+            raise ConfigError("the repository token must be printable characters (no newlines)")
+        if self.max_in_flight < 0 or self.max_connections < 1:
+            raise ConfigError(f"need max_in_flight >= 0 and max_connections >= 1, got {self.max_in_flight}, "
+                              f"{self.max_connections}")
+        if not 0 < self.read_timeout_s <= 3600 or not 0 < self.keep_alive_s <= 3600:
+            raise ConfigError(f"read_timeout_s and keep_alive_s must be in (0, 3600] seconds, got "
+                              f"{self.read_timeout_s}, {self.keep_alive_s}")
+
+    @property
+    def in_flight_limit(self) -> int:
+        """``max_in_flight``, or its default from ``forward_threads``."""
+        return self.max_in_flight or IN_FLIGHT_PER_FORWARD_THREAD * max(1, self.forward_threads)
 
 
 def build_models(cfg: ServeConfig) -> tuple[list, object | None]:
@@ -79,27 +119,36 @@ def build_models(cfg: ServeConfig) -> tuple[list, object | None]:
 
 
 def serve(cfg: ServeConfig) -> None:
-    """Load, then serve HTTP on ``cfg.http_port`` until SIGTERM/SIGINT (blocking)."""
-    import kserve
+    """Load, then serve HTTP on ``cfg.host``:``cfg.http_port`` until SIGTERM/SIGINT (blocking)."""
     from kserve import model_server
 
     from genctr.serving.fastpath import FastV1Predict
-    from genctr.serving.guard import RequestGuard
+    from genctr.serving.guard import LoadShedder, RepositoryGuard, RequestGuard
+    from genctr.serving.transport import GenCTRModelServer
 
     if cfg.keep_heap:
         _keep_heap()
     torch.set_num_threads(cfg.torch_threads)
     models, repo = build_models(cfg)
     loop = _event_loop(cfg.event_loop, cfg.enable_grpc)
-    server = kserve.ModelServer(http_port=cfg.http_port, grpc_port=cfg.grpc_port, enable_grpc=cfg.enable_grpc,
-                                enable_latency_logging=cfg.log_requests, registered_models=repo, event_loop=loop)
+    server = GenCTRModelServer(host=cfg.host, read_timeout=cfg.read_timeout_s, max_connections=cfg.max_connections,
+                               http_port=cfg.http_port, grpc_port=cfg.grpc_port, enable_grpc=cfg.enable_grpc,
+                               enable_latency_logging=cfg.log_requests, registered_models=repo, event_loop=loop,
+                               timeout_keep_alive=cfg.keep_alive_s)
     # KServe builds its FastAPI app at import (kserve.model_server.app) and adds its own
     # middleware when the server starts; ours goes on the same app, first (the last added is
-    # the outermost: the guard sees every request before the v1 short route).
+    # the outermost). Outermost first: repository guard (nothing read), size guard, load
+    # shedder (reads the bounded body, then admits or sheds), the v1 short route, KServe.
     app = model_server.app
     if cfg.fast_v1:
         app.add_middleware(FastV1Predict, dataplane=server.dataplane, exception_handlers=app.exception_handlers)
+    app.add_middleware(LoadShedder, max_in_flight=cfg.in_flight_limit)
     app.add_middleware(RequestGuard, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(RepositoryGuard, enabled=cfg.enable_repository_api, token=cfg.repository_token)
+    if cfg.enable_grpc:  # KServe's gRPC servicer has RepositoryModelLoad/Unload, with no token check
+        log.warning("--enable_grpc: the gRPC port (all interfaces) offers KServe's model load/unload calls "
+                    "without a token; expose it only on a trusted network")
+    logging.getLogger("kserve").addFilter(_client_errors_in_one_line)
     if not cfg.log_requests:  # per-request lines: uvicorn's access log, KServe's timing trace
         for name in ("uvicorn.access", "kserve.trace"):  # (after ModelServer(): it configures logging)
             logging.getLogger(name).disabled = True
@@ -113,7 +162,9 @@ def serve(cfg: ServeConfig) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         asyncio.set_event_loop(asyncio.new_event_loop())
-    log.info("serving %s on http://0.0.0.0:%d (%s event loop)", [m.name for m in models], cfg.http_port, loop)
+    log.info("serving %s on http://%s:%d (%s event loop; %d requests in flight at most; repository API %s)",
+             [m.name for m in models], cfg.host, cfg.http_port, loop, cfg.in_flight_limit,
+             "on (token)" if cfg.enable_repository_api else "off")
     server.start(models)
 
 
@@ -147,6 +198,22 @@ def _keep_heap() -> bool:
     if not ok:
         log.warning("mallopt refused the serving heap thresholds; glibc defaults stay")
     return ok
+
+
+_CLIENT_ERROR_HANDLERS = {"invalid_input_handler": 400, "model_not_found_handler": 404}
+
+
+def _client_errors_in_one_line(record: logging.LogRecord) -> bool:
+    """KServe logs every 400/404 at ERROR with the full traceback (~2 KB per bad request: a
+    client could flood the log). Those become one WARNING line with the (cut) message; server
+    errors keep their tracebacks."""
+    status = _CLIENT_ERROR_HANDLERS.get(record.funcName)
+    if status is not None and record.exc_info:
+        exc = record.exc_info[1]
+        record.msg, record.args = "HTTP %d %s: %.200s", (status, type(exc).__name__, exc)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def _event_loop(choice: str, grpc: bool = False) -> str:
