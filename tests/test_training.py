@@ -1,10 +1,13 @@
 """Training runs on a real feature build: batching, kill-and-resume, artifacts, convergence."""
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -132,3 +135,105 @@ def test_training_approaches_the_ground_truth_auc(synthetic_build, data: Feature
     # 32k training rows for 400 users: within 0.1 of the oracle (measured: 0.748 vs 0.844)
     assert got > oracle - 0.1, (got, oracle)
     assert got > 0.7
+
+
+
+
+class _TinyCTR(torch.nn.Module):
+    """An id table and a linear head: enough parameters and Adam state to exercise checkpoints."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 4)
+        self.head = torch.nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B,) -> logits (B,)
+        return self.head(self.emb(x)).squeeze(-1)
+
+
+_X = torch.randint(0, 50, (512,), generator=torch.Generator().manual_seed(0))  # (N,) ids
+_Y = (_X % 3 == 0).float()  # (N,) labels
+
+
+def _tiny_objective(model: torch.nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+    return torch.nn.functional.binary_cross_entropy_with_logits(model(batch["x"]), batch["label"])
+
+
+def _train_two_epochs(ckpt: Path) -> dict[str, torch.Tensor]:
+    """Two epochs through the real training loop (seed 3), with checkpoints in ``ckpt``."""
+    from genctr.training.loop import fit
+
+    torch.manual_seed(3)
+    model = _TinyCTR()
+    fit(model, _tiny_objective, len(_X), lambda idx: {"x": _X[idx], "label": _Y[idx]},
+        TrainConfig(epochs=2, batch_size=64, seed=3, progress=False), ckpt, fingerprint="tiny")
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> tuple[dict[str, torch.Tensor], Path]:
+    """Final weights of an uninterrupted 2-epoch run, and its checkpoint directory (read-only)."""
+    ckpt = tmp_path_factory.mktemp("straight") / "ckpt"
+    return _train_two_epochs(ckpt), ckpt
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous_epoch(straight_run, tmp_path, caplog) -> None:
+    from safetensors.torch import load_file
+
+    straight, ckpt = straight_run
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-0000", "epoch-0001"]
+    first = load_file(str(ckpt / "epoch-0000" / "model.safetensors"))
+    assert any(not torch.equal(first[k], straight[k]) for k in straight)  # epoch 2 really trained
+    # the rerun finds epoch 2's weights cut short (disk full, crash mid-copy): it must not be blocked
+    shutil.copytree(ckpt, tmp_path / "b")
+    latest = tmp_path / "b" / "epoch-0001" / "model.safetensors"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING, logger="genctr.training.checkpoint"):
+        resumed = _train_two_epochs(tmp_path / "b")
+    assert any("epoch-0001" in r.getMessage() and "failed to load" in r.getMessage() for r in caplog.records)
+    _assert_same(resumed, straight)  # epoch 2 retrained from epoch 1's checkpoint, bit for bit
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["epoch-0000", "epoch-0001", "epoch-0001.corrupt"]
+    kept = tmp_path / "b" / "epoch-0001.corrupt" / "model.safetensors"  # the cut file, kept as evidence
+    assert kept.stat().st_size < latest.stat().st_size
+    _assert_same(load_file(str(latest)), straight)
+
+
+@pytest.mark.parametrize("damage", ["state-truncated", "optimizer-garbage", "weights-wrong-shape"])
+def test_only_checkpoint_corrupt_starts_afresh_and_matches(straight_run, tmp_path, caplog, damage: str) -> None:
+    from safetensors.torch import save_file
+
+    straight, ckpt = straight_run
+    bad = tmp_path / "c" / "epoch-0000"
+    shutil.copytree(ckpt / "epoch-0000", bad)
+    if damage == "state-truncated":
+        (bad / "state.json").write_text((bad / "state.json").read_text()[:40])
+    elif damage == "optimizer-garbage":
+        (bad / "optimizer.safetensors").write_bytes(b"\x00" * 100)
+    else:  # loads as a file, but does not fit the model: must be refused before anything is copied
+        save_file({"emb.weight": torch.zeros(7, 4), "head.weight": torch.zeros(1, 4), "head.bias": torch.zeros(1)},
+                  str(bad / "model.safetensors"))
+    (tmp_path / "c" / "epoch-0000.corrupt").mkdir()  # set aside by an earlier rerun: the new one gets another name
+    with caplog.at_level(logging.WARNING, logger="genctr.training.checkpoint"):
+        fresh = _train_two_epochs(tmp_path / "c")
+    assert any("failed to load" in r.getMessage() for r in caplog.records)
+    _assert_same(fresh, straight)  # a fresh start, nothing half-restored from the bad checkpoint
+    assert {"epoch-0000.corrupt", "epoch-0000.corrupt-2", "epoch-0000", "epoch-0001"} == \
+        {p.name for p in (tmp_path / "c").iterdir()}
+
+
+def test_finished_run_keeps_set_aside_checkpoints(tmp_path) -> None:
+    from genctr.training.checkpoint import clear_checkpoints
+
+    ckpt = tmp_path / "ckpt"
+    _train_two_epochs(ckpt)
+    (ckpt / "epoch-0001.corrupt").mkdir()
+    assert [p.name for p in clear_checkpoints(ckpt)] == ["epoch-0001.corrupt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-0001.corrupt"]
+    (ckpt / "epoch-0001.corrupt").rmdir()
+    assert clear_checkpoints(ckpt) == [] and not ckpt.exists()

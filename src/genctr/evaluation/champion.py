@@ -9,23 +9,56 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from genctr.config import from_dict
+from genctr.errors import ArtifactError
 from genctr.evaluation.gate import GateConfig, champion_gate
 from genctr.evaluation.plots import plot_roc, plot_training_curves, roc_points
 from genctr.evaluation.report import write_gate_report
 from genctr.registry import ModelRegistry
+from genctr.training.artifacts import (FIX, VOCABS, check_vocab_fits, echo, read_config, read_json_object,
+                                       read_vocabulary)
 from genctr.training.data import FeatureData
 from genctr.training.remap import translate
-from genctr.training.run import load_model, max_seq_len_of, score
+from genctr.training.run import KIND_CTR, KIND_DGENCTR_CTR, load_model, max_seq_len_of, score
 
 log = logging.getLogger(__name__)
 
 
+def load_ctr_artifact(model_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """A CTR model artifact, fully checked before any scoring: config, finite weights that fit it,
+    vocabularies that fit the weights (ArtifactError naming the bad file otherwise)."""
+    kind = read_config(model_dir)["kind"]
+    if kind not in (KIND_CTR, KIND_DGENCTR_CTR):
+        raise ArtifactError(f"{Path(model_dir) / 'config.json'} names a {echo(kind)} model; the gate compares "
+                            f"fine-tuned CTR models ({KIND_CTR} or {KIND_DGENCTR_CTR}, from `genctr train finetune`)")
+    model = load_model(model_dir, device)
+    sizes = {}  # vocabulary -> largest index + 1
+    for name in VOCABS:
+        _, idx = read_vocabulary(model_dir, name)
+        sizes[name] = int(idx.max()) + 1 if len(idx) else 0
+    check_vocab_fits(model_dir, sizes, model)
+    return model
+
+
 def test_scores(build: str | Path, model_dir: str | Path, device: str = "cpu") -> tuple[np.ndarray, FeatureData]:
     """Logits of ``model_dir`` on the build's test split, through the model's own vocabularies."""
+    model = load_ctr_artifact(model_dir, device)
     data = FeatureData(str(build), max_seq_len_of(model_dir), device)
-    return score(load_model(model_dir, device), translate(data, model_dir), "test"), data
+    return score(model, translate(data, model_dir), "test"), data
+
+
+def training_history(model_dir: str | Path) -> list[dict[str, Any]]:
+    """Per-epoch rows of ``metrics.json`` (empty when the artifact has none)."""
+    path = Path(model_dir) / "metrics.json"
+    if not path.exists():
+        log.warning("%s has no metrics.json: the report shows no training curves", model_dir)
+        return []
+    history = read_json_object(path).get("history") or []
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise ArtifactError(f"{path}: 'history' must be a list of per-epoch objects, got {echo(history)}; {FIX}")
+    return history
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -55,7 +88,7 @@ def evaluate_against_champion(build: str | Path, candidate: str | Path, registry
                      "champion": None if champ is None else roc_points(labels, _sigmoid(champ))}
     curves = {"candidate": _sigmoid(cand)} | ({} if champ is None else {f"champion v{champ_v}": _sigmoid(champ)})
     images = [plot_roc(labels, curves, out / "roc.png", title="ROC on the test split")]
-    history = json.loads((Path(candidate) / "metrics.json").read_text()).get("history") or []
+    history = training_history(candidate)
     if history:
         images.append(plot_training_curves(history, out / "training.png", title="candidate training"))
     write_gate_report(out / "report.html", result, images, title=f"Champion gate: {name}")

@@ -36,7 +36,7 @@ from genctr.features.layout import OOV
 from genctr.serving.online import FeastConfig, OnlineFeatures
 from genctr.serving.request import OUTPUT, Limits, ScoringRequest, parse_v1, parse_v2
 from genctr.serving.vocab import IdIndex, load_vocabularies
-from genctr.training.artifacts import read_config
+from genctr.training.artifacts import check_vocab_fits, echo, read_config
 from genctr.training.run import KIND_CTR, KIND_DGENCTR_CTR, load_model, max_seq_len_of
 
 CTR_KINDS = (KIND_CTR, KIND_DGENCTR_CTR)  # artifacts whose forward(batch) returns CTR logits
@@ -90,15 +90,11 @@ class CTRPredictor(kserve.Model):
             return True
         kind = read_config(self.model_dir).get("kind")
         if kind not in CTR_KINDS:
-            raise ArtifactError(f"{self.model_dir} holds a {kind!r} model; serving needs a fine-tuned "
-                                f"CTR model (one of {CTR_KINDS}, from `genctr train finetune`)")
+            raise ArtifactError(f"{self.model_dir / 'config.json'} names a {echo(kind)} model; serving needs a "
+                                f"fine-tuned CTR model (one of {CTR_KINDS}, from `genctr train finetune`)")
         model = load_model(self.model_dir, self.device)
         vocab = load_vocabularies(self.model_dir)
-        tables = {k: m.num_embeddings for k, m in _embedding_tables(model).items()}
-        for name, table in (("user", "user"), ("item", "item"), ("category", "cate")):
-            if table in tables and vocab[name].size > tables[table]:
-                raise ArtifactError(f"{self.model_dir}: vocabulary {name!r} reaches index {vocab[name].size - 1} "
-                                    f"but the model's {table} table has {tables[table]} rows")
+        check_vocab_fits(self.model_dir, {k: v.size for k, v in vocab.items()}, model)
         if self.feast is not None:
             store = self.feast.open() if isinstance(self.feast, FeastConfig) else self.feast
             self.online = OnlineFeatures(store)
@@ -296,12 +292,6 @@ def _has_target_attention(model: torch.nn.Module) -> bool:
     from genctr.models.layers import TargetAttention
 
     return any(isinstance(m, TargetAttention) for m in model.modules())
-
-
-def _embedding_tables(model: torch.nn.Module) -> dict[str, torch.nn.Embedding]:
-    """The model's id tables by field name (``...tables.<field>``), for a vocabulary size check."""
-    return {name.rsplit(".", 1)[-1]: m for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Embedding) and ".tables." in f".{name}"}
 
 
 @dataclass

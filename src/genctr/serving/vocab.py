@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from genctr.errors import ArtifactError
 from genctr.features.layout import FIRST_ID, OOV
+from genctr.training.artifacts import VOCABS, read_vocabulary
 
-VOCABS = ("user", "item", "category")
+__all__ = ["VOCABS", "IdIndex", "load_vocabularies"]
 
 
 class IdIndex:
@@ -50,13 +50,5 @@ class IdIndex:
 
 
 def load_vocabularies(model_dir: str | Path) -> dict[str, IdIndex]:
-    """The artifact's ``vocab/{user,item,category}`` as lookup tables."""
-    out: dict[str, IdIndex] = {}
-    for name in VOCABS:
-        path = Path(model_dir) / "vocab" / name
-        if not path.exists():
-            raise ArtifactError(f"{model_dir} has no vocabulary {path.name!r} (vocab/{name}); "
-                                "was it written by genctr.training.run.finetune?")
-        table = pq.read_table(path, columns=["raw_id", "idx"])
-        out[name] = IdIndex(table.column("raw_id").to_numpy(), table.column("idx").to_numpy(), name)
-    return out
+    """The artifact's ``vocab/{user,item,category}`` as lookup tables (ArtifactError naming a bad file)."""
+    return {name: IdIndex(*read_vocabulary(model_dir, name), name) for name in VOCABS}

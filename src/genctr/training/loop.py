@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -20,8 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from genctr.training.checkpoint import (checkpoint_fingerprint, latest_checkpoint, load_checkpoint,
-                                       save_checkpoint)
+from genctr.training.checkpoint import resume, save_checkpoint
 from genctr.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -86,21 +84,16 @@ def fit(
 
     Returns the per-epoch history (train loss, throughput, and ``evaluate``'s metrics).
     ``fingerprint`` identifies the run's settings: checkpoints of a different run are discarded
-    rather than resumed.
+    rather than resumed; one that fails to load is renamed ``*.corrupt`` and the epoch before
+    it is resumed instead (see :func:`genctr.training.checkpoint.resume`).
     """
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg)
     history: list[dict[str, Any]] = []
     first = 0
-    last = latest_checkpoint(ckpt_dir)
-    if last is not None and checkpoint_fingerprint(last) != fingerprint:
-        log.warning("%s holds checkpoints of a different run; starting afresh", ckpt_dir)
-        shutil.rmtree(ckpt_dir)
-        last = None
-    if last is not None:
-        meta = load_checkpoint(last, model, opt)
+    meta = resume(ckpt_dir, model, opt, fingerprint)  # a checkpoint that fails to load is set aside
+    if meta is not None:
         history, first = meta["history"], meta["epoch"] + 1
-        log.info("resumed from %s (epoch %d done)", last, meta["epoch"] + 1)
     # Compile the whole objective, not only ``model.forward``: pretraining objectives call
     # other methods (``pretrain_logits``), and the loss fuses into the same graph.
     step = torch.compile(objective) if cfg.compile else objective

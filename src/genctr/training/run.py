@@ -17,14 +17,15 @@ import torch
 from torch import Tensor, nn
 
 from genctr.config import from_dict
-from genctr.errors import ArtifactError, ConfigError
+from genctr.errors import ArtifactError, ConfigError, GenCTRError
 from genctr.evaluation.metrics import evaluate
 from genctr.models.config import ModelConfig
 from genctr.models.dgenctr_config import DGenCTRConfig
 from genctr.models.genctr import GenCTR
 from genctr.models.losses import sampled_softmax_loss
 from genctr.models.transfer import build_ctr_model
-from genctr.training.artifacts import load_weights, read_config, save_artifact
+from genctr.training.artifacts import FIX, echo, load_weights, read_config, save_artifact
+from genctr.training.checkpoint import clear_checkpoints
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
 from genctr.training.loop import fit, predict_logits
@@ -138,10 +139,8 @@ def fingerprint(*parts: Any) -> str:
 
 def _finish(out: str | Path, net: nn.Module, config: dict[str, Any], build: str | Path,
             metrics: dict[str, Any]) -> None:
-    import shutil
-
     save_artifact(out, net, config, build, metrics)
-    shutil.rmtree(_ckpt_beside(out), ignore_errors=True)
+    clear_checkpoints(_ckpt_beside(out))  # set-aside corrupt checkpoints stay, with a warning
 
 
 def pretrain(build: str | Path, out: str | Path, method: str, model: dict[str, Any],
@@ -186,7 +185,7 @@ def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
         from genctr.training.run_dgenctr import init_dgenctr_ctr
 
         dcfg = from_dict(DGenCTRConfig, {**meta["model"], **{k: v for k, v in model.items() if k != "max_seq_len"}})
-        data = FeatureData(str(build), int(meta.get("max_seq_len", 200)), tcfg.resolve_device())
+        data = FeatureData(str(build), max_seq_len_of(pretrained), tcfg.resolve_device())
         pre = load_model(pretrained, data.device)
         net = init_dgenctr_ctr(data, dcfg, pre, tcfg.seed)
         config = {"kind": KIND_DGENCTR_CTR, "model": dataclasses.asdict(dcfg), "vocab": data.vocab_sizes,
@@ -212,26 +211,52 @@ def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
     return {"history": history, "test": test}
 
 
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from its artifact (config.json + safetensors), in eval mode."""
-    meta = read_config(model_dir)
-    kind = meta.get("kind")
+def _build_from_config(meta: dict[str, Any], model_dir: str | Path) -> nn.Module:
+    """The untrained network ``config.json`` describes (on the current default device)."""
+    kind = meta["kind"]
     if kind in (KIND_GENCTR, KIND_CTR):
         cfg = from_dict(ModelConfig, meta["model"])
-        net: nn.Module = GenCTR(cfg) if kind == KIND_GENCTR else build_ctr_model(cfg, None, for_loading=True)
-    elif kind in (KIND_DGENCTR, KIND_DGENCTR_CTR):
+        return GenCTR(cfg) if kind == KIND_GENCTR else build_ctr_model(cfg, None, for_loading=True)
+    if kind in (KIND_DGENCTR, KIND_DGENCTR_CTR):
         from genctr.models.dgenctr import DGenCTR
 
-        v = meta["vocab"]
-        net = DGenCTR(from_dict(DGenCTRConfig, meta["model"]), n_users=v["user"], n_items=v["item"],
-                      n_cates=v["category"])
-    else:
-        raise ArtifactError(f"{model_dir}: unknown model kind {kind!r}")
-    net.load_state_dict(load_weights(model_dir))
+        v = meta.get("vocab")
+        if not isinstance(v, dict):
+            raise ArtifactError(f"{Path(model_dir) / 'config.json'}: a {kind} model needs a 'vocab' object "
+                                f"of table sizes, got {echo(v)}; {FIX}")
+        return DGenCTR(from_dict(DGenCTRConfig, meta["model"]), n_users=v["user"], n_items=v["item"],
+                       n_cates=v["category"])
+    raise ArtifactError(f"{model_dir}: unknown model kind {echo(kind)} in config.json (known: "
+                        f"{[KIND_GENCTR, KIND_CTR, KIND_DGENCTR, KIND_DGENCTR_CTR]}); {FIX}")
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from its artifact (config.json + safetensors), in eval mode.
+
+    The network is first built on the meta device (no memory, no init), so a config with absurd
+    sizes fails cheaply and the weights are checked against its exact names/shapes/dtypes
+    before anything real is allocated. Every failure is an ArtifactError naming the file.
+    """
+    meta = read_config(model_dir)
+    try:
+        with torch.device("meta"):
+            skeleton = _build_from_config(meta, model_dir)
+    except ArtifactError:
+        raise
+    except (GenCTRError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise ArtifactError(f"{Path(model_dir) / 'config.json'} does not describe a valid "
+                            f"{echo(meta['kind'])} model ({echo(str(exc))}); {FIX}") from exc
+    weights = load_weights(model_dir, "cpu", expected=skeleton.state_dict())  # copied into the CPU net, then moved
+    net = _build_from_config(meta, model_dir)
+    net.load_state_dict(weights)
     return net.to(device).eval()
 
 
 def max_seq_len_of(model_dir: str | Path) -> int:
     """History length the model's batches carry."""
     meta = read_config(model_dir)
-    return int(meta["model"].get("max_seq_len") or meta.get("max_seq_len", 200))
+    value = meta["model"].get("max_seq_len") or meta.get("max_seq_len", 200)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArtifactError(f"{Path(model_dir) / 'config.json'}: max_seq_len must be a positive integer, "
+                            f"got {echo(value)}; {FIX}")
+    return value
