@@ -16,25 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from genctr.errors import ConfigError
+from genctr.errors import ConfigError, describe
 
 T = TypeVar("T")
 
 SOURCES = ("movielens", "taobao", "synthetic", "events")
-PREVIEW_CHARS = 80  # most characters of a user's value an error message echoes back
-
-
-def describe(value: Any, limit: int = PREVIEW_CHARS, *, raw: bool = False) -> str:
-    """``repr(value)`` (``str`` with ``raw``) cut to ``limit`` chars, e.g. ``'aaaa... (5242882 chars)'``.
-
-    Every error that echoes a user's value goes through here, so a 5 MiB value costs 100 bytes.
-    """
-    text = value if raw and isinstance(value, str) else repr(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text)} chars)"
-
-
 # ----------------------------------------------------------------------------- field types
 def _bad(where: str, what: str, value: Any) -> ConfigError:
     return ConfigError(f"{where} must be {what}, got {describe(value)} ({type(value).__name__})")

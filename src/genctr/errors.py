@@ -1,4 +1,23 @@
 """The project's own exception types: every error a user can cause is one of these."""
+from __future__ import annotations
+
+from typing import Any
+
+PREVIEW_CHARS = 80  # most characters of a user's value an error message echoes back
+
+
+def describe(value: Any, limit: int = PREVIEW_CHARS, *, raw: bool = False) -> str:
+    """``repr(value)`` (``str`` with ``raw``) cut to ``limit`` chars, e.g. ``'aaaa... (5242882 chars)'``.
+
+    Every error that echoes a user's value goes through here, so a 5 MiB value costs 100 bytes.
+    A numpy scalar is shown as the plain Python value it holds (``0.7``, not ``np.float64(0.7)``).
+    """
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    text = value if raw and isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} chars)"
 
 
 class GenCTRError(Exception):

@@ -39,8 +39,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from genctr.atomic import write_bytes
-from genctr.config import describe
-from genctr.errors import ArtifactError, ConfigError
+from genctr.errors import ArtifactError, ConfigError, describe
 
 log = logging.getLogger(__name__)
 

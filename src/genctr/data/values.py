@@ -4,14 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from genctr.errors import describe
+
 MAX_SHOWN = 40  # characters of one value's repr; three examples stay well under 200 characters
 N_EXAMPLES = 3
 
 
 def show(value: object) -> str:
-    """repr of a value as the user wrote it (numpy scalars as plain Python values), truncated."""
-    text = repr(value.item() if isinstance(value, np.generic) else value)
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+    """A value as the user wrote it (numpy scalars as plain Python values), cut to ``MAX_SHOWN``."""
+    return describe(value, MAX_SHOWN)
 
 
 def row_examples(col: pd.Series, bad: np.ndarray | pd.Series) -> str:

@@ -21,8 +21,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from genctr.config import describe
-from genctr.errors import ConfigError
+from genctr.errors import ConfigError, describe
 
 CHAMPION, CANARY = "champion", "canary"
 

@@ -12,13 +12,12 @@ import numpy as np
 import torch
 
 from genctr.config import from_dict
-from genctr.errors import ArtifactError
+from genctr.errors import ArtifactError, describe
 from genctr.evaluation.gate import GateConfig, champion_gate
 from genctr.evaluation.plots import plot_roc, plot_training_curves, roc_points
 from genctr.evaluation.report import write_gate_report
 from genctr.registry import ModelRegistry
-from genctr.training.artifacts import (FIX, VOCABS, check_vocab_fits, echo, read_config, read_json_object,
-                                       read_vocabulary)
+from genctr.training.artifacts import FIX, VOCABS, check_vocab_fits, read_config, read_json_object, read_vocabulary
 from genctr.training.data import FeatureData
 from genctr.training.remap import translate
 from genctr.training.run import KIND_CTR, KIND_DGENCTR_CTR, load_model, max_seq_len_of, score
@@ -31,7 +30,7 @@ def load_ctr_artifact(model_dir: str | Path, device: str = "cpu") -> torch.nn.Mo
     vocabularies that fit the weights (ArtifactError naming the bad file otherwise)."""
     kind = read_config(model_dir)["kind"]
     if kind not in (KIND_CTR, KIND_DGENCTR_CTR):
-        raise ArtifactError(f"{Path(model_dir) / 'config.json'} names a {echo(kind)} model; the gate compares "
+        raise ArtifactError(f"{Path(model_dir) / 'config.json'} names a {describe(kind, raw=True)} model; the gate compares "
                             f"fine-tuned CTR models ({KIND_CTR} or {KIND_DGENCTR_CTR}, from `genctr train finetune`)")
     model = load_model(model_dir, device)
     sizes = {}  # vocabulary -> largest index + 1
@@ -57,7 +56,7 @@ def training_history(model_dir: str | Path) -> list[dict[str, Any]]:
         return []
     history = read_json_object(path).get("history") or []
     if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
-        raise ArtifactError(f"{path}: 'history' must be a list of per-epoch objects, got {echo(history)}; {FIX}")
+        raise ArtifactError(f"{path}: 'history' must be a list of per-epoch objects, got {describe(history, raw=True)}; {FIX}")
     return history
 
 

@@ -254,7 +254,10 @@ def _run(suite: str, engine: str, table: Any, make_specs: Callable[[], list[Spec
     """
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
-        DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     specs = make_specs()
     names = [name for name, _, _ in specs]

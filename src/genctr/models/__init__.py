@@ -3,7 +3,7 @@
 Models return logits; losses live in the training step (``genctr.models.losses`` holds the
 pure loss functions it calls).
 """
-from genctr.models.backbones import DCNv2, DCNv2TA, DNN, build_backbone
+from genctr.models.backbones import DNN, DCNv2, DCNv2TA, build_backbone
 from genctr.models.config import DecoderConfig, ModelConfig
 from genctr.models.genctr import GenCTR
 from genctr.models.losses import sampled_softmax_loss

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
-from genctr.config import check_range, coerce_fields, describe
-from genctr.errors import ConfigError
+from genctr.config import check_range, coerce_fields
+from genctr.errors import ConfigError, describe
 from genctr.features.layout import FIRST_ID
 
 BACKBONES = ("dnn", "dcnv2", "dcnv2_ta")

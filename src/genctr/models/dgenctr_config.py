@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genctr.config import check_range, coerce_fields, describe
-from genctr.errors import ConfigError
+from genctr.config import check_range, coerce_fields
+from genctr.errors import ConfigError, describe
 
 FIELDS: tuple[str, ...] = ("user", "item", "cate", "price", "seq", "label")
 FIELD_INDEX: dict[str, int] = {name: k for k, name in enumerate(FIELDS)}

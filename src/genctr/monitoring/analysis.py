@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from genctr.config import describe
-from genctr.errors import ConfigError
+from genctr.errors import ConfigError, describe
 from genctr.monitoring.logs import ARMS, ABLogs
 
 if TYPE_CHECKING:

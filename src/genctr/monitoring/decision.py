@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from genctr.config import describe, from_dict
-from genctr.errors import ConfigError
+from genctr.config import from_dict
+from genctr.errors import ConfigError, describe
 from genctr.monitoring.analysis import ABAnalysis, json_safe, sample_shortfalls
 from genctr.monitoring.logs import DUPLICATE_POLICIES
 

@@ -56,8 +56,7 @@ import pandas as pd
 import pyarrow as pa
 
 from genctr.atomic import atomic_path
-from genctr.config import describe
-from genctr.errors import ConfigError, DataValidationError
+from genctr.errors import ConfigError, DataValidationError, describe
 
 ARMS = ("champion", "canary")
 KEY = ["request_id", "item_id"]  # what joins a click to the impression it is credited to

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genctr.errors import ConfigError
-from genctr.orchestration.catalog import module_name, check_params, compile_pipeline, load_pipeline_module
+from genctr.orchestration.catalog import check_params, compile_pipeline, load_pipeline_module, module_name
 
 if TYPE_CHECKING:
     from pipelines.placement import PlatformConfig

@@ -31,12 +31,12 @@ import torch
 from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from genctr.errors import ArtifactError
+from genctr.errors import ArtifactError, describe
 from genctr.features.layout import OOV
 from genctr.serving.online import FeastConfig, OnlineFeatures
 from genctr.serving.request import OUTPUT, Limits, ScoringRequest, parse_v1, parse_v2
 from genctr.serving.vocab import IdIndex, load_vocabularies
-from genctr.training.artifacts import check_vocab_fits, echo, read_config
+from genctr.training.artifacts import check_vocab_fits, read_config
 from genctr.training.run import KIND_CTR, KIND_DGENCTR_CTR, load_model, max_seq_len_of
 
 CTR_KINDS = (KIND_CTR, KIND_DGENCTR_CTR)  # artifacts whose forward(batch) returns CTR logits
@@ -90,7 +90,7 @@ class CTRPredictor(kserve.Model):
             return True
         kind = read_config(self.model_dir).get("kind")
         if kind not in CTR_KINDS:
-            raise ArtifactError(f"{self.model_dir / 'config.json'} names a {echo(kind)} model; serving needs a "
+            raise ArtifactError(f"{self.model_dir / 'config.json'} names a {describe(kind, raw=True)} model; serving needs a "
                                 f"fine-tuned CTR model (one of {CTR_KINDS}, from `genctr train finetune`)")
         model = load_model(self.model_dir, self.device)
         vocab = load_vocabularies(self.model_dir)

@@ -17,8 +17,17 @@ from genctr.simulation.arms import assign_users
 from genctr.simulation.auction import AuctionResult, gsp_auction
 from genctr.simulation.config import SimulationConfig
 from genctr.simulation.entry import simulate_deployment
-from genctr.simulation.scorers import (STATUS_BAD_RESPONSE, STATUS_CONNECTION_ERROR, STATUS_TIMEOUT, HttpScorer,
-                                       OracleScorer, RandomScorer, ScoreBatch, Scorer, ScoreResult)
+from genctr.simulation.scorers import (
+                                       STATUS_BAD_RESPONSE,
+                                       STATUS_CONNECTION_ERROR,
+                                       STATUS_TIMEOUT,
+                                       HttpScorer,
+                                       OracleScorer,
+                                       RandomScorer,
+                                       ScoreBatch,
+                                       Scorer,
+                                       ScoreResult,
+)
 from genctr.simulation.summary import ArmStats, SimulationSummary
 from genctr.simulation.traffic import run_traffic, simulate
 

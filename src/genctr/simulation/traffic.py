@@ -37,7 +37,7 @@ from genctr.simulation.arms import assign_users
 from genctr.simulation.auction import first_occurrence, gsp_auction
 from genctr.simulation.config import SimulationConfig
 from genctr.simulation.records import LogBuffer
-from genctr.simulation.scorers import STATUS_OK, HttpScorer, ScoreBatch, ScoreResult, Scorer
+from genctr.simulation.scorers import STATUS_OK, HttpScorer, ScoreBatch, Scorer, ScoreResult
 from genctr.simulation.summary import ArmStats, SimulationSummary
 
 log = logging.getLogger(__name__)

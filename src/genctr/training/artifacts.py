@@ -14,10 +14,8 @@ file and what to do about it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,33 +27,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genctr import __version__
-from genctr.errors import ArtifactError
+from genctr.atomic import publish
+from genctr.errors import ArtifactError, describe
 from genctr.features.layout import FIRST_ID, BuildLayout
 
 FORMAT = 1
 REQUIRED_FILES = ("model.safetensors", "config.json")
 FIX = "re-run `genctr train finetune` (or pretrain) to write it again, or download it again from the registry"
-ECHO_LIMIT = 200  # characters of an offending value repeated in a message
 VOCABS = ("user", "item", "category")
 TABLES = {"user": "user", "item": "item", "category": "cate"}  # vocabulary -> the model's id table
-
-
-def echo(value: Any) -> str:
-    """``repr(value)`` cut to ``ECHO_LIMIT`` characters, for error messages."""
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "..."
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished directory ``tmp`` onto ``final``; an existing ``final`` is swapped out first,
-    so at every instant ``final`` is either the old complete directory or the new one."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_artifact(out_dir: str | Path, model: torch.nn.Module, config: dict[str, Any],
@@ -74,7 +54,7 @@ def save_artifact(out_dir: str | Path, model: torch.nn.Module, config: dict[str,
             layout = BuildLayout(build_dir)
             shutil.copytree(layout.root / "vocab", tmp / "vocab")
             shutil.copytree(layout.items, tmp / "items")
-        replace_dir(tmp, out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -86,7 +66,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is unreadable ({echo(str(exc))}); {FIX}") from exc
+        raise ArtifactError(f"{path} is unreadable ({describe(str(exc), raw=True)}); {FIX}") from exc
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
                             f"{FIX}") from exc
@@ -107,13 +87,13 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
     path = d / "config.json"
     cfg = read_json_object(path)
     if cfg.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: artifact format {echo(cfg.get('format'))} is not supported "
+        raise ArtifactError(f"{path}: artifact format {describe(cfg.get('format'), raw=True)} is not supported "
                             f"(expected {FORMAT}); {FIX} with this genctr version")
     if not isinstance(cfg.get("kind"), str):
-        raise ArtifactError(f"{path}: 'kind' must be a model kind string, got {echo(cfg.get('kind'))}; {FIX}")
+        raise ArtifactError(f"{path}: 'kind' must be a model kind string, got {describe(cfg.get('kind'), raw=True)}; {FIX}")
     if not isinstance(cfg.get("model"), dict):
         raise ArtifactError(f"{path}: 'model' must be an object of model options, got "
-                            f"{echo(cfg.get('model'))}; {FIX}")
+                            f"{describe(cfg.get('model'), raw=True)}; {FIX}")
     return cfg
 
 
@@ -127,13 +107,13 @@ def load_weights(model_dir: str | Path, device: str | torch.device = "cpu",
     try:
         weights = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ArtifactError(f"{path} is not a readable safetensors file ({echo(str(exc))}); {FIX}") from exc
+        raise ArtifactError(f"{path} is not a readable safetensors file ({describe(str(exc), raw=True)}); {FIX}") from exc
     if expected is not None:
         check_tensors(path, weights, expected)
     for name, t in weights.items():
         # one vectorised reduction per tensor; integer tensors cannot hold NaN/inf
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ArtifactError(f"{path}: tensor {echo(name)} holds NaN or infinite values, so every score "
+            raise ArtifactError(f"{path}: tensor {describe(name, raw=True)} holds NaN or infinite values, so every score "
                                 f"would be meaningless; the run that wrote it diverged: retrain (lower lr, "
                                 f"grad_clip) or use the previous version")
     return weights
@@ -143,13 +123,13 @@ def check_tensors(path: Path, got: dict[str, torch.Tensor], expected: dict[str, 
     """ArtifactError unless ``got`` has exactly ``expected``'s tensor names, shapes and dtypes."""
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     if missing or extra:
-        raise ArtifactError(f"{path} does not match its config.json: missing tensors {echo(missing)}, "
-                            f"unexpected tensors {echo(extra)}; the weights and config come from different "
+        raise ArtifactError(f"{path} does not match its config.json: missing tensors {describe(missing, raw=True)}, "
+                            f"unexpected tensors {describe(extra, raw=True)}; the weights and config come from different "
                             f"models: {FIX}")
     for name, want in expected.items():
         have = got[name]
         if have.shape != want.shape or have.dtype != want.dtype:
-            raise ArtifactError(f"{path}: tensor {echo(name)} is {have.dtype} {tuple(have.shape)} but "
+            raise ArtifactError(f"{path}: tensor {describe(name, raw=True)} is {have.dtype} {tuple(have.shape)} but "
                                 f"config.json describes {want.dtype} {tuple(want.shape)} (vocabulary or "
                                 f"layer sizes differ); {FIX}")
 
@@ -165,7 +145,7 @@ def read_vocabulary(model_dir: str | Path, name: str) -> tuple[np.ndarray, np.nd
         table = pq.read_table(path, columns=["raw_id", "idx"])
     except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
         raise ArtifactError(f"{path} is not a readable vocabulary (Parquet with integer columns raw_id, idx): "
-                            f"{echo(str(exc))}; {FIX}") from exc
+                            f"{describe(str(exc), raw=True)}; {FIX}") from exc
     for col in ("raw_id", "idx"):
         column = table.column(col)
         if not pa.types.is_integer(column.type) or column.null_count:

@@ -23,8 +23,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genctr.errors import ArtifactError
-from genctr.training.artifacts import check_tensors, echo, replace_dir
+from genctr.atomic import publish
+from genctr.errors import ArtifactError, describe
+from genctr.training.artifacts import check_tensors
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, op
         for f in tmp.iterdir():  # on disk before the rename makes the checkpoint visible
             _fsync(f)
         final = ckpt_dir / f"epoch-{epoch:04d}"
-        replace_dir(tmp, final)
+        publish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -85,7 +86,7 @@ def read_state(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"checkpoint {path}/state.json is unreadable: {echo(str(exc))}") from exc
+        raise ArtifactError(f"checkpoint {path}/state.json is unreadable: {describe(str(exc), raw=True)}") from exc
     if not isinstance(meta, dict):
         raise ArtifactError(f"checkpoint {path}/state.json must hold a JSON object")
     want = {"epoch": int, "fingerprint": str, "optimizer_scalars": dict, "param_groups": list, "history": list}
@@ -99,7 +100,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ArtifactError(f"checkpoint file {path} is unreadable: {echo(str(exc))}") from exc
+        raise ArtifactError(f"checkpoint file {path} is unreadable: {describe(str(exc), raw=True)}") from exc
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
@@ -121,7 +122,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
             idx, k = key.split("::")
             state.setdefault(int(idx), {})[k] = v
     except ValueError as exc:
-        raise ArtifactError(f"checkpoint {path}: malformed optimizer state key ({echo(str(exc))})") from exc
+        raise ArtifactError(f"checkpoint {path}: malformed optimizer state key ({describe(str(exc), raw=True)})") from exc
     groups = meta["param_groups"]
     mine = opt.state_dict()["param_groups"]  # same layout, parameters numbered 0..P-1
     if len(groups) != len(mine) or any(not isinstance(g, dict) or g.get("params") != m["params"]
@@ -138,7 +139,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})  # validates before it changes anything
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ArtifactError(f"checkpoint {path}: optimizer state does not load ({echo(str(exc))})") from exc
+        raise ArtifactError(f"checkpoint {path}: optimizer state does not load ({describe(str(exc), raw=True)})") from exc
     model.load_state_dict(weights)  # names, shapes and dtypes checked above
     return meta
 

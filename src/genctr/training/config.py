@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genctr.config import check_range, coerce_fields, describe
-from genctr.errors import ConfigError
+from genctr.config import check_range, coerce_fields
+from genctr.errors import ConfigError, describe
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -17,14 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from genctr.config import from_dict
-from genctr.errors import ArtifactError, ConfigError, GenCTRError
+from genctr.errors import ArtifactError, ConfigError, GenCTRError, describe
 from genctr.evaluation.metrics import evaluate
 from genctr.models.config import ModelConfig
 from genctr.models.dgenctr_config import DGenCTRConfig
 from genctr.models.genctr import GenCTR
 from genctr.models.losses import sampled_softmax_loss
 from genctr.models.transfer import build_ctr_model
-from genctr.training.artifacts import FIX, echo, load_weights, read_config, save_artifact
+from genctr.training.artifacts import FIX, load_weights, read_config, save_artifact
 from genctr.training.checkpoint import clear_checkpoints
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
@@ -223,10 +223,10 @@ def _build_from_config(meta: dict[str, Any], model_dir: str | Path) -> nn.Module
         v = meta.get("vocab")
         if not isinstance(v, dict):
             raise ArtifactError(f"{Path(model_dir) / 'config.json'}: a {kind} model needs a 'vocab' object "
-                                f"of table sizes, got {echo(v)}; {FIX}")
+                                f"of table sizes, got {describe(v, raw=True)}; {FIX}")
         return DGenCTR(from_dict(DGenCTRConfig, meta["model"]), n_users=v["user"], n_items=v["item"],
                        n_cates=v["category"])
-    raise ArtifactError(f"{model_dir}: unknown model kind {echo(kind)} in config.json (known: "
+    raise ArtifactError(f"{model_dir}: unknown model kind {describe(kind, raw=True)} in config.json (known: "
                         f"{[KIND_GENCTR, KIND_CTR, KIND_DGENCTR, KIND_DGENCTR_CTR]}); {FIX}")
 
 
@@ -245,7 +245,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.
         raise
     except (GenCTRError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise ArtifactError(f"{Path(model_dir) / 'config.json'} does not describe a valid "
-                            f"{echo(meta['kind'])} model ({echo(str(exc))}); {FIX}") from exc
+                            f"{describe(meta['kind'], raw=True)} model ({describe(str(exc), raw=True)}); {FIX}") from exc
     weights = load_weights(model_dir, "cpu", expected=skeleton.state_dict())  # copied into the CPU net, then moved
     net = _build_from_config(meta, model_dir)
     net.load_state_dict(weights)
@@ -258,5 +258,5 @@ def max_seq_len_of(model_dir: str | Path) -> int:
     value = meta["model"].get("max_seq_len") or meta.get("max_seq_len", 200)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ArtifactError(f"{Path(model_dir) / 'config.json'}: max_seq_len must be a positive integer, "
-                            f"got {echo(value)}; {FIX}")
+                            f"got {describe(value, raw=True)}; {FIX}")
     return value

@@ -10,7 +10,6 @@ up to float summation order (both are deterministic run to run).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 MIN_ROWS = 2048  # below this the built-in backward is as fast and the autograd.Function overhead shows
