@@ -20,11 +20,10 @@ app.add_typer(features_app, name="features")
 
 
 def _register_subcommands() -> None:
-    from genctr.cli_train import evaluate_cmd, train_app
-
     from genctr.cli_canary import canary_app
     from genctr.cli_pipeline import pipeline_app
     from genctr.cli_serve import serve_cmd
+    from genctr.cli_train import evaluate_cmd, train_app
 
     app.add_typer(train_app, name="train")
     app.command("evaluate")(evaluate_cmd)

@@ -92,9 +92,9 @@ def run_cmd(
                                     "always run)."),
 ) -> None:
     """Run a pipeline end to end on this machine (the same pipeline function a cluster runs)."""
-    from genctr.paths import home
     from genctr.orchestration.catalog import parse_params
     from genctr.orchestration.local import run_local
+    from genctr.paths import home
 
     if not local:
         _fail(GenCTRError("only --local runs start here; use `genctr pipeline submit --host URL` for a cluster"))

@@ -1,7 +1,8 @@
 """Typed configuration. Validated in ``__post_init__``; YAML/JSON/CLI parsed only at the edges.
 
 ``from_dict`` builds any config dataclass (nested ones too) and rejects unknown keys, so a
-misspelt option is an error rather than a silent default.
+misspelt option is an error rather than a silent default. ``parse_assignments`` reads
+command-line ``key=value`` overrides, typed from the dataclass they override.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 import numbers
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -170,10 +171,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, section: str = "") -
         raise _bad(section, "a mapping of options (key: value)", data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(describe(k) for k in data if k not in names)  # keys of any type sort as text
+    unknown = [k for k in data if k not in names]
     if unknown:
-        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        raise ConfigError(f"{section}: unknown option(s) {shown}; known: {sorted(names)}")
+        raise _unknown_options(section, unknown, names)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         hint = hints[key]
@@ -184,6 +184,88 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, section: str = "") -
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{section}: {describe(str(exc), 200, raw=True)}") from exc
+
+
+def _unknown_options(section: str, keys: Collection[Any], names: Collection[str]) -> ConfigError:
+    """``<section>: unknown option(s) 'a', 'b'; known: [...]`` (at most ten keys echoed, each cut short)."""
+    unknown = sorted(describe(k) for k in keys)  # keys of any type sort as text
+    shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    return ConfigError(f"{section}: unknown option(s) {shown}; known: {sorted(names)}")
+
+
+# ----------------------------------------------------------------------------- key=value text
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+              "false": False, "no": False, "off": False, "0": False}  # case-insensitive
+
+
+def split_assignment(pair: str, flag: str) -> tuple[str, str]:
+    """``"key=value"`` -> ``("key", "value")``: the key stripped, the value as given (it may hold ``=``).
+
+    ``flag`` names the option in the error, e.g. ``"model"`` -> ``--model 'x': expected key=value``.
+    """
+    key, sep, value = pair.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--{flag} {describe(pair)}: expected key=value")
+    return key, value
+
+
+def parse_assignments(cls: type, pairs: Iterable[str] | None, section: str = "", *, flag: str = "",
+                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``["epochs=2", "mlp_dims=[64,32]"]`` -> ``{"epochs": 2, "mlp_dims": (64, 32)}``, typed from ``cls``.
+
+    Keys must be fields of dataclass ``cls`` (or of ``extra``: key -> annotation, for options
+    a command takes beside the dataclass); values are read as YAML scalars/lists and then
+    converted by the field's annotation (:func:`coerce`), so an error names ``<section>.<key>``.
+    Text is taken at its type where YAML would guess another: a ``str`` field keeps ``0001``,
+    a float field reads ``1e-3``, a bool field also reads ``1``/``0``. A nested dataclass
+    field takes a YAML mapping, checked when the config is built. Ranges are left to the
+    dataclass' ``__post_init__`` (build it with :func:`from_dict`). Later pairs win.
+    ``section`` defaults to the class name, ``flag`` (the option in syntax errors) to ``section``.
+    """
+    section = section or cls.__name__
+    flag = flag or section
+    annotations = typing.get_type_hints(cls)
+    hints = {f.name: annotations[f.name] for f in dataclasses.fields(cls)}
+    hints.update(extra or {})
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, text = split_assignment(pair, flag)
+        if key not in hints:
+            raise _unknown_options(section, [key], hints)
+        out[key] = _parse_value(f"{section}.{key}", hints[key], text, f"--{flag} {describe(key)}")
+    return out
+
+
+def _parse_value(where: str, hint: Any, text: str, option: str) -> Any:
+    """One value's text -> the canonical value of annotation ``hint`` (see :func:`parse_assignments`)."""
+    import yaml
+
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    inner = [a for a in args if a is not type(None)] if optional else [hint]
+    kind = inner[0] if len(inner) == 1 else None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        if kind is str:
+            return text.strip()  # a string field takes any text, YAML or not
+        reason = describe(str(exc).splitlines()[0], raw=True)
+        raise ConfigError(f"{option}: value {describe(text)} is not valid YAML ({reason})") from None
+    if value is None and optional:
+        return None
+    if kind is str and not isinstance(value, str):
+        value = text.strip()  # "0001", "1.0", "true": the text, not YAML's number or bool
+    elif kind in (int, float) and isinstance(value, str):
+        try:
+            value = kind(value.strip())  # forms YAML 1.1 leaves as text: 1e-3, 1E5, inf
+        except ValueError:
+            pass  # coerce names the field and the text
+    elif kind is bool and not isinstance(value, bool) and str(value).lower() in BOOL_WORDS:
+        value = BOOL_WORDS[str(value).lower()]
+    if dataclasses.is_dataclass(kind):
+        return value  # a mapping of the nested config's options: from_dict builds and checks it
+    return coerce(where, hint, value)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -211,4 +293,4 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["DataConfig", "FeatureConfig", "check_range", "coerce", "coerce_fields", "describe", "field",
-           "from_dict", "load_file", "to_dict"]
+           "from_dict", "load_file", "parse_assignments", "split_assignment", "to_dict"]

@@ -1,9 +1,7 @@
 """Candidate vs champion on the same test rows: the gate step of the training pipeline."""
 from __future__ import annotations
 
-import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genctr.atomic import write_json
 from genctr.config import from_dict
 from genctr.errors import ArtifactError, describe
 from genctr.evaluation.gate import GateConfig, champion_gate
@@ -91,8 +90,6 @@ def evaluate_against_champion(build: str | Path, candidate: str | Path, registry
     if history:
         images.append(plot_training_curves(history, out / "training.png", title="candidate training"))
     write_gate_report(out / "report.html", result, images, title=f"Champion gate: {name}")
-    tmp_json = out / ".decision.json.tmp"
-    tmp_json.write_text(json.dumps(result, indent=2, default=float))
-    os.replace(tmp_json, out / "decision.json")
+    write_json(out / "decision.json", result, default=float)
     log.info("gate %s: %s", "PASSED" if decision.passed else "REJECTED", decision.reason)
     return result
