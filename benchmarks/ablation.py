@@ -138,16 +138,15 @@ def log_command(path: Path, args: argparse.Namespace) -> list[str]:
 
 
 def overrides(cls, pairs: list[str], flag: str) -> dict[str, object]:
-    """``["schedule=cosine", "timesteps=10"]`` -> overrides of the dataclass ``cls``, values parsed
-    like ``genctr train --model key=value`` (the dataclass validates them when it is built)."""
-    from genctr.cli_train import parse_sets
+    """``["schedule=cosine", "timesteps=10"]`` -> overrides of the dataclass ``cls``, typed from its
+    fields like ``genctr train --model key=value`` (the dataclass checks ranges when it is built)."""
+    from genctr.config import parse_assignments
+    from genctr.errors import ConfigError
 
-    out = parse_sets(pairs, flag.lstrip("-"))
-    unknown = sorted(set(out) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise SystemExit(f"{flag} {unknown}: unknown {cls.__name__} field(s); known: "
-                         f"{sorted(f.name for f in dataclasses.fields(cls))}")
-    return out
+    try:
+        return parse_assignments(cls, pairs, cls.__name__, flag=flag.lstrip("-"))
+    except ConfigError as exc:
+        raise SystemExit(f"{flag}: {exc}") from None
 
 
 def summarize(jsonl: Path, md: Path, png: Path, header: str) -> None:

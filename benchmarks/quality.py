@@ -33,10 +33,11 @@ log = logging.getLogger("quality")
 
 
 def parse_set(text: str) -> dict:
-    """``"a=1,b=xavier"`` -> typed overrides, parsed like ``genctr train --model key=value``."""
-    from genctr.cli_train import parse_sets
+    """``"a=1,b=xavier"`` -> ModelConfig overrides, typed like ``genctr train --model key=value``."""
+    from genctr.config import parse_assignments
+    from genctr.models.config import ModelConfig
 
-    return parse_sets([pair for pair in text.split(",") if pair], "set")
+    return parse_assignments(ModelConfig, [pair for pair in text.split(",") if pair], "model", flag="set")
 
 
 def run_variant(data, backbone: str, overrides: dict[str, str], args) -> list[float]:

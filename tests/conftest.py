@@ -39,3 +39,13 @@ def synthetic_build(spark, tmp_path_factory) -> dict[str, object]:
     write_events(world, 40_000, str(root / "events"))
     stats = build_features(root / "events", root / "build", FeatureConfig(max_seq_len=30), spark=spark)
     return {"world": world, "events": root / "events", "build": root / "build", "stats": stats, "max_seq_len": 30}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs two workers on two cores) each worker's torch gets one
+    thread: two workers with two threads each would oversubscribe the cores and spin."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")

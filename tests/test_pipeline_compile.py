@@ -21,8 +21,8 @@ REGISTRY_TASKS = ("evaluate-and-gate", "register-model", "deploy-model")
 
 pytest.importorskip("kfp")
 
-from pipelines.placement import PlatformConfig, Toleration  # noqa: E402
-from pipelines.training_pipeline import compile_pipeline, training_pipeline  # noqa: E402
+from pipelines.placement import PlatformConfig, Toleration
+from pipelines.training_pipeline import compile_pipeline, training_pipeline
 
 
 def compiled(tmp_path: Path, platform: PlatformConfig | None = None) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def assert_parameters_exposed(spec: dict[str, Any], pipeline: Any) -> dict[str, 
     description; returns the declared parameters."""
     declared = spec["root"]["inputDefinitions"]["parameters"]
     signature = inspect.signature(pipeline.pipeline_func).parameters
-    kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
+    kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN", dict: "STRUCT"}
     assert set(declared) == set(signature)
     for name, p in signature.items():
         assert declared[name]["parameterType"] == kinds[p.annotation], name
@@ -305,7 +305,7 @@ def test_manifests_grant_inferenceservice_patching() -> None:
 def test_cli_commands_have_help() -> None:
     from typer.testing import CliRunner
 
-    from genctr.cli_pipeline import pipeline_app
+    from genctr.cli.pipeline import pipeline_app
 
     runner = CliRunner()
     for cmd in ("compile", "run", "submit", "schedule", "params"):

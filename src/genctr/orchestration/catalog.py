@@ -8,11 +8,13 @@ of the canary loop). ``pipelines`` and ``components`` are installed with the pro
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from genctr.config import split_assignment
 from genctr.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -62,12 +64,7 @@ def check_params(params: dict[str, Any] | None, pipeline: str = "training") -> d
 
 def parse_params(pairs: list[str] | None, pipeline: str = "training") -> dict[str, Any]:
     """``["key=value", ...]`` -> typed parameters (types from the pipeline's signature)."""
-    params: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--param {pair!r}: expected key=value")
-        params[key.strip()] = value
+    params = dict(split_assignment(pair, "param") for pair in pairs or [])
     return check_params(params, pipeline)
 
 
@@ -89,6 +86,11 @@ def _coerce(name: str, kfp_type: str, value: Any) -> Any:
             return float(value)
         if kfp_type == "String":
             return str(value)
+        if kfp_type == "Dict":  # a mapping (YAML/JSON), or its JSON text from `--param key={...}`
+            value = json.loads(value) if isinstance(value, str) else value
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return value
     except (TypeError, ValueError):
         raise ConfigError(f"pipeline parameter {name} must be {kfp_type.lower()}, got {value!r}") from None
     return value

@@ -1,54 +1,17 @@
-"""The ``genctr`` command line. Every command has ``--help``; options map onto typed configs."""
+"""``genctr data ...`` and ``genctr features ...``: canonical events, the Spark build, GX checks, Feast."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from genctr.cli.errors import fail
 from genctr.errors import GenCTRError
-from genctr.logging_setup import setup_logging
 
-app = typer.Typer(help="Generative-pretrained CTR models: features, training, pipelines, serving.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Canonical events: generate synthetic ones, convert sources.", no_args_is_help=True)
 features_app = typer.Typer(help="Feature build (Spark), data checks (Great Expectations), Feast.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-app.add_typer(features_app, name="features")
-
-
-def _register_subcommands() -> None:
-    from genctr.cli_canary import canary_app
-    from genctr.cli_pipeline import pipeline_app
-    from genctr.cli_serve import serve_cmd
-    from genctr.cli_train import evaluate_cmd, train_app
-
-    app.add_typer(train_app, name="train")
-    app.command("evaluate")(evaluate_cmd)
-    app.add_typer(pipeline_app, name="pipeline")
-    app.command("serve")(serve_cmd)
-    app.add_typer(canary_app, name="canary")
-
-
-_register_subcommands()
-
-log = logging.getLogger("genctr")
-
-
-@app.callback()
-def main(log_level: str = typer.Option("INFO", help="Logging level.")) -> None:
-    setup_logging(log_level.upper())
-
-
-def fail(exc: GenCTRError) -> None:
-    """Print a user error without a traceback and exit non-zero."""
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    report = getattr(exc, "report_path", None)
-    if report:
-        typer.secho(f"report: {report}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _home_default(*parts: str) -> Path:
@@ -145,26 +108,4 @@ def features_materialize(
     typer.echo(f"materialised {build} into the {online} online store")
 
 
-@app.command("demo")
-def demo(
-    requests: int = typer.Option(40_000, help="Simulated ad requests during the canary."),
-    canary_percent: int = typer.Option(50, help="Share of users on the canary."),
-    skip_movielens: bool = typer.Option(False, help="Skip the offline MovieLens run (synthetic world only)."),
-    keep_serving: bool = typer.Option(False, help="Leave the local model server running afterwards."),
-    seed: int = typer.Option(0, help="Seed of the synthetic world, training and traffic."),
-) -> None:
-    """The whole loop on this machine: training pipelines (kfp.local), gate, canary, A/B analysis,
-    promotion, and one HTML report."""
-    from genctr.demo import DemoConfig, run_demo
-
-    try:
-        result = run_demo(DemoConfig(requests=requests, canary_percent=canary_percent, seed=seed,
-                                     skip_movielens=skip_movielens, keep_serving=keep_serving))
-    except GenCTRError as exc:
-        fail(exc)
-    for line in result.summary_lines():
-        typer.echo(line)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
+__all__ = ["data_app", "features_app"]

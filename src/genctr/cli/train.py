@@ -1,41 +1,26 @@
-"""``genctr train ...`` and ``genctr evaluate``: training runs and the champion gate."""
+"""``genctr train pretrain`` and ``genctr train finetune``: training runs from typed options.
+
+Options come from a config file's ``model``/``train`` sections, overridden by ``--model`` /
+``--train`` ``key=value`` pairs typed from the config dataclass they set. Every config is
+built before any data is read, so a bad option fails at once.
+"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from genctr.errors import ConfigError, GenCTRError
+from genctr.cli.errors import print_json
+from genctr.errors import ConfigError
 
 train_app = typer.Typer(help="Pretraining (GenCTR / DGenCTR) and CTR fine-tuning.", no_args_is_help=True)
 
 SECTIONS = ("model", "train", "gate")
 SET_HELP = "Override one option, e.g. --model backbone=dcnv2_ta or --train epochs=2 (repeatable)."
-
-
-def parse_sets(pairs: list[str], what: str) -> dict[str, Any]:
-    """``key=value`` pairs; values parsed as YAML scalars/lists (``3``, ``true``, ``[64,32]``).
-
-    Only the syntax is checked here; types and ranges are the config dataclass' own checks.
-    """
-    import yaml
-
-    from genctr.config import describe
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--{what} expects key=value, got {describe(pair)}")
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            reason = describe(str(exc).splitlines()[0], raw=True)
-            raise ConfigError(f"--{what} {describe(key)}: value {describe(value)} is not valid YAML ({reason})") from None
-    return out
+METHODS = ("genctr", "dgenctr")
+# dgenctr model options: DGenCTRConfig fields plus the history length of the build's batches
+DGENCTR_EXTRA: dict[str, Any] = {"max_seq_len": int}
 
 
 def load_sections(config: Optional[Path]) -> dict[str, Any]:
@@ -53,6 +38,27 @@ def load_sections(config: Optional[Path]) -> dict[str, Any]:
             raise ConfigError(f"{config}: section {name!r} must be a mapping of options (key: value), "
                               f"got {describe(value)} ({type(value).__name__})")
     return sections
+
+
+def model_sets(method: str, pairs: list[str]) -> dict[str, Any]:
+    """``--model`` pairs typed from the config of ``method``: ModelConfig (genctr), DGenCTRConfig (dgenctr)."""
+    from genctr.config import describe, parse_assignments
+    from genctr.models.config import ModelConfig
+    from genctr.models.dgenctr_config import DGenCTRConfig
+
+    if method == "genctr":
+        return parse_assignments(ModelConfig, pairs, "model")
+    if method == "dgenctr":
+        return parse_assignments(DGenCTRConfig, pairs, "model", extra=DGENCTR_EXTRA)
+    raise ConfigError(f"pretrain method must be 'genctr' or 'dgenctr', got {describe(method)}")
+
+
+def train_sets(pairs: list[str]) -> dict[str, Any]:
+    """``--train`` pairs typed from TrainConfig."""
+    from genctr.config import parse_assignments
+    from genctr.training.config import TrainConfig
+
+    return parse_assignments(TrainConfig, pairs, "train")
 
 
 def check_configs(method: str, model: dict[str, Any], train: dict[str, Any]) -> None:
@@ -75,16 +81,6 @@ def check_configs(method: str, model: dict[str, Any], train: dict[str, Any]) -> 
         from_dict(ModelConfig, model, "model")
 
 
-def _run(fn) -> None:
-    from genctr.cli import fail
-
-    try:
-        result = fn()
-    except GenCTRError as exc:
-        fail(exc)
-    typer.echo(json.dumps(result, indent=2, default=float))
-
-
 @train_app.command("pretrain")
 def pretrain_cmd(
     build: Path = typer.Option(..., help="Feature build directory."),
@@ -99,12 +95,12 @@ def pretrain_cmd(
 
     def go() -> dict[str, Any]:
         s = load_sections(config)
-        m = {**s.get("model", {}), **parse_sets(model, "model")}
-        t = {"epochs": 3, **s.get("train", {}), **parse_sets(train, "train")}
+        m = {**s.get("model", {}), **model_sets(method, model)}
+        t = {"epochs": 3, **s.get("train", {}), **train_sets(train)}
         check_configs(method, m, t)
         return {"artifact": str(out), **pretrain(build, out, method, m, t)}
 
-    _run(go)
+    print_json(go)
 
 
 @train_app.command("finetune")
@@ -121,13 +117,14 @@ def finetune_cmd(
 
     def go() -> dict[str, Any]:
         s = load_sections(config)
-        m = {**s.get("model", {}), **parse_sets(model, "model")}
-        t = {**s.get("train", {}), **parse_sets(train, "train")}
+        t = {**s.get("train", {}), **train_sets(train)}
         base = _dgenctr_model(pretrained)  # a DGenCTR model's options are overrides of its config
-        check_configs("genctr" if base is None else "dgenctr", m if base is None else {**base, **m}, t)
+        method = "genctr" if base is None else "dgenctr"
+        m = {**s.get("model", {}), **model_sets(method, model)}
+        check_configs(method, m if base is None else {**base, **m}, t)
         return {"artifact": str(out), **finetune(build, out, m, t, pretrained)}
 
-    _run(go)
+    print_json(go)
 
 
 def _dgenctr_model(pretrained: Optional[Path]) -> dict[str, Any] | None:
@@ -141,24 +138,4 @@ def _dgenctr_model(pretrained: Optional[Path]) -> dict[str, Any] | None:
     return meta["model"] if meta["kind"] == KIND_DGENCTR else None
 
 
-def evaluate_cmd(
-    build: Path = typer.Option(..., help="Feature build directory (its test split is scored)."),
-    candidate: Path = typer.Option(..., help="Candidate model artifact."),
-    registry: str = typer.Option("", help="Registry root (path or fsspec URI); default $GENCTR_HOME/registry."),
-    name: str = typer.Option("ctr", help="Model name in the registry."),
-    out: Optional[Path] = typer.Option(None, help="Report directory (default CANDIDATE.gate)."),
-    gate: list[str] = typer.Option([], "--gate", help="Gate option, e.g. --gate min_auc_gain=0.002."),
-) -> None:
-    """Evaluate a candidate against the registry's champion on the same rows (the AUC gate)."""
-    from genctr.paths import home
-    from genctr.workflow import evaluate_gate
-
-    def go() -> dict[str, Any]:
-        root = registry or str(home() / "registry")
-        dest = out or candidate.with_name(candidate.name + ".gate")
-        res = evaluate_gate(build, candidate, root, name, parse_sets(gate, "gate"), dest)
-        s = res.summary
-        return {"passed": s["passed"], "reason": s["reason"], "report": res.path,
-                "candidate": s["candidate"], "champion": s["champion"]}
-
-    _run(go)
+__all__ = ["check_configs", "load_sections", "model_sets", "train_app", "train_sets"]

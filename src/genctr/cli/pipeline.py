@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
 
+from genctr.cli.errors import fail
 from genctr.errors import GenCTRError
 
 pipeline_app = typer.Typer(help="Kubeflow pipelines (training, canary): compile, run locally (kfp.local), submit, "
@@ -14,15 +15,6 @@ pipeline_app = typer.Typer(help="Kubeflow pipelines (training, canary): compile,
 
 PARAM_HELP = "Pipeline parameter override key=value (repeatable); `genctr pipeline params` lists them."
 PIPELINE = typer.Option("training", "--pipeline", help="Which pipeline: training | canary.")
-
-
-def _fail(exc: GenCTRError) -> NoReturn:
-    """Print a user error without a traceback and exit non-zero."""
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    report = getattr(exc, "report_path", None)
-    if report:
-        typer.secho(f"report: {report}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _platform(image: Optional[str], train_image: Optional[str], node_selector: Optional[list[str]],
@@ -56,7 +48,7 @@ def params_cmd(pipeline: str = PIPELINE) -> None:
     try:
         params = pipeline_parameters(pipeline)
     except GenCTRError as exc:
-        _fail(exc)
+        fail(exc)
     for name, (kind, default) in params.items():
         typer.echo(f"{name:24s} {kind:8s} {default!r}")
 
@@ -78,7 +70,7 @@ def compile_cmd(
         platform = _platform(image, train_image, gpu_node_selector, gpu_toleration, storage_secret)
         typer.echo(str(compile_pipeline(out or Path(f"{pipeline}_pipeline.yaml"), platform, pipeline)))
     except GenCTRError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @pipeline_app.command("run")
@@ -97,12 +89,12 @@ def run_cmd(
     from genctr.paths import home
 
     if not local:
-        _fail(GenCTRError("only --local runs start here; use `genctr pipeline submit --host URL` for a cluster"))
+        fail(GenCTRError("only --local runs start here; use `genctr pipeline submit --host URL` for a cluster"))
     try:
         run = run_local(parse_params(param, pipeline), pipeline_root or home() / "pipeline-runs", enable_caching=cache,
                         pipeline=pipeline)
     except GenCTRError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"run directory: {run.run_dir}")
     if pipeline == "canary":
         _echo_canary(run)
@@ -149,7 +141,7 @@ def submit_cmd(
         run_id = submit(host, parse_params(param, pipeline), experiment, run_name=run_name, namespace=namespace,
                         enable_caching=cache, service_account=service_account, package=package, pipeline=pipeline)
     except GenCTRError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(json.dumps({"run_id": run_id, "host": host}))
 
 
@@ -188,7 +180,7 @@ def schedule_cmd(
         job_id = schedule(host, spec.pop("cron"), spec.pop("params"), spec.pop("name"), namespace=namespace,
                           package=package, **spec)
     except GenCTRError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(json.dumps({"recurring_run_id": job_id, "host": host}))
 
 

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from genctr.cli.errors import fail
 from genctr.errors import GenCTRError
 
 
@@ -35,8 +36,7 @@ def serve_cmd(
     try:
         model = str(model_dir) if model_dir else _champion_dir(registry, name, version)
     except GenCTRError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(code=2) from None
+        fail(exc)
     argv = ["--model_dir", model, "--model_name", model_name, "--host", host, "--http_port", str(port),
             "--max_in_flight", str(max_in_flight),
             "--max_candidates", str(max_candidates), "--torch_threads", str(torch_threads),
@@ -58,3 +58,6 @@ def _champion_dir(registry: Optional[str], name: str, version: Optional[int]) ->
     if "://" not in mv.uri:
         return mv.uri
     return str(reg.download(name, mv.version, home() / "serving-cache" / name / str(mv.version)))
+
+
+__all__ = ["serve_cmd"]

@@ -1,0 +1,68 @@
+"""The root ``genctr`` app: logging, ``--version``, ``genctr demo``, and every command group."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from genctr.cli.data import data_app, features_app
+from genctr.cli.errors import fail
+from genctr.cli.evaluate import evaluate_cmd
+from genctr.cli.pipeline import pipeline_app
+from genctr.cli.serve import serve_cmd
+from genctr.cli.train import train_app
+from genctr.cli_canary import canary_app
+from genctr.errors import GenCTRError
+from genctr.logging_setup import setup_logging
+
+app = typer.Typer(help="Generative-pretrained CTR models: features, training, pipelines, serving.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+# registration order is the order of `genctr --help`: commands first, then groups, each as added
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(train_app, name="train")
+app.command("evaluate")(evaluate_cmd)
+app.add_typer(pipeline_app, name="pipeline")
+app.command("serve")(serve_cmd)
+app.add_typer(canary_app, name="canary")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from genctr import __version__
+
+        typer.echo(f"genctr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    log_level: str = typer.Option("INFO", help="Logging level."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_print_version, is_eager=True,
+                                           help="Print the version and exit."),
+) -> None:
+    setup_logging(log_level.upper())
+
+
+@app.command("demo")
+def demo(
+    requests: int = typer.Option(40_000, help="Simulated ad requests during the canary."),
+    canary_percent: int = typer.Option(50, help="Share of users on the canary."),
+    skip_movielens: bool = typer.Option(False, help="Skip the offline MovieLens run (synthetic world only)."),
+    keep_serving: bool = typer.Option(False, help="Leave the local model server running afterwards."),
+    seed: int = typer.Option(0, help="Seed of the synthetic world, training and traffic."),
+) -> None:
+    """The whole loop on this machine: training pipelines (kfp.local), gate, canary, A/B analysis,
+    promotion, and one HTML report."""
+    from genctr.demo import DemoConfig, run_demo
+
+    try:
+        result = run_demo(DemoConfig(requests=requests, canary_percent=canary_percent, seed=seed,
+                                     skip_movielens=skip_movielens, keep_serving=keep_serving))
+    except GenCTRError as exc:
+        fail(exc)
+    for line in result.summary_lines():
+        typer.echo(line)
+
+
+__all__ = ["app"]
