@@ -4,6 +4,8 @@ The analysis and the action read live state (the logs behind an unchanged ``log_
 deployment's current split): the pipeline turns caching off for all three steps.
 """
 
+from typing import Optional
+
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
 from components.images import component
@@ -15,6 +17,7 @@ def collect_logs(
     logs: Output[Dataset],
     since_ts: int = 0,
     deployment: str = "genctr-ctr",
+    policy: Optional[dict] = None,  # noqa: UP045 - KFP reads typing.Optional, not `dict | None`
 ) -> str:
     """Read and check the A/B log tables, keep the canary's window, copy them as Parquet.
 
@@ -26,16 +29,20 @@ def collect_logs(
         logs: The windowed tables in the same layout; metadata: counts per arm.
         since_ts: Epoch seconds the canary started; earlier traffic is dropped (0 = keep all).
         deployment: Deployment whose default log directory is read when ``log_dir`` is ''.
+        policy: The decision policy (genctr CanaryPolicy fields; None = its defaults): its
+            ``duplicates`` says whether a duplicated log row fails the step or is dropped.
     """
     import json
 
-    from genctr import workflow
     from genctr.logging_setup import setup_logging
+    from genctr.monitoring.canary import load_policy
+    from genctr.monitoring.collect import ab_log_dir, collect_to
 
     setup_logging()
-    result = workflow.collect_canary_logs(workflow.ab_log_dir(log_dir, deployment), since_ts, logs.path)
-    logs.metadata.update(result.summary["metadata"])
-    return json.dumps(result.summary)
+    summary = collect_to(ab_log_dir(log_dir, deployment), since_ts, logs.path,
+                         duplicates=load_policy(policy).duplicates)
+    logs.metadata.update(summary["metadata"])
+    return json.dumps(summary)
 
 
 @component
@@ -50,14 +57,7 @@ def analyze_canary(
     kserve_env: str = "prod",
     state_dir: str = "",
     canary_percent: int = 0,
-    alpha: float = 0.05,
-    min_users_per_arm: int = 200,
-    min_impressions_per_arm: int = 2_000,
-    ctr_uplift_threshold: float = 0.0,
-    rpm_must_not_be_worse: bool = True,
-    srm_alpha: float = 0.001,
-    max_error_rate: float = 0.01,
-    max_p99_latency_ms: float = 200.0,
+    policy: Optional[dict] = None,  # noqa: UP045 - KFP reads typing.Optional, not `dict | None`
     drift: bool = True,
 ) -> str:
     """Uplift statistics, SRM, guardrails and drift of the running canary; return the action.
@@ -70,39 +70,36 @@ def analyze_canary(
         logs: The collected A/B log tables.
         metrics: CTR/RPM uplift with CI bounds, SRM p-value, users and impressions per arm.
         report: HTML with the decision, its reasons, the uplift plot and the drift report.
-        analysis: Directory: decision.json (read by the act step), analysis.json, arms.csv,
-            plots, drift_arms.html.
+        analysis: Directory: decision.json (genctr.monitoring.canary_record; read by the act
+            step), analysis.json, arms.csv, plots, drift_arms.html.
         target: local | kserve: where the deployment runs (its split is read from there).
         deployment: Deployment / InferenceService name.
         namespace: Kubernetes namespace (kserve).
         kserve_env: Manifest defaults for kserve: dev | prod.
         state_dir: local: directory of the deployment's state file ('' = $GENCTR_HOME/deploy).
         canary_percent: The split the logs were produced under (0 = the deployment's current one).
-        alpha, min_users_per_arm, min_impressions_per_arm, ctr_uplift_threshold, rpm_must_not_be_worse,
-            srm_alpha, max_error_rate, max_p99_latency_ms: The decision policy (genctr CanaryPolicy).
+        policy: The decision policy: genctr CanaryPolicy fields (thresholds, guardrails,
+            ``duplicates``); fields left out, or None, take CanaryPolicy's defaults. Validated here.
         drift: Also write an Evidently drift report (canary vs champion impressions).
     """
     import os
     import shutil
 
-    from genctr import workflow
-    from genctr.deploy.factory import DeployTarget
+    from genctr.deploy.factory import DeployTarget, make_deployer
     from genctr.logging_setup import setup_logging
+    from genctr.monitoring.canary import judge, load_policy, run_page_metrics
+    from genctr.monitoring.collect import read_collected
 
     setup_logging()
-    policy = {"alpha": alpha, "min_users_per_arm": min_users_per_arm,
-              "min_impressions_per_arm": min_impressions_per_arm, "ctr_uplift_threshold": ctr_uplift_threshold,
-              "rpm_must_not_be_worse": rpm_must_not_be_worse, "srm_alpha": srm_alpha,
-              "max_error_rate": max_error_rate, "max_p99_latency_ms": max_p99_latency_ms}
-    target_ = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir)
-    result = workflow.analyze_canary(logs.path, policy, analysis.path, target_, canary_percent=canary_percent,
-                                     drift=drift)
+    where = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir)
+    decision = judge(read_collected(logs.path), make_deployer(where).status(), load_policy(policy), analysis.path,
+                     target=target, canary_percent=canary_percent, drift=drift)
     shutil.move(os.path.join(analysis.path, "report.html"), report.path)  # the page embeds the rest
-    for key, value in result.summary["metrics"].items():
+    for key, value in run_page_metrics(decision).items():
         metrics.log_metric(key, value)
-    s = result.summary
-    analysis.metadata.update({"action": s["action"], "reasons": s["reasons"], "canary_uri": s["canary_uri"]})
-    return str(s["action"])
+    analysis.metadata.update({"action": decision.action, "reasons": decision.reasons,
+                              "canary_uri": decision.canary_uri})
+    return decision.action
 
 
 @component
@@ -120,7 +117,8 @@ def act_on_canary(
     """Promote or roll back the judged canary; on promotion move the registry's champion too.
 
     Refuses to act when the deployment's canary is no longer the one that was analysed.
-    Returns a JSON summary (action, acted, canary and champion URIs, registry champion).
+    Returns the result as JSON (genctr CanaryResult: action, acted, dry_run, deployment,
+    canary_uri, canary_version, champion_uri, registry_champion).
 
     Args:
         analysis: The analyse step's directory (its decision.json).
@@ -135,13 +133,16 @@ def act_on_canary(
     """
     import json
 
-    from genctr import workflow
-    from genctr.deploy.factory import DeployTarget
+    from genctr.deploy.factory import DeployTarget, make_deployer
     from genctr.logging_setup import setup_logging
+    from genctr.monitoring.canary import act
+    from genctr.monitoring.canary_record import read_decision
     from genctr.paths import home
+    from genctr.registry import ModelRegistry
 
     setup_logging()
-    target_ = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir)
-    result = workflow.act_on_canary(analysis.path, registry_root or str(home() / "registry"), model_name, target_,
-                                    dry_run=dry_run)
-    return json.dumps(result.summary)
+    where = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir)
+    result = act(read_decision(analysis.path), make_deployer(where),
+                 registry=ModelRegistry(registry_root or str(home() / "registry")), model_name=model_name,
+                 dry_run=dry_run)
+    return json.dumps(result.to_dict())

@@ -8,16 +8,20 @@ hourly) while a canary started by the training pipeline's deploy step is live::
 Caching is off for every step: the logs behind an unchanged ``log_dir`` grow, and the
 deployment's split changes between runs. The analysis returns its action as its single
 ``Output`` parameter (kfp.local resolves a ``dsl.If`` only on that, see training_pipeline.py).
-The act step refuses to touch a canary other than the one analysed; ``dry_run`` keeps it to
-a log line.
+The decision policy is one ``policy`` parameter (a dict of genctr CanaryPolicy fields, its
+defaults CanaryPolicy's), validated by CanaryPolicy in the collect and analyse steps. With no
+canary in progress the analysis decides ``continue`` and the act step is skipped. The act step
+refuses to touch a canary other than the one analysed; ``dry_run`` keeps it to a log line.
 """
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from kfp import dsl, kubernetes
 
 from components import act_on_canary, analyze_canary, collect_logs
+from genctr.monitoring.decision import CanaryPolicy
 from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_main, compile_placed
 
 PIPELINE_NAME = "genctr-canary"
@@ -26,6 +30,7 @@ PIPELINE_NAME = "genctr-canary"
 def build_pipeline(platform: PlatformConfig | None = None) -> Any:
     """The canary pipeline (a KFP GraphComponent) placed according to ``platform``."""
     platform = platform or PlatformConfig()
+    default_policy = dataclasses.asdict(CanaryPolicy())  # the run form's default: the library's, declared once
 
     def on_cpu(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
         return task.set_display_name(name).set_container_image(platform.image)
@@ -50,14 +55,7 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
         kserve_env: str = "prod",
         registry_root: str = "",
         model_name: str = "genctr-ctr",
-        alpha: float = 0.05,
-        min_users_per_arm: int = 200,
-        min_impressions_per_arm: int = 2_000,
-        ctr_uplift_threshold: float = 0.0,
-        rpm_must_not_be_worse: bool = True,
-        srm_alpha: float = 0.001,
-        max_error_rate: float = 0.01,
-        max_p99_latency_ms: float = 200.0,
+        policy: dict = default_policy,
         drift: bool = True,
         dry_run: bool = False,
     ) -> None:
@@ -77,25 +75,22 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
             registry_root: Model registry (local path or s3://, gs:// URI; '' = $GENCTR_HOME/registry);
                 a promotion moves its champion pointer to the canary's version.
             model_name: Registered model name.
-            alpha: Two-sided significance level of the uplift confidence intervals.
-            min_users_per_arm: Minimum users in each arm before a statistical decision.
-            min_impressions_per_arm: Minimum impressions in each arm before a statistical decision.
-            ctr_uplift_threshold: Promote when the CTR uplift's lower bound exceeds this (relative, 0.01 = +1 %).
-            rpm_must_not_be_worse: Roll back (and never promote) when RPM is significantly worse.
-            srm_alpha: Sample-ratio-mismatch p-value below which the split is broken (roll back).
-            max_error_rate: Guardrail: highest canary share of failed scoring calls.
-            max_p99_latency_ms: Guardrail: highest canary p99 scoring latency (ms).
+            policy: The decision policy (genctr CanaryPolicy; fields left out take its defaults):
+                alpha (two-sided level of the uplift CIs), min_users_per_arm and
+                min_impressions_per_arm (before a statistical decision), ctr_uplift_threshold
+                (promote when the CTR uplift's lower bound exceeds it; relative, 0.01 = +1 %),
+                rpm_must_not_be_worse (roll back, never promote, when RPM is significantly worse),
+                srm_alpha (sample-ratio-mismatch p-value below which the split is broken: roll
+                back), max_error_rate and max_p99_latency_ms (canary guardrails), duplicates
+                (refuse | dedupe: a duplicated log row fails the run, or is dropped and counted).
             drift: Add an Evidently drift report (canary vs champion impressions) to the analysis.
             dry_run: Decide and report, but neither promote nor roll back.
         """
-        collect = live(on_cpu(collect_logs(log_dir=log_dir, since_ts=since_ts, deployment=deployment),
-                              "Collect A/B logs"))
+        collect = live(on_cpu(collect_logs(log_dir=log_dir, since_ts=since_ts, deployment=deployment,
+                                           policy=policy), "Collect A/B logs"))
         analysis = live(on_cpu(analyze_canary(
             logs=collect.outputs["logs"], target=deploy_target, deployment=deployment, namespace=kserve_namespace,
-            kserve_env=kserve_env, state_dir=deploy_state_dir, alpha=alpha, min_users_per_arm=min_users_per_arm,
-            min_impressions_per_arm=min_impressions_per_arm, ctr_uplift_threshold=ctr_uplift_threshold,
-            rpm_must_not_be_worse=rpm_must_not_be_worse, srm_alpha=srm_alpha, max_error_rate=max_error_rate,
-            max_p99_latency_ms=max_p99_latency_ms, drift=drift), "Analyse canary"))
+            kserve_env=kserve_env, state_dir=deploy_state_dir, policy=policy, drift=drift), "Analyse canary"))
         with dsl.If(analysis.outputs["Output"] != "continue", name="canary-decided"):
             live(on_cpu(act_on_canary(
                 analysis=analysis.outputs["analysis"], registry_root=registry_root, model_name=model_name,

@@ -20,19 +20,21 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from genctr.errors import ConfigError, DataValidationError  # noqa: E402
+from genctr.monitoring.canary import load_policy  # noqa: E402
 from genctr.monitoring.decision import CanaryPolicy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "canary_pipeline.yaml"
 TASKS = ("collect-logs", "analyze-canary", "act-on-canary")
 
-import components  # noqa: E402
 from canary_fixtures import MODEL, canary_world, plant, traffic, uri  # noqa: E402
+from test_monitoring import T0, make_logs  # noqa: E402
+from test_pipeline_compile import assert_golden, assert_parameters_exposed  # noqa: E402 - shared with training
+
+import components  # noqa: E402
 from components.canary import analyze_canary  # noqa: E402
 from pipelines.canary_pipeline import canary_pipeline, compile_pipeline  # noqa: E402
 from pipelines.placement import PlatformConfig  # noqa: E402
-from test_monitoring import T0, make_logs  # noqa: E402
-from test_pipeline_compile import assert_golden, assert_parameters_exposed  # noqa: E402 - shared with training
 
 
 def compiled(tmp_path: Path, platform: PlatformConfig | None = None) -> dict[str, Any]:
@@ -56,14 +58,39 @@ def test_golden_file(tmp_path: Path) -> None:
 
 def test_every_parameter_exposed_with_description_and_default(tmp_path: Path) -> None:
     declared = assert_parameters_exposed(compiled(tmp_path), canary_pipeline)
-    # the policy's defaults are written in the run form and in the component: they must stay
-    # the library's CanaryPolicy defaults
+    # the policy is one run-form field whose default is the library's CanaryPolicy defaults, and the
+    # components' "no policy" is the same policy
+    assert declared["policy"]["defaultValue"] == dataclasses.asdict(CanaryPolicy())
+    for component in (analyze_canary, components.collect_logs):
+        assert load_policy(inspect.signature(component.python_func).parameters["policy"].default) == CanaryPolicy()
+    described = declared["policy"]["description"]
     for f in dataclasses.fields(CanaryPolicy):
-        assert declared[f.name]["defaultValue"] == f.default, f.name
-        assert inspect.signature(analyze_canary.python_func).parameters[f.name].default == f.default, f.name
+        assert f.name in described, f"{f.name} is not described in the run form's policy field"
+        assert f.name not in declared, f"{f.name} is a field of policy, not a parameter of its own"
     assert {"log_dir", "since_ts", "deploy_target", "deployment", "kserve_namespace", "kserve_env", "registry_root",
-            "model_name", "alpha", "min_users_per_arm", "min_impressions_per_arm", "ctr_uplift_threshold",
-            "rpm_must_not_be_worse", "srm_alpha", "max_error_rate", "max_p99_latency_ms", "dry_run"} <= set(declared)
+            "model_name", "policy", "drift", "dry_run"} <= set(declared)
+
+
+def test_the_policy_parameter_parses_json_and_refuses_what_is_not_a_mapping() -> None:
+    from genctr.orchestration.catalog import check_params, parse_params
+
+    got = parse_params(['policy={"min_users_per_arm": 100, "max_p99_latency_ms": 10000}'], "canary")
+    assert got == {"policy": {"min_users_per_arm": 100, "max_p99_latency_ms": 10000}}
+    assert check_params({"policy": {"alpha": 0.1}}, "canary") == {"policy": {"alpha": 0.1}}  # from a YAML file
+    for bad in ("policy=[1, 2]", "policy=min_users_per_arm=3", "policy=7"):
+        with pytest.raises(ConfigError, match="pipeline parameter policy must be dict"):
+            parse_params([bad], "canary")
+
+
+def test_load_policy_takes_the_run_forms_doubles_and_validates() -> None:
+    # a KFP struct carries 200 as 200.0: an integral double is the integer, anything else an error
+    assert load_policy({"min_users_per_arm": 200.0, "alpha": 0.1}) == CanaryPolicy(min_users_per_arm=200, alpha=0.1)
+    with pytest.raises(ConfigError, match="min_users_per_arm must be an integer"):
+        load_policy({"min_users_per_arm": 200.5})
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) 'min_users'"):
+        load_policy({"min_users": 3})
+    with pytest.raises(ConfigError, match="mapping"):
+        load_policy([1, 2])  # type: ignore[arg-type]
 
 
 def test_act_runs_only_inside_the_decision_condition(tmp_path: Path) -> None:
@@ -189,6 +216,72 @@ def test_analyze_without_a_canary_continues(better_logs: Path, tmp_path: Path) -
     action = components.analyze_canary.python_func(logs=Dataset(uri=str(better_logs)), deployment="ab",
                                                    state_dir=str(tmp_path / "deploy"), **outs)
     assert action == "continue" and "no canary in progress" in Path(outs["report"].path).read_text()
+    decision = json.loads((Path(outs["analysis"].path) / "decision.json").read_text())
+    assert decision["reasons"] == ["deployment ab has no canary in progress: nothing to judge"]
+    assert decision["canary_uri"] is None and outs["metrics"].metadata == {}
+
+
+def test_the_pipeline_steps_and_the_one_call_turn_write_one_decision_schema(better_logs: Path,
+                                                                          tmp_path: Path) -> None:
+    from genctr.deploy.local import LocalDeployer
+    from genctr.monitoring.canary import run_canary_step
+    from genctr.monitoring.canary_record import CanaryDecision, CanaryResult
+
+    state_dir = tmp_path / "deploy"
+    write_state(state_dir)
+    outs = {"metrics": art(Metrics, tmp_path, "metrics"), "report": art(HTML, tmp_path, "report"),
+            "analysis": art(Artifact, tmp_path, "analysis")}
+    # the run form's struct: partial, numbers as doubles
+    policy = {"min_users_per_arm": 300.0, "ctr_uplift_threshold": 0.01}
+    components.analyze_canary.python_func(logs=Dataset(uri=str(better_logs)), deployment="ab",
+                                          state_dir=str(state_dir), policy=policy, drift=False, **outs)
+    acted = json.loads(components.act_on_canary.python_func(
+        analysis=outs["analysis"], registry_root=str(tmp_path / "reg"), model_name="ab", deployment="ab",
+        state_dir=str(state_dir), dry_run=True))
+    turn = run_canary_step(better_logs, LocalDeployer(state_dir / "ab.json", name="ab"), load_policy(policy),
+                           tmp_path / "one-call", drift=False, dry_run=True, target="local")
+    stepped = json.loads((Path(outs["analysis"].path) / "decision.json").read_text())
+    one_call = json.loads((tmp_path / "one-call" / "decision.json").read_text())
+    fields = {f.name for f in dataclasses.fields(CanaryDecision)}
+    assert set(stepped) == set(one_call) == fields
+    assert stepped["policy"] == one_call["policy"] == dataclasses.asdict(CanaryPolicy(min_users_per_arm=300,
+                                                                                      ctr_uplift_threshold=0.01))
+    same = ("action", "reasons", "numbers", "analysis", "deployment", "target", "canary_uri", "canary_percent")
+    assert {k: stepped[k] for k in same} == {k: one_call[k] for k in same}  # same logs, same policy, same verdict
+    assert set(acted) == {f.name for f in dataclasses.fields(CanaryResult)}
+    assert acted == {**turn.result.to_dict(), "registry_champion": None}  # the one-call turn had no registry
+    assert (Path(outs["analysis"].path) / stepped["files"]["uplift_png"]).is_file()
+
+
+def test_a_bad_policy_fails_the_analysis_with_the_policys_message(better_logs: Path, tmp_path: Path) -> None:
+    write_state(tmp_path / "deploy")
+    outs = {"metrics": art(Metrics, tmp_path, "metrics"), "report": art(HTML, tmp_path, "report"),
+            "analysis": art(Artifact, tmp_path, "analysis")}
+    for policy, message in (({"alpha": 2.0}, r"alpha must be in \(0, 1\)"), ({"min_users": 3}, "unknown option")):
+        with pytest.raises(ConfigError, match=message):
+            components.analyze_canary.python_func(logs=Dataset(uri=str(better_logs)), deployment="ab",
+                                                  state_dir=str(tmp_path / "deploy"), policy=policy, **outs)
+    assert not (Path(outs["analysis"].path) / "decision.json").exists()
+
+
+def test_collect_drops_duplicates_on_request_and_carries_their_count(better_logs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from genctr.monitoring.collect import read_collected
+    from genctr.monitoring.logs import read_logs
+
+    doubled = tmp_path / "doubled"
+    shutil.copytree(better_logs, doubled)
+    part = next((doubled / "impressions").glob("part-*.parquet"))
+    shutil.copy(part, part.with_name("part-9-again.parquet"))  # every impression of that part logged twice
+    n = len(pd.read_parquet(part))
+    with pytest.raises(DataValidationError, match="duplicate"):
+        components.collect_logs.python_func(log_dir=str(doubled), logs=art(Dataset, tmp_path, "refused"))
+    logs = art(Dataset, tmp_path, "logs")
+    components.collect_logs.python_func(log_dir=str(doubled), logs=logs, policy={"duplicates": "dedupe"})
+    copy = read_collected(logs.path)
+    assert copy.quality.duplicate_impressions == n and len(copy.impressions) == len(read_logs(better_logs).impressions)
+    assert read_logs(logs.path).quality.duplicate_impressions == 0  # what the analysis would see without it
 
 
 # ---------------------------------------------------------------------------- genctr pipeline --pipeline canary
@@ -313,14 +406,16 @@ def planted(world: dict[str, Any]) -> dict[str, Any]:
 def pipeline_params(ctx: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return {"log_dir": str(ctx["logs"]), "since_ts": ctx["since_ts"], "deploy_target": "local", "deployment": MODEL,
             "deploy_state_dir": str(ctx["state_dir"]), "registry_root": ctx["reg"].root, "model_name": MODEL,
-            "min_users_per_arm": 100, "min_impressions_per_arm": 2_000,
-            "max_p99_latency_ms": 10_000.0, **overrides}  # a loaded test machine is slow, not the canary
+            "policy": {"min_users_per_arm": 100, "min_impressions_per_arm": 2_000,
+                       "max_p99_latency_ms": 10_000.0},  # a loaded test machine is slow, not the canary
+            **overrides}
 
 
 @pytest.mark.slow
 def test_local_run_in_dry_run_decides_but_changes_nothing(planted: dict[str, Any], tmp_path: Path) -> None:
     plant(planted, "random", "trained", 50)
-    params = [f"-p{k}={v}" for k, v in pipeline_params(planted, dry_run=True, drift=False).items()]
+    params = [f"-p{k}={json.dumps(v) if isinstance(v, dict) else v}"
+              for k, v in pipeline_params(planted, dry_run=True, drift=False).items()]
     result = CliRunner().invoke(cli(), ["pipeline", "run", "--local", "--pipeline", "canary", *params,
                                         "--pipeline-root", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -91,8 +91,8 @@ def simulate_cmd(
     """Send simulated ad traffic through the deployment's champion/canary split; append A/B logs."""
     from genctr.data.sources.synthetic import SyntheticConfig
     from genctr.deploy.factory import make_deployer
+    from genctr.monitoring.collect import ab_log_dir
     from genctr.simulation import SimulationConfig, simulate_deployment
-    from genctr.workflow import ab_log_dir
 
     try:
         world = SyntheticConfig(n_users=n_users, n_items=n_items, n_cates=n_cates, seed=world_seed)
@@ -128,28 +128,35 @@ def step_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Decide and report; do not promote or roll back."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole outcome as JSON."),
 ) -> None:
-    """One turn of the canary loop: analyse the logs, decide, promote / roll back (unless --dry-run)."""
+    """One turn of the canary loop: analyse the logs, decide, promote / roll back (unless --dry-run).
+
+    With no canary in progress the decision is CONTINUE (nothing to judge) and nothing changes."""
+    from genctr.deploy.factory import make_deployer
+    from genctr.monitoring.canary import load_policy, run_canary_step
+    from genctr.monitoring.collect import ab_log_dir
     from genctr.paths import home
-    from genctr.workflow import ab_log_dir, canary_step
+    from genctr.registry import ModelRegistry
 
     try:
-        outcome = canary_step(
-            ab_log_dir(str(log_dir) if log_dir else "", deployment),
-            _target(target, deployment, state_dir, namespace, kserve_env), parse_policy(policy),
-            out_dir or home() / "canary" / deployment, registry_root=registry or str(home() / "registry"),
-            name=model_name, since_ts=since_ts, drift=drift, dry_run=dry_run)
+        where = _target(target, deployment, state_dir, namespace, kserve_env)
+        turn = run_canary_step(
+            ab_log_dir(str(log_dir) if log_dir else "", deployment), make_deployer(where),
+            load_policy(parse_policy(policy)), out_dir or home() / "canary" / deployment,
+            registry=ModelRegistry(registry or str(home() / "registry")), model_name=model_name,
+            since_ts=since_ts, drift=drift, dry_run=dry_run, target=where.kind)
     except GenCTRError as exc:
         _fail(exc)
     if as_json:
-        typer.echo(json.dumps(outcome.to_dict(), indent=2))
+        typer.echo(json.dumps(turn.to_dict(), indent=2, allow_nan=False))
         return
-    typer.echo(f"decision: {outcome.decision.action.upper()}{' (dry run)' if dry_run else ''}")
-    for reason in outcome.decision.reasons:
+    decision, result = turn.decision, turn.result
+    typer.echo(f"decision: {decision.action.upper()}{' (dry run)' if dry_run else ''}")
+    for reason in decision.reasons:
         typer.echo(f"  - {reason}")
-    version = f" (v{outcome.canary_version})" if outcome.canary_version is not None else ""
-    typer.echo(f"canary: {outcome.canary_uri}{version}")
-    typer.echo(f"acted: {outcome.acted}; champion: {outcome.champion_uri}")
-    for name, path in outcome.paths.items():
+    version = f" (v{result.canary_version})" if result.canary_version is not None else ""
+    typer.echo(f"canary: {decision.canary_uri}{version}")
+    typer.echo(f"acted: {result.acted}; champion: {result.champion_uri}")
+    for name, path in turn.paths.items():
         typer.echo(f"{name}: {path}")
 
 

@@ -66,7 +66,7 @@ class DemoResult:
     movielens: dict[str, Any] | None = None  # gate decision of the offline run
     champion: dict[str, Any] = field(default_factory=dict)
     candidate: dict[str, Any] = field(default_factory=dict)
-    canary: dict[str, Any] = field(default_factory=dict)  # the loop's outcome
+    canary: dict[str, Any] = field(default_factory=dict)  # the loop's turn: decision.json's fields + result
     artifacts: dict[str, str] = field(default_factory=dict)  # paths the report draws on
 
     def summary_lines(self) -> list[str]:
@@ -166,10 +166,12 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
             result.seconds["canary traffic"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             policy = CanaryPolicy(max_p99_latency_ms=cfg.max_p99_latency_ms)
-            outcome = run_canary_step(logs, deployer, policy, root / "canary",
-                                      registry=ModelRegistry(str(registry)), model_name=SYNTHETIC_MODEL)
+            turn = run_canary_step(logs, deployer, policy, root / "canary", registry=ModelRegistry(str(registry)),
+                                   model_name=SYNTHETIC_MODEL, target=target.kind)
             result.seconds["canary analysis"] = time.perf_counter() - t0
-            result.canary = {**outcome.to_dict(), "simulation": sim.to_dict()}
+            # the report reads the decision's fields, what was done and the files' paths
+            result.canary = {**turn.to_dict(), "acted": turn.result.acted, "paths": turn.paths,
+                             "simulation": sim.to_dict()}
         t0 = time.perf_counter()
         from genctr.demo_report import write_demo_report
 

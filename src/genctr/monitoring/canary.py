@@ -1,69 +1,165 @@
-"""One turn of the canary loop: collect logs -> analyse -> decide -> act.
+"""One turn of the canary loop: collect -> analyse -> decide -> act.
 
-    outcome = run_canary_step(log_dir, deployer, CanaryPolicy(), out_dir,
-                              registry=ModelRegistry(root), model_name="genctr-ctr")
+    logs = collect(log_dir, since_ts, duplicates=policy.duplicates)
+    decision = judge(logs, deployer.status(), policy, out_dir)     # analyse + decide: decision.json
+    result = act(decision, deployer, registry=ModelRegistry(root), model_name="genctr-ctr")
 
-The analysis reads only the A/B log tables (:mod:`genctr.monitoring.logs`); the action goes
-through the :class:`~genctr.deploy.base.Deployer` interface only, so the same step drives a
-local ModelServer and a KServe InferenceService. A promotion also moves the registry's
-champion pointer to the canary's version (the gate of the next training run compares against
-it); a rollback leaves the pointer where it is. Every decision is appended, with its numbers,
-to ``<out_dir>/decisions.jsonl`` and logged. Every file is written to a unique temporary name
-and renamed into place, and numbers that are not finite are written as null, so a reader never
-sees half a line, an empty file or a NaN that strict JSON parsers refuse.
+or the three in one call, with the turn appended to ``<out_dir>/decisions.jsonl``::
+
+    turn = run_canary_step(log_dir, deployer, CanaryPolicy(), out_dir, registry=..., model_name=...)
+
+``genctr canary step`` and the demo call :func:`run_canary_step`; the canary pipeline runs the
+same functions as three steps (``collect_to`` / :func:`read_collected` carry the logs between
+the first two). A deployment without a canary in progress is judged ``continue`` with that
+reason, so an hourly schedule has nothing to do rather than a failure. The analysis reads only
+the A/B log tables (:mod:`genctr.monitoring.logs`); the action goes through the
+:class:`~genctr.deploy.base.Deployer` interface only, so the same turn drives a local
+ModelServer and a KServe InferenceService. A promotion also moves the registry's champion
+pointer to the canary's version (the next training run's gate compares against it); a rollback
+leaves it where it is. What is written, and its shape: :mod:`genctr.monitoring.canary_record`.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from genctr.atomic import write_text
+from genctr.atomic import atomic_path, write_json, write_text
 from genctr.errors import ConfigError
-from genctr.monitoring.analysis import ABAnalysis, analyze, arm_metrics, json_safe, uplift_over_time
-from genctr.monitoring.decision import CanaryPolicy, Decision, decide
-from genctr.monitoring.logs import ARMS, ABLogs, read_logs
+from genctr.monitoring import decision as rules
+from genctr.monitoring.analysis import ABAnalysis, analyze, arm_metrics, uplift_over_time
+from genctr.monitoring.canary_record import CanaryDecision, CanaryResult, append_turn, turn_line, write_decision
+from genctr.monitoring.collect import collect
+from genctr.monitoring.decision import CanaryPolicy
+from genctr.monitoring.logs import ARMS, ABLogs
 
 if TYPE_CHECKING:
-    from genctr.deploy.base import Deployer
+    from genctr.deploy.base import Deployer, DeploymentStatus
     from genctr.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
+# decision numbers shown on the pipeline run page (KFP Metrics), when finite
+CANARY_METRICS = ("ctr_uplift", "ctr_lo", "ctr_hi", "ctr_p", "rpm_uplift", "rpm_lo", "rpm_hi", "rpm_p", "srm_p",
+                  "users_champion", "users_canary", "impressions_champion", "impressions_canary",
+                  "canary_error_rate", "canary_p99_latency_ms")
 
+
+def load_policy(data: Mapping[str, Any] | None) -> CanaryPolicy:
+    """A :class:`CanaryPolicy` from a run form's, a file's or the CLI's mapping (None: defaults)."""
+    if isinstance(data, Mapping):
+        hints = typing.get_type_hints(CanaryPolicy)
+        # a KFP struct parameter carries every number as a double: 200 arrives as 200.0
+        data = {k: int(v) if hints.get(k) is int and isinstance(v, float) and v.is_integer() else v
+                for k, v in data.items()}
+    return CanaryPolicy.from_dict(data)
+
+
+# ----------------------------------------------------------------------------- analyse
 @dataclass
-class CanaryOutcome:
-    decision: Decision
+class CanaryAnalysis:
+    """What :func:`analyse` found; ``files`` maps artifact -> file name in its ``out_dir``."""
+
     analysis: ABAnalysis
-    acted: str  # "promoted" | "rolled back" | "none" (continue, or act=False)
-    champion_uri: str | None  # after the action
-    canary_uri: str | None  # the canary that was judged
-    canary_version: int | None  # its registry version, when known
-    paths: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Strict-JSON-safe (NaN/inf -> None) summary of the turn."""
-        return json_safe({"action": self.decision.action, "acted": self.acted, "reasons": self.decision.reasons,
-                          "numbers": self.decision.numbers, "analysis": self.analysis.to_dict(),
-                          "champion_uri": self.champion_uri, "canary_uri": self.canary_uri,
-                          "canary_version": self.canary_version, "paths": self.paths})
+    drift: dict[str, Any] | None  # canary vs champion impressions (genctr.monitoring.drift); None if not run
+    files: dict[str, str]
 
 
-def window(logs: ABLogs, since_ts: int | None) -> ABLogs:
-    """Only traffic at or after ``since_ts`` (the canary's start): earlier rollouts don't count."""
-    if not since_ts:
-        return logs
-    return ABLogs(logs.requests[logs.requests["ts"] >= since_ts].reset_index(drop=True),
-                  logs.impressions[logs.impressions["ts"] >= since_ts].reset_index(drop=True),
-                  logs.clicks[logs.clicks["ts"] >= since_ts].reset_index(drop=True),
-                  logs.quality)  # counted over the whole log: a duplicate is a fault wherever it is
+def analyse(logs: ABLogs, canary_percent: int, out_dir: str | Path, *, alpha: float = 0.05,
+            min_users_per_arm: int = 200, min_impressions_per_arm: int = 2_000, ctr_uplift_threshold: float = 0.0,
+            drift: bool = True, plots: bool = True, reference: pd.DataFrame | None = None) -> CanaryAnalysis:
+    """Uplifts with (1 - alpha) CIs, SRM and arm metrics of ``logs`` (split at ``canary_percent``).
+
+    Writes ``analysis.json`` and ``arms.csv``; with ``plots`` (and traffic) ``uplift.png`` (the
+    threshold drawn in), ``arms.png`` and ``uplift_over_time.csv``; with ``drift`` (and both
+    arms shown) ``drift_arms.html``, and ``drift_training.html`` given a training ``reference``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # genctr.monitoring.analysis reads these three of a policy: the CIs' level and the sample minimums
+    wanted = CanaryPolicy(alpha=alpha, min_users_per_arm=min_users_per_arm,
+                          min_impressions_per_arm=min_impressions_per_arm)
+    result = analyze(logs, canary_percent, wanted)
+    arms = arm_metrics(logs)
+    write_json(out / "analysis.json", result.to_dict(), allow_nan=False)
+    write_text(out / "arms.csv", arms.to_csv())
+    files = {"analysis": "analysis.json", "arms": "arms.csv"}
+    if plots and len(logs.impressions):
+        from genctr.monitoring.plots import plot_arm_bars, plot_uplift_over_time
+
+        over_time = uplift_over_time(logs, canary_percent, wanted)
+        with atomic_path(out / "uplift_over_time.csv") as tmp:
+            over_time.to_csv(tmp, index=False)
+        files["uplift_png"] = plot_uplift_over_time(over_time, out / "uplift.png", threshold=ctr_uplift_threshold).name
+        files["arms_png"] = plot_arm_bars(arms, out / "arms.png").name
+        files["uplift_csv"] = "uplift_over_time.csv"
+    summary = None
+    if drift and all((logs.impressions["arm"] == arm).any() for arm in ARMS):  # drift compares two arms
+        from genctr.monitoring.drift import drift_report
+
+        reports = drift_report(logs, out, reference=reference)
+        files.update({f"drift_{k}": Path(v["path"]).name for k, v in reports.items()})
+        summary = reports["arms"]
+    return CanaryAnalysis(result, summary, files)
 
 
+# ----------------------------------------------------------------------------- decide
+def decide(analysed: CanaryAnalysis, status: DeploymentStatus, policy: CanaryPolicy, *,
+           target: str | None = None) -> CanaryDecision:
+    """The policy's verdict (rules in :mod:`genctr.monitoring.decision`) on the canary of ``status``."""
+    verdict = rules.decide(analysed.analysis, policy)
+    return CanaryDecision(time=time.time(), deployment=status.name, target=target,
+                          champion_uri=status.champion_uri, canary_uri=status.canary_uri,
+                          canary_percent=analysed.analysis.canary_percent, action=verdict.action,
+                          reasons=verdict.reasons, numbers=verdict.to_dict()["numbers"],
+                          policy=dataclasses.asdict(policy), analysis=analysed.analysis.to_dict(),
+                          drift=analysed.drift, files=dict(analysed.files))
+
+
+def no_canary(status: DeploymentStatus, policy: CanaryPolicy, *, target: str | None = None) -> CanaryDecision:
+    """``continue``: a deployment without a canary in progress has nothing to judge."""
+    return CanaryDecision(time=time.time(), deployment=status.name, target=target,
+                          champion_uri=status.champion_uri, canary_uri=None, canary_percent=0, action="continue",
+                          reasons=[f"deployment {status.name} has no canary in progress: nothing to judge"],
+                          policy=dataclasses.asdict(policy))
+
+
+def judge(logs: ABLogs, status: DeploymentStatus, policy: CanaryPolicy, out_dir: str | Path, *,
+          target: str | None = None, canary_percent: int = 0, drift: bool = True, plots: bool = True,
+          reference: pd.DataFrame | None = None) -> CanaryDecision:
+    """Analyse and decide (no action): ``decision.json`` and ``report.html`` in ``out_dir``.
+
+    ``canary_percent`` 0: the split of ``status``. Without a canary in progress the logs are not
+    analysed and the decision is :func:`no_canary`'s.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if status.canary_uri is None:
+        verdict = no_canary(status, policy, target=target)
+    else:
+        analysed = analyse(logs, canary_percent or status.canary_percent, out, alpha=policy.alpha,
+                           min_users_per_arm=policy.min_users_per_arm,
+                           min_impressions_per_arm=policy.min_impressions_per_arm,
+                           ctr_uplift_threshold=policy.ctr_uplift_threshold, drift=drift, plots=plots,
+                           reference=reference)
+        verdict = decide(analysed, status, policy, target=target)
+    from genctr.monitoring.report import canary_html
+
+    write_decision(out, verdict)
+    write_text(out / "report.html", canary_html(verdict.to_dict(), out))
+    log.info("canary %s (%s): %s; %s", verdict.canary_uri, verdict.deployment, verdict.action,
+             "; ".join(verdict.reasons))
+    return verdict
+
+
+# ----------------------------------------------------------------------------- act
 def version_of(registry: ModelRegistry, name: str, uri: str) -> int | None:
     """The registered version of ``name`` stored at ``uri`` (None when it is not in the registry)."""
     for v in reversed(registry.list_versions(name)):
@@ -72,84 +168,77 @@ def version_of(registry: ModelRegistry, name: str, uri: str) -> int | None:
     return None
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False))
+def act(decision: CanaryDecision, deployer: Deployer, *, registry: ModelRegistry | None = None,
+        model_name: str = "genctr-ctr", dry_run: bool = False) -> CanaryResult:
+    """Carry out ``decision`` through ``deployer`` (and the registry's champion on promotion).
 
-
-def append_line(path: Path, obj: Any) -> None:
-    """Append one JSON line to ``path`` by rewriting it whole (temporary file + rename).
-
-    A decision log grows by one short line per canary turn, so the copy is cheap, and a crash
-    leaves the old file or the new one, never a torn last line.
+    Raises ConfigError when the deployment's canary is no longer the one judged: a decision
+    about one model is never applied to another.
     """
-    line = json.dumps(json_safe(obj), allow_nan=False) + "\n"  # serialised first: a failure writes nothing
-    old = path.read_text() if path.exists() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"  # a line written by an older version without its newline stays a line of its own
-    write_text(path, old + line)
-
-
-def analyse_logs(logs: ABLogs, canary_percent: int, policy: CanaryPolicy, out_dir: str | Path,
-                 *, plots: bool = True) -> tuple[ABAnalysis, Decision, dict[str, str]]:
-    """Analysis + decision (no action), with ``analysis.json``, ``arms.csv`` and the plots in ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    analysis = analyze(logs, canary_percent, policy)
-    decision = decide(analysis, policy)
-    paths = {"analysis": str(out / "analysis.json"), "arms": str(out / "arms.csv")}
-    _write_json(out / "analysis.json", {"analysis": analysis.to_dict(), "decision": decision.to_dict()})
-    write_text(out / "arms.csv", arm_metrics(logs).to_csv())
-    if plots and len(logs.impressions):
-        from genctr.monitoring.plots import plot_arm_bars, plot_uplift_over_time
-
-        over_time = uplift_over_time(logs, canary_percent, policy)
-        over_time.to_csv(out / "uplift_over_time.csv", index=False)
-        paths["uplift_png"] = str(plot_uplift_over_time(over_time, out / "uplift.png",
-                                                        threshold=policy.ctr_uplift_threshold))
-        paths["arms_png"] = str(plot_arm_bars(arm_metrics(logs), out / "arms.png"))
-        paths["uplift_csv"] = str(out / "uplift_over_time.csv")
-    return analysis, decision, paths
-
-
-def act(decision: Decision, deployer: Deployer, registry: ModelRegistry | None, model_name: str,
-        canary_version: int | None) -> str:
-    """Carry out ``decision`` through the deployer (and the registry pointer on promotion)."""
-    if decision.action == "promote":
+    status = deployer.status()
+    judged = (decision.deployment, decision.canary_uri)
+    if decision.action != "continue" and (status.name, status.canary_uri) != judged:
+        raise ConfigError(f"deployment {status.name}'s canary is now {status.canary_uri}, but the analysis judged "
+                          f"{decision.canary_uri} on {decision.deployment}: nothing done; analyse the current "
+                          "canary again")
+    version = None
+    if registry is not None and status.canary_uri:
+        version = version_of(registry, model_name, status.canary_uri)
+    acted = "none"
+    if not dry_run and decision.action == "promote":
         deployer.promote()
-        if registry is not None and canary_version is not None:
-            registry.set_champion(model_name, canary_version, reason="canary promoted: " + "; ".join(decision.reasons))
-        return "promoted"
-    if decision.action == "rollback":
+        if registry is not None and version is not None:
+            registry.set_champion(model_name, version, reason="canary promoted: " + "; ".join(decision.reasons))
+        acted = "promoted"
+    elif not dry_run and decision.action == "rollback":
         deployer.rollback()
-        return "rolled back"
-    return "none"
+        acted = "rolled back"
+    after = deployer.status() if acted != "none" else status
+    log.info("canary %s on %s: %s -> %s%s", decision.canary_uri, status.name, decision.action, acted,
+             " (dry run)" if dry_run else "")
+    return CanaryResult(action=decision.action, acted=acted, dry_run=dry_run, deployment=status.name,
+                        canary_uri=decision.canary_uri, canary_version=version, champion_uri=after.champion_uri,
+                        registry_champion=registry.champion(model_name) if registry is not None else None)
+
+
+# ----------------------------------------------------------------------------- the whole turn
+@dataclass
+class CanaryTurn:
+    """One turn: the decision (``decision.json``), what was done, and where the files are."""
+
+    decision: CanaryDecision
+    result: CanaryResult
+    out_dir: Path
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """Artifact -> absolute path: the analysis' files, ``decision``, ``report`` and ``history``."""
+        out = self.out_dir
+        return {**{k: str(out / name) for k, name in self.decision.files.items()},
+                "decision": str(out / "decision.json"), "report": str(out / "report.html"),
+                "history": str(out / "decisions.jsonl")}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The turn's ``decisions.jsonl`` line: the decision's fields plus ``result``."""
+        return turn_line(self.decision, self.result)
 
 
 def run_canary_step(log_dir: str | Path, deployer: Deployer, policy: CanaryPolicy, out_dir: str | Path, *,
                     registry: ModelRegistry | None = None, model_name: str = "genctr-ctr",
-                    since_ts: int | None = None, reference: pd.DataFrame | None = None,
-                    drift: bool = True, dry_run: bool = False) -> CanaryOutcome:
-    """Judge the deployment's running canary on the logs in ``log_dir`` and act on the verdict."""
-    status = deployer.status()
-    if not status.canary_uri:
-        raise ConfigError(f"deployment {status.name} has no canary in progress: nothing to judge")
-    logs = window(read_logs(log_dir, policy.duplicates), since_ts)
-    out = Path(out_dir)
-    analysis, decision, paths = analyse_logs(logs, status.canary_percent, policy, out)
-    if drift and all((logs.impressions["arm"] == arm).any() for arm in ARMS):  # drift compares two arms
-        from genctr.monitoring.drift import drift_report
+                    since_ts: int | None = None, reference: pd.DataFrame | None = None, drift: bool = True,
+                    dry_run: bool = False, target: str | None = None) -> CanaryTurn:
+    """collect -> judge -> act on the deployment's canary, appended to ``<out_dir>/decisions.jsonl``."""
+    logs = collect(log_dir, since_ts or 0, duplicates=policy.duplicates)
+    decision = judge(logs, deployer.status(), policy, out_dir, target=target, drift=drift, reference=reference)
+    result = act(decision, deployer, registry=registry, model_name=model_name, dry_run=dry_run)
+    append_turn(out_dir, decision, result)
+    return CanaryTurn(decision, result, Path(out_dir))
 
-        reports = drift_report(logs, out, reference=reference)
-        paths.update({f"drift_{k}": v["path"] for k, v in reports.items()})
-    canary_version = version_of(registry, model_name, status.canary_uri) if registry is not None else None
-    acted = "none" if dry_run else act(decision, deployer, registry, model_name, canary_version)
-    after = deployer.status() if acted != "none" else status
-    outcome = CanaryOutcome(decision, analysis, acted, after.champion_uri, status.canary_uri, canary_version, paths)
-    entry = {"time": time.time(), "deployment": status.name, "canary_percent": status.canary_percent,
-             "dry_run": dry_run, **outcome.to_dict()}
-    append_line(out / "decisions.jsonl", entry)
-    _write_json(out / "decision.json", entry)
-    paths["decision"] = str(out / "decision.json")
-    log.info("canary %s (%s): %s -> %s; %s", status.canary_uri, status.name, decision.action, acted,
-             "; ".join(decision.reasons))
-    return outcome
+
+def run_page_metrics(decision: CanaryDecision) -> dict[str, float]:
+    """The finite numbers of :data:`CANARY_METRICS` in ``decision`` (for KFP Metrics)."""
+    return {k: float(decision.numbers[k]) for k in CANARY_METRICS if decision.numbers.get(k) is not None}
+
+
+__all__ = ["CANARY_METRICS", "CanaryAnalysis", "CanaryTurn", "act", "analyse", "decide", "judge", "load_policy",
+           "no_canary", "run_canary_step", "run_page_metrics", "version_of"]

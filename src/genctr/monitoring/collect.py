@@ -1,0 +1,116 @@
+"""The collect step of a canary turn: the A/B logs of the canary's window, checked.
+
+:func:`collect` reads a log directory (local path or fsspec URI) into memory; the canary
+pipeline's collect step writes the window with :func:`collect_to` and its analyse step reads it
+back with :func:`read_collected`, which keeps the raw logs' quality counts (orphan and duplicate
+rows) that a clean copy no longer shows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from genctr.atomic import write_json
+from genctr.errors import ConfigError
+from genctr.monitoring.analysis import arm_metrics
+from genctr.monitoring.logs import SCHEMAS, ABLogs, LogQuality, append, read_logs
+
+log = logging.getLogger(__name__)
+
+QUALITY_FILE = "quality.json"  # beside the collected tables: the raw logs' LogQuality counts
+
+
+def ab_log_dir(log_dir: str, deployment: str) -> str:
+    """``log_dir``, or the default ``$GENCTR_HOME/ab-logs/<deployment>`` when it is ''."""
+    from genctr.paths import home
+
+    return log_dir or str(home() / "ab-logs" / deployment)
+
+
+@contextmanager
+def _local_logs(log_dir: str) -> Iterator[str]:
+    """A local directory with the log tables: ``log_dir`` itself, or a temporary copy of an fsspec URI."""
+    if "://" not in log_dir:
+        if not Path(log_dir).is_dir():
+            raise ConfigError(f"A/B log directory {log_dir} does not exist")
+        yield log_dir
+        return
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(log_dir)
+    if not fs.isdir(root):
+        raise ConfigError(f"A/B log directory {log_dir} does not exist")
+    with tempfile.TemporaryDirectory(prefix="ab-logs-") as tmp:
+        for table in SCHEMAS:
+            Path(tmp, table).mkdir()
+            for remote in fs.glob(f"{root.rstrip('/')}/{table}/part-*.parquet"):
+                fs.get_file(remote, str(Path(tmp, table, Path(remote).name)))
+        yield tmp
+
+
+def window(logs: ABLogs, since_ts: int | None) -> ABLogs:
+    """Only traffic at or after ``since_ts`` (the canary's start): earlier rollouts don't count."""
+    if not since_ts:
+        return logs
+    return ABLogs(logs.requests[logs.requests["ts"] >= since_ts].reset_index(drop=True),
+                  logs.impressions[logs.impressions["ts"] >= since_ts].reset_index(drop=True),
+                  logs.clicks[logs.clicks["ts"] >= since_ts].reset_index(drop=True),
+                  logs.quality)  # counted over the whole log: a duplicate is a fault wherever it is
+
+
+def collect(log_dir: str | Path, since_ts: int = 0, *, duplicates: str = "refuse") -> ABLogs:
+    """The checked A/B logs of ``log_dir`` (path or fsspec URI) at or after ``since_ts`` (0 = all).
+
+    Raises ConfigError for a missing directory or a negative ``since_ts``, DataValidationError
+    (naming the table, column or part file) for a malformed table.
+    """
+    if isinstance(since_ts, bool) or not isinstance(since_ts, int) or since_ts < 0:
+        raise ConfigError(f"since_ts must be epoch seconds >= 0 (0 = all traffic), got {since_ts!r}")
+    with _local_logs(str(log_dir)) as local:
+        return window(read_logs(local, duplicates), since_ts or None)
+
+
+def arm_counts(logs: ABLogs) -> dict[str, dict[str, int]]:
+    """``{"users"|"requests"|"impressions"|"clicks": {arm: n}}`` from the analysis' own arm table."""
+    table = arm_metrics(logs)
+    return {kind: {arm: int(table.at[arm, kind]) for arm in table.index}
+            for kind in ("users", "requests", "impressions", "clicks")}
+
+
+def collect_to(log_dir: str, since_ts: int, out_dir: str | Path, *, duplicates: str = "refuse") -> dict[str, Any]:
+    """:func:`collect`, written to ``out_dir`` in the log layout (the pipeline's collect step).
+
+    Clicks on impressions before the window are dropped with them, so the copy reads back clean;
+    the raw logs' quality counts go to ``quality.json`` for :func:`read_collected`. Returns
+    ``{"log_dir", "since_ts", "users"|"requests"|"impressions"|"clicks": {arm: n}, "metadata":
+    {"<kind>_<arm>": n}}``.
+    """
+    logs = collect(log_dir, since_ts, duplicates=duplicates)
+    shown = logs.impressions[["request_id", "item_id"]].drop_duplicates()
+    tables = {"requests": logs.requests, "impressions": logs.impressions[list(SCHEMAS["impressions"])],
+              "clicks": logs.clicks.merge(shown, on=["request_id", "item_id"], how="inner")}
+    for table, df in tables.items():
+        append(out_dir, table, df)
+    write_json(Path(out_dir) / QUALITY_FILE, dataclasses.asdict(logs.quality))
+    counts = arm_counts(logs)
+    metadata = {f"{kind}_{arm}": n for kind, arms in counts.items() for arm, n in arms.items()}
+    log.info("collected A/B logs from %s since %s: %s", log_dir, since_ts, metadata)
+    return {"log_dir": log_dir, "since_ts": since_ts, **counts, "metadata": metadata}
+
+
+def read_collected(log_dir: str | Path) -> ABLogs:
+    """Logs written by :func:`collect_to` (or any log directory), with the raw logs' quality counts."""
+    logs = read_logs(log_dir)
+    quality = Path(log_dir) / QUALITY_FILE
+    if quality.is_file():
+        logs = dataclasses.replace(logs, quality=LogQuality(**json.loads(quality.read_text())))
+    return logs
+
+
+__all__ = ["QUALITY_FILE", "ab_log_dir", "arm_counts", "collect", "collect_to", "read_collected", "window"]
