@@ -109,7 +109,7 @@ def test_overrides_build_the_config_they_were_typed_for() -> None:
 
 
 def test_canary_policy_pairs_parse_as_the_canary_command_does() -> None:
-    from genctr.cli_canary import parse_policy
+    from genctr.cli.canary import parse_policy
 
     pairs = ["min_users_per_arm=100", "alpha=0.1", "rpm_must_not_be_worse=no", "duplicates=dedupe",
              "max_p99_latency_ms=250", "srm_alpha=0.01"]

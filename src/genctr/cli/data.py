@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -29,7 +28,7 @@ def data_export(
     users: int = typer.Option(2_000, help="Synthetic: number of users."),
     items: int = typer.Option(5_000, help="Synthetic: number of items."),
     seed: int = typer.Option(0, help="Random seed."),
-    out: Optional[Path] = typer.Option(None, help="Output Parquet path (default $GENCTR_HOME/events/<source>)."),
+    out: Path | None = typer.Option(None, help="Output Parquet path (default $GENCTR_HOME/events/<source>)."),
     time_unit: str = typer.Option("s", help="Unit of numeric event_time in a canonical events file: "
                                            "s | ms | us | ns (converted to seconds)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out (atomically)."),
@@ -51,7 +50,7 @@ def data_export(
 @features_app.command("build")
 def features_build(
     events: Path = typer.Option(..., help="Canonical events (Parquet file or directory)."),
-    out: Optional[Path] = typer.Option(None, help="Build directory (default $GENCTR_HOME/features/<events name>)."),
+    out: Path | None = typer.Option(None, help="Build directory (default $GENCTR_HOME/features/<events name>)."),
     max_seq_len: int = typer.Option(200, help="L: behaviours a model sees."),
     master: str = typer.Option("local[*]", help="Spark master URL."),
     time_unit: str = typer.Option("s", help="Unit of numeric event_time in the events: s | ms | us | ns "
@@ -74,9 +73,9 @@ def features_build(
 
 @features_app.command("validate")
 def features_validate(
-    build: Optional[Path] = typer.Option(None, help="Feature build directory to check (samples suite)."),
-    events: Optional[Path] = typer.Option(None, help="Canonical events to check (events suite)."),
-    report_dir: Optional[Path] = typer.Option(None, help="Where reports go (default beside the input)."),
+    build: Path | None = typer.Option(None, help="Feature build directory to check (samples suite)."),
+    events: Path | None = typer.Option(None, help="Canonical events to check (events suite)."),
+    report_dir: Path | None = typer.Option(None, help="Where reports go (default beside the input)."),
 ) -> None:
     """Great Expectations suites; exits non-zero and names failing expectations on failure."""
     from genctr.features.checks import run_checks
@@ -96,7 +95,7 @@ def features_materialize(
     build: Path = typer.Option(..., help="Feature build directory."),
     online: str = typer.Option("sqlite", help="Online store: sqlite | redis."),
     redis_url: str = typer.Option("localhost:6379", help="Redis connection string (online=redis)."),
-    work_dir: Optional[Path] = typer.Option(None, help="Feast working directory (default $GENCTR_HOME/feast)."),
+    work_dir: Path | None = typer.Option(None, help="Feast working directory (default $GENCTR_HOME/feast)."),
 ) -> None:
     """Write Feast sources from a build, apply the definitions and materialise the online store."""
     from genctr.features.feast_sync import materialize

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -14,7 +14,7 @@ def evaluate_cmd(
     candidate: Path = typer.Option(..., help="Candidate model artifact."),
     registry: str = typer.Option("", help="Registry root (path or fsspec URI); default $GENCTR_HOME/registry."),
     name: str = typer.Option("ctr", help="Model name in the registry."),
-    out: Optional[Path] = typer.Option(None, help="Report directory (default CANDIDATE.gate)."),
+    out: Path | None = typer.Option(None, help="Report directory (default CANDIDATE.gate)."),
     gate: list[str] = typer.Option([], "--gate", help="Gate option, e.g. --gate min_auc_gain=0.002."),
 ) -> None:
     """Evaluate a candidate against the registry's champion on the same rows (the AUC gate)."""

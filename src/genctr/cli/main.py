@@ -1,17 +1,15 @@
 """The root ``genctr`` app: logging, ``--version``, ``genctr demo``, and every command group."""
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
+from genctr.cli.canary import canary_app
 from genctr.cli.data import data_app, features_app
 from genctr.cli.errors import fail
 from genctr.cli.evaluate import evaluate_cmd
 from genctr.cli.pipeline import pipeline_app
 from genctr.cli.serve import serve_cmd
 from genctr.cli.train import train_app
-from genctr.cli_canary import canary_app
 from genctr.errors import GenCTRError
 from genctr.logging_setup import setup_logging
 
@@ -38,7 +36,7 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def main(
     log_level: str = typer.Option("INFO", help="Logging level."),
-    version: Optional[bool] = typer.Option(None, "--version", callback=_print_version, is_eager=True,
+    version: bool | None = typer.Option(None, "--version", callback=_print_version, is_eager=True,
                                            help="Print the version and exit."),
 ) -> None:
     setup_logging(log_level.upper())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -17,8 +17,8 @@ PARAM_HELP = "Pipeline parameter override key=value (repeatable); `genctr pipeli
 PIPELINE = typer.Option("training", "--pipeline", help="Which pipeline: training | canary.")
 
 
-def _platform(image: Optional[str], train_image: Optional[str], node_selector: Optional[list[str]],
-              tolerations: Optional[list[str]], storage_secret: Optional[str]) -> Any:
+def _platform(image: str | None, train_image: str | None, node_selector: list[str] | None,
+              tolerations: list[str] | None, storage_secret: str | None) -> Any:
     """Placement from GENCTR_* variables, overridden by the flags that were given."""
     from pipelines.placement import PlatformConfig, Toleration, parse_labels
 
@@ -55,13 +55,13 @@ def params_cmd(pipeline: str = PIPELINE) -> None:
 
 @pipeline_app.command("compile")
 def compile_cmd(
-    out: Optional[Path] = typer.Option(None, help="Output YAML path (default <pipeline>_pipeline.yaml)."),
+    out: Path | None = typer.Option(None, help="Output YAML path (default <pipeline>_pipeline.yaml)."),
     pipeline: str = PIPELINE,
-    image: Optional[str] = IMAGE,
-    train_image: Optional[str] = TRAIN_IMAGE,
-    gpu_node_selector: Optional[list[str]] = NODE_SELECTOR,
-    gpu_toleration: Optional[list[str]] = TOLERATION,
-    storage_secret: Optional[str] = STORAGE_SECRET,
+    image: str | None = IMAGE,
+    train_image: str | None = TRAIN_IMAGE,
+    gpu_node_selector: list[str] | None = NODE_SELECTOR,
+    gpu_toleration: list[str] | None = TOLERATION,
+    storage_secret: str | None = STORAGE_SECRET,
 ) -> None:
     """Compile a pipeline to a YAML package for Kubeflow Pipelines."""
     from genctr.orchestration.catalog import compile_pipeline
@@ -77,8 +77,8 @@ def compile_cmd(
 def run_cmd(
     local: bool = typer.Option(False, "--local", help="Run here through kfp.local (required: clusters use `submit`)."),
     pipeline: str = PIPELINE,
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
-    pipeline_root: Optional[Path] = typer.Option(None, help="Where runs write (default $GENCTR_HOME/pipeline-runs)."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    pipeline_root: Path | None = typer.Option(None, help="Where runs write (default $GENCTR_HOME/pipeline-runs)."),
     cache: bool = typer.Option(False, "--cache/--no-cache",
                                help="Reuse outputs of identical earlier local tasks (steps reading live state "
                                     "always run)."),
@@ -123,15 +123,15 @@ def _echo_canary(run: Any) -> None:
 def submit_cmd(
     host: str = typer.Option(..., help="Kubeflow Pipelines API URL, e.g. http://localhost:8080."),
     pipeline: str = PIPELINE,
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     experiment: str = typer.Option("genctr", help="Experiment to file the run under."),
-    run_name: Optional[str] = typer.Option(None, help="Run name shown in the UI."),
-    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
-    cache: Optional[bool] = typer.Option(None, "--cache/--no-cache",
+    run_name: str | None = typer.Option(None, help="Run name shown in the UI."),
+    namespace: str | None = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+    cache: bool | None = typer.Option(None, "--cache/--no-cache",
                                          help="Force caching on/off for every step (default: per step)."),
-    service_account: Optional[str] = typer.Option(None, help="Service account of the run's pods "
+    service_account: str | None = typer.Option(None, help="Service account of the run's pods "
                                                              "(manifests/rbac-pipeline-runner.yaml)."),
-    package: Optional[Path] = typer.Option(None, help="A compiled YAML to submit instead of compiling now."),
+    package: Path | None = typer.Option(None, help="A compiled YAML to submit instead of compiling now."),
 ) -> None:
     """Start one run of a pipeline on a Kubeflow Pipelines cluster."""
     from genctr.orchestration.catalog import parse_params
@@ -148,22 +148,22 @@ def submit_cmd(
 @pipeline_app.command("schedule")
 def schedule_cmd(
     host: str = typer.Option(..., help="Kubeflow Pipelines API URL."),
-    pipeline: Optional[str] = typer.Option(None, "--pipeline",
+    pipeline: str | None = typer.Option(None, "--pipeline",
                                            help="Which pipeline: training | canary (default: the file's "
                                                 "`pipeline:` key, else training)."),
-    cron: Optional[str] = typer.Option(None, help="6-field cron, seconds first: '0 0 3 * * *' = daily 03:00."),
-    name: Optional[str] = typer.Option(None, help="Recurring run name."),
-    file: Optional[Path] = typer.Option(None, "--file", "-f",
+    cron: str | None = typer.Option(None, help="6-field cron, seconds first: '0 0 3 * * *' = daily 03:00."),
+    name: str | None = typer.Option(None, help="Recurring run name."),
+    file: Path | None = typer.Option(None, "--file", "-f",
                                         help="Recurring-run definition YAML (manifests/recurring-run.yaml, "
                                              "recurring-run-canary.yaml); flags override it."),
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
-    experiment: Optional[str] = typer.Option(None, help="Experiment (default genctr)."),
-    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
-    cache: Optional[bool] = typer.Option(None, "--cache/--no-cache",
+    param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    experiment: str | None = typer.Option(None, help="Experiment (default genctr)."),
+    namespace: str | None = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+    cache: bool | None = typer.Option(None, "--cache/--no-cache",
                                          help="Caching for scheduled runs (default off: new data, same URI)."),
-    max_concurrency: Optional[int] = typer.Option(None, help="Runs allowed at once (default 1)."),
-    service_account: Optional[str] = typer.Option(None, help="Service account of the runs' pods."),
-    package: Optional[Path] = typer.Option(None, help="A compiled YAML to schedule instead of compiling now."),
+    max_concurrency: int | None = typer.Option(None, help="Runs allowed at once (default 1)."),
+    service_account: str | None = typer.Option(None, help="Service account of the runs' pods."),
+    package: Path | None = typer.Option(None, help="A compiled YAML to schedule instead of compiling now."),
 ) -> None:
     """Create a recurring run of a pipeline (Kubeflow cron: 6 fields, seconds first)."""
     from genctr.orchestration.catalog import parse_params

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,12 +10,12 @@ from genctr.errors import GenCTRError
 
 
 def serve_cmd(
-    model_dir: Optional[Path] = typer.Option(None, help="Model artifact directory (default: the registry's champion)."),
-    registry: Optional[str] = typer.Option(None, help="Registry root, local path or fsspec URI "
+    model_dir: Path | None = typer.Option(None, help="Model artifact directory (default: the registry's champion)."),
+    registry: str | None = typer.Option(None, help="Registry root, local path or fsspec URI "
                                                      "(default $GENCTR_HOME/registry)."),
     name: str = typer.Option("ctr", help="Registered model name (with --registry)."),
-    version: Optional[int] = typer.Option(None, help="Registered version (default: the champion)."),
-    feast_repo: Optional[Path] = typer.Option(None, help="Directory with the serving feature_store.yaml "
+    version: int | None = typer.Option(None, help="Registered version (default: the champion)."),
+    feast_repo: Path | None = typer.Option(None, help="Directory with the serving feature_store.yaml "
                                                          "(a `features materialize` work dir); none = "
                                                          "requests carry their histories."),
     online: str = typer.Option("", help="Online store override: '' (as in the file) | sqlite | redis."),
@@ -48,7 +47,7 @@ def serve_cmd(
     raise typer.Exit(code=serving_main(argv))
 
 
-def _champion_dir(registry: Optional[str], name: str, version: Optional[int]) -> str:
+def _champion_dir(registry: str | None, name: str, version: int | None) -> str:
     """A local directory of the registered version (downloaded first when the registry is remote)."""
     from genctr.paths import home
     from genctr.registry import ModelRegistry

@@ -7,7 +7,7 @@ built before any data is read, so a bad option fails at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -23,7 +23,7 @@ METHODS = ("genctr", "dgenctr")
 DGENCTR_EXTRA: dict[str, Any] = {"max_seq_len": int}
 
 
-def load_sections(config: Optional[Path]) -> dict[str, Any]:
+def load_sections(config: Path | None) -> dict[str, Any]:
     """The ``model``/``train``/``gate`` sections of a config file, each a mapping (or absent)."""
     from genctr.config import describe, load_file
 
@@ -86,7 +86,7 @@ def pretrain_cmd(
     build: Path = typer.Option(..., help="Feature build directory."),
     out: Path = typer.Option(..., help="Output model artifact directory."),
     method: str = typer.Option("genctr", help="genctr (next-item) | dgenctr (discrete diffusion)."),
-    config: Optional[Path] = typer.Option(None, help="YAML/JSON with 'model' and 'train' sections."),
+    config: Path | None = typer.Option(None, help="YAML/JSON with 'model' and 'train' sections."),
     model: list[str] = typer.Option([], "--model", help=SET_HELP),
     train: list[str] = typer.Option([], "--train", help=SET_HELP),
 ) -> None:
@@ -107,8 +107,8 @@ def pretrain_cmd(
 def finetune_cmd(
     build: Path = typer.Option(..., help="Feature build directory."),
     out: Path = typer.Option(..., help="Output model artifact directory."),
-    pretrained: Optional[Path] = typer.Option(None, help="Pretrained artifact (GenCTR or DGenCTR)."),
-    config: Optional[Path] = typer.Option(None, help="YAML/JSON with 'model' and 'train' sections."),
+    pretrained: Path | None = typer.Option(None, help="Pretrained artifact (GenCTR or DGenCTR)."),
+    config: Path | None = typer.Option(None, help="YAML/JSON with 'model' and 'train' sections."),
     model: list[str] = typer.Option([], "--model", help=SET_HELP),
     train: list[str] = typer.Option([], "--train", help=SET_HELP),
 ) -> None:
@@ -127,7 +127,7 @@ def finetune_cmd(
     print_json(go)
 
 
-def _dgenctr_model(pretrained: Optional[Path]) -> dict[str, Any] | None:
+def _dgenctr_model(pretrained: Path | None) -> dict[str, Any] | None:
     """The model options of a DGenCTR pretrained artifact; None without one or for GenCTR."""
     if pretrained is None:
         return None

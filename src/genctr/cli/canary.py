@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any
 
 import typer
 
-from genctr.config import describe
+from genctr.cli.errors import fail
+from genctr.config import parse_assignments
 from genctr.errors import ConfigError, GenCTRError
 
 canary_app = typer.Typer(help="Canary rollouts: simulate A/B traffic, judge the canary (promote / roll back), status.",
@@ -25,13 +25,7 @@ KSERVE_ENV = typer.Option("prod", help="kserve: manifest defaults, dev | prod.")
 LOG_DIR = typer.Option(None, help="A/B log directory (default $GENCTR_HOME/ab-logs/<deployment>).")
 
 
-def _fail(exc: GenCTRError) -> NoReturn:
-    """Print a user error without a traceback and exit 2."""
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(code=2)
-
-
-def _target(kind: str, deployment: str, state_dir: Optional[Path], namespace: str, kserve_env: str) -> Any:
+def _target(kind: str, deployment: str, state_dir: Path | None, namespace: str, kserve_env: str) -> Any:
     from genctr.deploy.factory import DeployTarget
 
     return DeployTarget(kind=kind, name=deployment, namespace=namespace, env=kserve_env,
@@ -39,38 +33,19 @@ def _target(kind: str, deployment: str, state_dir: Optional[Path], namespace: st
 
 
 def parse_policy(pairs: list[str] | None) -> dict[str, Any]:
-    """``["min_users_per_arm=100", ...]`` -> CanaryPolicy overrides typed like its fields."""
+    """``["min_users_per_arm=100", ...]`` -> CanaryPolicy overrides typed like its fields, range-checked."""
     from genctr.monitoring.decision import CanaryPolicy
 
-    hints = typing.get_type_hints(CanaryPolicy)
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = (part.strip() for part in pair.partition("="))
-        if not sep or not key:
-            raise ConfigError(f"--policy {describe(pair)}: expected key=value")
-        if key not in hints:
-            raise ConfigError(f"--policy {describe(key)}: unknown; known: {sorted(hints)}")
-        out[key] = _typed(key, hints[key], value)
+    out = parse_assignments(CanaryPolicy, pairs, "policy")
     CanaryPolicy.from_dict(out)  # range checks now, with the policy's own messages
     return out
-
-
-def _typed(key: str, kind: type, value: str) -> Any:
-    try:
-        if kind is bool:
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        return kind(value)
-    except ValueError:
-        raise ConfigError(f"--policy {key} must be {kind.__name__}, got {describe(value)}") from None
 
 
 @canary_app.command("simulate")
 def simulate_cmd(
     target: str = TARGET,
     deployment: str = DEPLOYMENT,
-    state_dir: Optional[Path] = STATE_DIR,
+    state_dir: Path | None = STATE_DIR,
     namespace: str = NAMESPACE,
     kserve_env: str = KSERVE_ENV,
     n_users: int = typer.Option(2_000, help="Synthetic world: users (as the models' training data)."),
@@ -84,8 +59,8 @@ def simulate_cmd(
     concurrency: int = typer.Option(2, help="Scoring calls in flight at once."),
     seed: int = typer.Option(0, help="Traffic seed (users, candidates, clicks)."),
     srm_skew: float = typer.Option(0.0, help="Share of champion users forced onto the canary (an SRM on purpose)."),
-    log_dir: Optional[Path] = LOG_DIR,
-    summary: Optional[Path] = typer.Option(None, help="Also write the summary JSON here."),
+    log_dir: Path | None = LOG_DIR,
+    summary: Path | None = typer.Option(None, help="Also write the summary JSON here."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
 ) -> None:
     """Send simulated ad traffic through the deployment's champion/canary split; append A/B logs."""
@@ -104,26 +79,26 @@ def simulate_cmd(
         logs = ab_log_dir(str(log_dir) if log_dir else "", deployment)
         result = simulate_deployment(deployer, world, train_events, cfg, logs, summary)
     except GenCTRError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
 
 
 @canary_app.command("step")
 def step_cmd(
-    log_dir: Optional[Path] = LOG_DIR,
+    log_dir: Path | None = LOG_DIR,
     target: str = TARGET,
     deployment: str = DEPLOYMENT,
-    state_dir: Optional[Path] = STATE_DIR,
+    state_dir: Path | None = STATE_DIR,
     namespace: str = NAMESPACE,
     kserve_env: str = KSERVE_ENV,
-    registry: Optional[str] = typer.Option(None, help="Registry root, path or fsspec URI (default "
+    registry: str | None = typer.Option(None, help="Registry root, path or fsspec URI (default "
                                                      "$GENCTR_HOME/registry); a promotion moves its champion."),
     model_name: str = typer.Option("genctr-ctr", help="Registered model name."),
-    since_ts: Optional[int] = typer.Option(None, help="Only traffic at or after this epoch second "
+    since_ts: int | None = typer.Option(None, help="Only traffic at or after this epoch second "
                                                      "(the canary's start)."),
-    policy: Optional[list[str]] = typer.Option(None, "--policy", help="Decision policy override key=value "
+    policy: list[str] | None = typer.Option(None, "--policy", help="Decision policy override key=value "
                                                "(repeatable), e.g. min_users_per_arm=100."),
-    out_dir: Optional[Path] = typer.Option(None, help="Reports (default $GENCTR_HOME/canary/<deployment>)."),
+    out_dir: Path | None = typer.Option(None, help="Reports (default $GENCTR_HOME/canary/<deployment>)."),
     drift: bool = typer.Option(True, "--drift/--no-drift", help="Evidently drift report of the arms."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Decide and report; do not promote or roll back."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole outcome as JSON."),
@@ -145,7 +120,7 @@ def step_cmd(
             registry=ModelRegistry(registry or str(home() / "registry")), model_name=model_name,
             since_ts=since_ts, drift=drift, dry_run=dry_run, target=where.kind)
     except GenCTRError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         typer.echo(json.dumps(turn.to_dict(), indent=2, allow_nan=False))
         return
@@ -164,7 +139,7 @@ def step_cmd(
 def status_cmd(
     target: str = TARGET,
     deployment: str = DEPLOYMENT,
-    state_dir: Optional[Path] = STATE_DIR,
+    state_dir: Path | None = STATE_DIR,
     namespace: str = NAMESPACE,
     kserve_env: str = KSERVE_ENV,
 ) -> None:
@@ -174,7 +149,7 @@ def status_cmd(
     try:
         status = make_deployer(_target(target, deployment, state_dir, namespace, kserve_env)).status()
     except GenCTRError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(json.dumps(dataclasses.asdict(status), indent=2, default=str))
 
 
