@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genctr.errors import ConfigError, describe
-
-CHAMPION, CANARY = "champion", "canary"
+from genctr.serving.state import CANARY, CHAMPION, check_state  # noqa: F401 - part of this interface
 
 
 @dataclass
@@ -68,45 +67,6 @@ def check_percent(percent: Any) -> int:
         raise ConfigError(f"canary percent must be an integer in 1..99, got {describe(percent)} "
                           "(use promote() for 100 and rollback() for 0)")
     return percent
-
-
-def check_state(state: dict[str, Any], source: Any) -> dict[str, Any]:
-    """Return a local deployment's state (the parsed JSON file ``source``) after checking its values.
-
-    ``name``/``champion``: non-empty strings; ``canary``: a non-empty string or null;
-    ``canary_percent``: an integer 0..100 (0 without a canary); ``server``: null or an object
-    whose ``host`` is a string and ``port``/``pid`` integers; ``events``: a list. A hand-edited
-    file that breaks any of these is a ConfigError naming the key, never a crash later.
-    """
-    def bad(key: str, what: str) -> ConfigError:
-        return ConfigError(f"deployment state {source}: {key!r} must be {what}, got {describe(state.get(key))}; "
-                           "fix the file or deploy() again")
-
-    def is_int(v: Any) -> bool:
-        return type(v) is int  # not bool, not a float such as 50.0
-
-    for key in ("name", CHAMPION):
-        if not isinstance(state.get(key), str) or not state[key].strip():
-            raise bad(key, "a non-empty string")
-    canary = state.get(CANARY)
-    if canary is not None and (not isinstance(canary, str) or not canary.strip()):
-        raise bad(CANARY, "a non-empty string or null")
-    percent = state.get("canary_percent", 0)
-    if not is_int(percent) or not 0 <= percent <= 100:
-        raise bad("canary_percent", "an integer 0..100")
-    if canary is None and percent != 0:
-        raise bad("canary_percent", "0 while no canary is deployed")
-    server = state.get("server")
-    if server is not None:
-        if not isinstance(server, dict):
-            raise bad("server", "an object with host, port and pid, or null")
-        for key, ok in (("host", lambda v: isinstance(v, str)), ("port", is_int), ("pid", is_int)):
-            if key in server and server[key] is not None and not ok(server[key]):
-                raise ConfigError(f"deployment state {source}: server.{key} must be "
-                                  f"{'a string' if key == 'host' else 'an integer'}, got {describe(server[key])}")
-    if not isinstance(state.get("events", []), list):
-        raise bad("events", "a list")
-    return state
 
 
 def assign_arm(user_id: int, canary_percent: int, salt: str = "genctr") -> str:

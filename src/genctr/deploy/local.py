@@ -22,117 +22,24 @@ answer 401, so a client of the serving port cannot change what is served.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import secrets
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve.model_repository import ModelRepository
-
-from genctr.deploy.base import CANARY, CHAMPION, Deployer, DeploymentStatus, check_percent, check_state
+from genctr.deploy.base import Deployer, DeploymentStatus, check_percent
 from genctr.errors import ArtifactError, ConfigError
 from genctr.serving.online import FeastConfig
-from genctr.serving.request import Limits
+from genctr.serving.state import ARMS, CANARY, CHAMPION, model_name, read_state, token_file, write_state, write_token
 
 log = logging.getLogger(__name__)
-ARMS = (CHAMPION, CANARY)
 MAX_EVENTS = 200
-
-
-def model_name(name: str, arm: str) -> str:
-    return f"{name}-{arm}"
-
-
-def read_state(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"deployment state {p} does not exist: deploy() a champion first")
-    try:
-        state = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"deployment state {p} is not valid JSON: {exc}") from exc
-    if not isinstance(state, dict) or not state.get("name") or not state.get(CHAMPION):
-        raise ConfigError(f"deployment state {p} lacks 'name' or 'champion'")
-    return check_state(state, p)
-
-
-def token_file(state_file: str | Path) -> Path:
-    """Where the deployment's repository API token lives (beside the state file)."""
-    return Path(state_file).with_suffix(".token")
-
-
-def write_token(path: Path) -> str:
-    """A fresh random token, written owner-readable only and atomically (unique temp + replace)."""
-    token = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    os.replace(tmp, path)
-    return token
-
-
-def write_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomic replace: the server never reads a half-written file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(p)
-
-
-class StateRepository(ModelRepository):
-    """KServe model repository of the server side: the state file's arms as CTRPredictors.
-
-    One Feast store is opened and shared by both arms. ``load(model)`` re-reads the state and
-    swaps in a freshly loaded predictor for that arm (requests in flight finish on the old one).
-    """
-
-    def __init__(self, state_file: str | Path, feast: FeastConfig | None, *, limits: Limits = Limits(),
-                 device: str = "cpu", forward_threads: int = 0, jit: bool = False) -> None:
-        super().__init__()
-        self.state_file = Path(state_file)
-        self._feast_config = feast
-        self._store: Any = None
-        self.limits = limits
-        self.device = device
-        self.forward_threads = forward_threads
-        self.jit = jit
-
-    def _predictor(self, name: str, uri: str) -> Any:
-        from genctr.serving.predictor import CTRPredictor
-
-        if self._feast_config is not None and self._store is None:
-            self._store = self._feast_config.open()
-        model = CTRPredictor(name, uri, self._store, limits=self.limits, device=self.device,
-                             forward_threads=self.forward_threads, jit=self.jit)
-        model.load()
-        return model
-
-    def load_all(self) -> list[Any]:
-        state = read_state(self.state_file)
-        return [self._predictor(model_name(state["name"], arm), state[arm]) for arm in ARMS if state.get(arm)]
-
-    def load(self, name: str) -> bool:
-        state = read_state(self.state_file)
-        arms = {model_name(state["name"], arm): arm for arm in ARMS}
-        if name not in arms:
-            raise ConfigError(f"model {name!r} is not an arm of deployment {state['name']!r} ({sorted(arms)})")
-        uri = state.get(arms[name])
-        if not uri:
-            raise ConfigError(f"deployment state has no {arms[name]} model")
-        self.update(self._predictor(name, uri), name)
-        log.info("(re)loaded %s from %s", name, uri)
-        return True
 
 
 class LocalDeployer(Deployer):
@@ -256,7 +163,7 @@ class LocalDeployer(Deployer):
         return read_state(self.state_file)
 
     def _write(self, state: dict[str, Any], action: str, **event: Any) -> None:
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         events = list(state.get("events", []))[-(MAX_EVENTS - 1):]
         events.append({"time": now, "action": action, **event})
         write_state(self.state_file, {**state, "updated_at": now, "events": events})

@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from genctr.errors import ConfigError
 from genctr.serving.online import FeastConfig
 from genctr.serving.request import Limits
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +116,7 @@ def build_models(cfg: ServeConfig) -> tuple[list, object | None]:
                              forward_threads=cfg.forward_threads, jit=cfg.jit)
         model.load()
         return [model], None
-    from genctr.deploy.local import StateRepository
+    from genctr.serving.repository import StateRepository
 
     repo = StateRepository(cfg.deploy_state, cfg.feast, limits=cfg.limits, device=cfg.device,
                            forward_threads=cfg.forward_threads, jit=cfg.jit)
@@ -224,13 +229,13 @@ def _event_loop(choice: str, grpc: bool = False) -> str:
     if grpc:
         return "asyncio"
     try:
-        import uvloop  # noqa: F401
+        import uvloop  # noqa: F401 - only probes that uvloop is installed
     except ImportError:
         return "asyncio"
     return "uvloop"
 
 
-def _without_timing_middleware(app: object) -> None:
+def _without_timing_middleware(app: Starlette) -> None:
     """Leave timing_asgi's ``TimingMiddleware`` out of the app's middleware stack.
 
     KServe's REST server always adds it; per request it calls ``getrusage`` twice (summed over
@@ -242,19 +247,19 @@ def _without_timing_middleware(app: object) -> None:
         from timing_asgi import TimingMiddleware
     except ImportError:
         return
-    build = app.build_middleware_stack  # type: ignore[attr-defined]
+    build = app.build_middleware_stack
 
-    def build_middleware_stack():  # type: ignore[no-untyped-def]
-        kept = [m for m in app.user_middleware if m.cls is not TimingMiddleware]  # type: ignore[attr-defined]
-        app.user_middleware = kept  # type: ignore[attr-defined]
+    def build_middleware_stack() -> ASGIApp:
+        kept = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+        app.user_middleware = kept
         return build()
 
-    app.build_middleware_stack = build_middleware_stack  # type: ignore[attr-defined]
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]  # this one app, on purpose
 
 
 def serve_model(model_dir: str, feast_repo: str = "", *, http_port: int = 8080, model_name: str = "ctr",
                 feast_online: str = "", redis_url: str = "", feast_registry: str = "",
-                max_candidates: int = 1000, **options: object) -> None:
+                max_candidates: int = 1000, **options: Any) -> None:
     """What ``genctr serve`` calls: serve one model artifact on ``http_port`` (blocking).
 
     ``feast_repo``: the directory ``genctr features materialize`` wrote (its feature_store.yaml
@@ -268,4 +273,4 @@ def serve_model(model_dir: str, feast_repo: str = "", *, http_port: int = 8080, 
                             registry=feast_registry)
     limits = Limits(max_candidates=max_candidates)
     serve(ServeConfig(model_dir=str(model_dir), model_name=model_name, http_port=http_port, feast=feast,
-                      limits=limits, **options))  # type: ignore[arg-type]
+                      limits=limits, **options))
