@@ -14,9 +14,10 @@ sequence, v1 JSON over loopback HTTP; setup cached under ``--workdir``). One ser
    at the first level it does not sustain.
 2. Overload: ``--factor`` x the largest sustained C connections until ``--requests`` x factor
    requests were accepted (at most 20 times that many sent). A shed request (503) is retried by
-   its connection at once, without honouring Retry-After (the worst case for the server). Reported: the accepted requests' p50/p99, the number of 503s
-   and their latency, other statuses (must be none), and the server's RSS (psutil) sampled every
-   0.25 s from its start to the end of the run.
+   its connection at once, without honouring Retry-After (the worst case for the server).
+   Reported: the accepted requests' p50/p99, the number of 503s and their latency, other
+   statuses (must be none), and the server's RSS (psutil) sampled every 0.25 s from its start
+   to the end of the run.
 
 Writes ``benchmarks/results/overload.json`` (``--out``). All traffic is on 127.0.0.1 and every
 loop is bounded by a request count.
@@ -36,7 +37,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from serving import free_port, parse_config, pct, prepare, process, workload  # noqa: E402
+from serving import free_port, parse_config, pct, prepare, process, workload  # noqa: E402 - sys.path must name benchmarks/ first
 
 LATENCY_BUDGET_MS = 100.0  # genctr.serving.server.LATENCY_BUDGET_MS
 
@@ -62,7 +63,7 @@ class RssSampler(threading.Thread):
         while not self._done.is_set():
             try:
                 rss = self.proc.memory_info().rss / 2**20
-            except Exception:  # noqa: BLE001 - the server exited
+            except Exception:  # broad on purpose: the server exited
                 return
             self.samples.append((round(time.monotonic() - self._t0, 2), round(rss, 1)))
             self._done.wait(self.every)

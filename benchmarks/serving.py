@@ -19,8 +19,9 @@ measured in alternating rounds (``--rounds``), so bursts of other load on a shar
 both alike. Server CPU ms per request (psutil, all of
 the layout's server processes) is reported too: on a shared machine it is steadier than wall
 time. Setup is cached under ``--workdir``: synthetic events -> Spark build -> Feast SQLite, and a
-1-epoch model per ``--configs`` entry (backbone, history length L). Writes ``benchmarks/results/serving.json``; ``--record FILE``
-replaces the ``## Serving`` section of FILE with the results.
+1-epoch model per ``--configs`` entry (backbone, history length L). Writes
+``benchmarks/results/serving.json``; ``--record FILE`` replaces the ``## Serving`` section of FILE
+with the results.
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -164,7 +166,8 @@ def two_hop(model: str, feast: str, logs: Path, threads: int) -> Iterator[tuple[
                                          fport, "/health", logs / "feast_serve.log"))
         pred = stack.enter_context(process(
             [sys.executable, "-m", "genctr.serving", "--model_dir", model, "--model_name", "ctr",
-             "--http_port", str(pport), "--forward_threads", str(threads)], pport, "/v2/models/ctr/ready", logs / "two_hop_predictor.log"))
+             "--http_port", str(pport), "--forward_threads", str(threads)],
+            pport, "/v2/models/ctr/ready", logs / "two_hop_predictor.log"))
         tr = stack.enter_context(process(
             [sys.executable, str(Path(__file__).resolve()), "transformer", "--http_port", str(tport),
              "--predictor_host", f"127.0.0.1:{pport}", "--feast_url", f"http://127.0.0.1:{fport}"],
@@ -399,9 +402,10 @@ def hot_path(model: str, feast: str, body: bytes, reps: int = 200) -> dict[str, 
 # -- report ------------------------------------------------------------------------------------
 
 def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
     import feast
     import torch
-    from importlib.metadata import version
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
@@ -418,7 +422,8 @@ def markdown(res: dict[str, Any]) -> str:
              "",
              f"Workload: {N_CANDIDATES} candidates of one user with a full Feast sequence, v1 JSON over loopback "
              f"HTTP; models fine-tuned 1 epoch on synthetic data (dcnv2_ta = DCN-V2 + DIN target attention over "
-             f"the L behaviours, per candidate; dnn = mean-pooled history); Feast SQLite online store. Both layouts up at once, measured in {res['args']['rounds']} alternating rounds. Latency: "
+             f"the L behaviours, per candidate; dnn = mean-pooled history); Feast SQLite online store. "
+             f"Both layouts up at once, measured in {res['args']['rounds']} alternating rounds. Latency: "
              f"one client, {res['args']['requests']} requests after 50 warm-up. Throughput: "
              f"{res['args']['clients']} concurrent keep-alive clients, {res['args']['seconds']:.0f} s per layout. "
              "CPU ms/req: all of the layout's server processes (psutil), steadier than wall time here. "
@@ -433,7 +438,8 @@ def markdown(res: dict[str, Any]) -> str:
         for name in ("one_hop", "two_hop"):
             x = r[name]
             label = "genctr one-hop (Feast in-process)" if name == "one_hop" else "two-hop (transformer + feast serve)"
-            lines.append(f"| {L.replace(':', ', L=')} | {label} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
+            lines.append(f"| {L.replace(':', ', L=')} | {label} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | "
+                         f"{x['p99_ms']:.2f} | "
                          f"{x['rps']:.1f} | {x['p99_ms_8clients']:.1f} | {x['server_cpu_ms_per_request']:.2f} | "
                          f"{x['client_cpu_ms_per_request']:.2f} |")
     lines += ["", "| model | throughput one-hop / two-hop | CPU/req two-hop / one-hop | p99 ≤ 10 ms (1 client) | "
@@ -445,7 +451,8 @@ def markdown(res: dict[str, Any]) -> str:
         h = r.get("hot_path", {})
         split = " / ".join(f"{h[k]:.2f}" for k in ("parse_ms", "feast_ms", "batch_ms", "forward_ms", "predict_ms")) \
             if h else "-"
-        lines.append(f"| {L.replace(':', ', L=')} | {ratio:.2f}× | {cpu_ratio:.2f}× | {'met' if r['one_hop']['p99_ms'] <= 10 else 'missed'} "
+        lines.append(f"| {L.replace(':', ', L=')} | {ratio:.2f}× | {cpu_ratio:.2f}× | "
+                     f"{'met' if r['one_hop']['p99_ms'] <= 10 else 'missed'} "
                      f"({r['one_hop']['p99_ms']:.1f} ms) | {'met' if ratio >= 3 else 'missed'} | {split} |")
     lines += ["", "Server CPU ms per request by process in the throughput runs; for the KServe processes, "
               "in parentheses the part on the main (event-loop) thread: HTTP, JSON, KServe, parsing, the Feast read; "
@@ -460,7 +467,8 @@ def markdown(res: dict[str, Any]) -> str:
         return f"{c['total']:.2f}" + ("" if k == "feast serve" else f" ({c['main_thread']:.2f})")
 
     for L, r in res["runs"].items():
-        lines.append(f"| {L.replace(':', ', L=')} | {cell(r['one_hop'], 'predictor')} | {cell(r['two_hop'], 'transformer')} "
+        lines.append(f"| {L.replace(':', ', L=')} | {cell(r['one_hop'], 'predictor')} | "
+                     f"{cell(r['two_hop'], 'transformer')} "
                      f"| {cell(r['two_hop'], 'feast serve')} | {cell(r['two_hop'], 'predictor')} |")
     return "\n".join(lines) + "\n"
 

@@ -24,17 +24,15 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import throughput_data as td
 import torch
 from sklearn.metrics import roc_auc_score
-
-import throughput_data as td  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GENCTR_CTR = ("dnn", "dcnv2", "dcnv2_ta")
@@ -133,7 +131,8 @@ def run_genctr_pretrain(data, args, attn_dropout: float | None) -> dict:
                              lambda idx: data.sequence_batch(ends[idx], lengths[idx]), args,
                              args.pretrain_batch_size, 1)
     positions = int(lengths.sum())
-    out = result(len(ends), 1, hist[0]["seconds"], clock, args.pretrain_batch_size, next_item_metrics(model, data, args))
+    out = result(len(ends), 1, hist[0]["seconds"], clock, args.pretrain_batch_size,
+                 next_item_metrics(model, data, args))
     out["positions_per_s"] = positions / hist[0]["seconds"]
     out["mean_len"] = positions / len(ends)
     out["unit"] = "sequences"

@@ -67,23 +67,23 @@ def make_world(rows: int, seed: int = 0, n_users: int = 50_000, n_items: int = 2
                n_cates: int = 2_000, seq_len: int = 50, min_beh: int = 20, max_beh: int = 400) -> World:
     """A seeded world with ``rows`` impressions; see the module docstring."""
     rng = np.random.default_rng(seed)
-    U, I, C = n_users + FIRST, n_items + FIRST, n_cates + FIRST
+    n_user_ids, n_item_ids, n_cate_ids = n_users + FIRST, n_items + FIRST, n_cates + FIRST
     cate_pop = rng.dirichlet(np.full(n_cates, 0.3))
     item_cate = np.concatenate([[0, 1], FIRST + rng.choice(n_cates, n_items, p=cate_pop)]).astype(np.int64)
     order = np.argsort(item_cate, kind="stable")
-    counts = np.bincount(item_cate, minlength=C)
+    counts = np.bincount(item_cate, minlength=n_cate_ids)
     starts = np.cumsum(counts) - counts
     counts[:FIRST] = 0
-    quality = rng.normal(0.0, 0.5, I)
-    price = np.round(rng.lognormal(1.0, 1.0, I), 2).astype(np.float32)
+    quality = rng.normal(0.0, 0.5, n_item_ids)
+    price = np.round(rng.lognormal(1.0, 1.0, n_item_ids), 2).astype(np.float32)
 
     def item_of(cat: np.ndarray) -> np.ndarray:  # popularity-skewed item of each category
         u = rng.random(cat.shape) ** 2
         return order[starts[cat] + np.minimum((u * counts[cat]).astype(np.int64), counts[cat] - 1)]
 
-    users = np.arange(FIRST, U)
+    users = np.arange(FIRST, n_user_ids)
     fav = FIRST + rng.choice(n_cates, (n_users, 3), p=cate_pop)  # favourite categories
-    user_bias = np.zeros(U)
+    user_bias = np.zeros(n_user_ids)
     user_bias[FIRST:] = rng.normal(0.0, 0.3, n_users)
     lens = rng.integers(min_beh, max_beh + 1, n_users)
     cur = fav[:, 0].copy()
@@ -113,8 +113,8 @@ def make_world(rows: int, seed: int = 0, n_users: int = 50_000, n_items: int = 2
     true_p = 1.0 / (1.0 + np.exp(-logit))
     label = (rng.random(rows) < true_p).astype(np.float32)
     split = np.searchsorted(np.cumsum(SPLIT_FRACTIONS), rng.random(rows), side="right").clip(max=2)
-    return World(U, I, C, item_cate, user_start, lens, beh_item.astype(np.int32), beh_cate.astype(np.int32),
-                 users[ur], t_item, t_cate, price[t_item], hist_end, label, true_p, split)
+    return World(n_user_ids, n_item_ids, n_cate_ids, item_cate, user_start, lens, beh_item.astype(np.int32),
+                 beh_cate.astype(np.int32), users[ur], t_item, t_cate, price[t_item], hist_end, label, true_p, split)
 
 
 def _recent_match(beh_cate, beh_item, start, hist_end, t_cate, t_item, seq_len, chunk=200_000):

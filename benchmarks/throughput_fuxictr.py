@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from throughput_data import fuxictr_feature_map
+from torch import nn
 
 FUXI_MODELS = ("dnn", "dcnv2", "din")
 
@@ -26,8 +25,7 @@ FUXI_MODELS = ("dnn", "dcnv2", "din")
 def _imports():
     from fuxictr.features import FeatureMap
     from fuxictr.pytorch.dataloaders import RankDataLoader
-    from fuxictr.pytorch.layers import (CrossNetV2, DIN_Attention, FeatureEmbedding,
-                                        FeatureEmbeddingDict, MLP_Block)
+    from fuxictr.pytorch.layers import CrossNetV2, DIN_Attention, FeatureEmbedding, FeatureEmbeddingDict, MLP_Block
     from fuxictr.pytorch.models import BaseModel
     return FeatureMap, RankDataLoader, CrossNetV2, DIN_Attention, FeatureEmbedding, FeatureEmbeddingDict, \
         MLP_Block, BaseModel

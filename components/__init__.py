@@ -6,8 +6,7 @@ step. Nothing is pip-installed per task: ``packages_to_install=[]`` and the imag
 kfp runs the executor (locally, the project installed in the current venv).
 """
 from components.canary import act_on_canary, analyze_canary, collect_logs
-from components.data import (build_features, ingest_events, materialize_features, validate_events,
-                             validate_samples)
+from components.data import build_features, ingest_events, materialize_features, validate_events, validate_samples
 from components.deploy import deploy_model
 from components.gate import evaluate_and_gate
 from components.registry import register_model

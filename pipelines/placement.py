@@ -69,7 +69,7 @@ class PlatformConfig:
         """Read ``GENCTR_IMAGE``, ``GENCTR_TRAIN_IMAGE``, ``GENCTR_GPU_NODE_SELECTOR`` (k=v,...),
         ``GENCTR_GPU_TOLERATIONS`` (key[=value][:effect],...) and ``GENCTR_STORAGE_SECRET``."""
         env = os.environ
-        values: dict[str, object] = {
+        values: dict[str, Any] = {
             "image": images.cpu_image(),
             "train_image": images.train_image(),
             "gpu_node_selector": parse_labels(env.get("GENCTR_GPU_NODE_SELECTOR", "")),
@@ -77,7 +77,7 @@ class PlatformConfig:
             "storage_secret": env.get("GENCTR_STORAGE_SECRET", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
 
 def parse_labels(text: str | list[str]) -> dict[str, str]:

@@ -22,8 +22,18 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from components import (build_features, deploy_model, evaluate_and_gate, finetune, ingest_events,
-                        materialize_features, pretrain, register_model, validate_events, validate_samples)
+from components import (
+    build_features,
+    deploy_model,
+    evaluate_and_gate,
+    finetune,
+    ingest_events,
+    materialize_features,
+    pretrain,
+    register_model,
+    validate_events,
+    validate_samples,
+)
 from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_main, compile_placed
 
 PIPELINE_NAME = "genctr-training"

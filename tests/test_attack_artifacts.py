@@ -28,10 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
+from build_fixtures import MAX_SEQ_LEN, shared_build
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
-
-from build_fixtures import MAX_SEQ_LEN, shared_build
 
 from genctr.cli import app
 from genctr.errors import ArtifactError

@@ -242,7 +242,7 @@ def wrong_for(hint: Any) -> st.SearchStrategy[Any]:
         return st.one_of(st.text(min_size=1, max_size=4), st.integers(), st.none(), st.booleans(),
                          st.just({"a": 1}), st.lists(st.sampled_from(["a", None, True, float("nan")]),
                                                      min_size=1, max_size=3))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if origin in (typing.Union, __import__("types").UnionType):
         inner = [a for a in args if a is not type(None)][0]
         return wrong_for(inner).filter(lambda v: v is not None)
     if dataclasses.is_dataclass(hint):

@@ -59,7 +59,7 @@ def with_value(column: str, value: object, row: int = 1) -> pd.DataFrame:
 
 def refused(df: pd.DataFrame, *needles: str, **kw: object) -> str:
     with pytest.raises(DataValidationError) as err:
-        validate_events(df, now=NOW, **kw)  # type: ignore[arg-type]
+        validate_events(df, now=NOW, **kw)
     msg = str(err.value)
     for needle in needles:
         assert needle in msg, msg
@@ -83,7 +83,7 @@ def test_ids_pass_unchanged_or_are_refused_by_name(column: str, value: object) -
         assert f"'{column}'" in str(err)
         return
     # accepted: exactly the integer the user wrote (369.5 never becomes 369)
-    assert float(out[column].iloc[1]) == float(value) and out[column].dtype == np.int64  # type: ignore[arg-type]
+    assert float(out[column].iloc[1]) == float(value) and out[column].dtype == np.int64  # type: ignore[arg-type]  # value: object; accepted, so a number
 
 
 @PROPS
@@ -94,7 +94,7 @@ def test_labels_pass_unchanged_or_are_refused_by_name(value: object) -> None:
     except DataValidationError as err:
         assert "'clicked' must be 0 or 1" in str(err) and "row 1" in str(err)
         return
-    assert out["clicked"].iloc[1] == float(value) and out["clicked"].iloc[1] in (0, 1)  # type: ignore[arg-type]
+    assert out["clicked"].iloc[1] == float(value) and out["clicked"].iloc[1] in (0, 1)  # type: ignore[arg-type]  # value: object; accepted, so a number
 
 
 def test_fractional_id_and_label_name_the_rows() -> None:
@@ -160,7 +160,7 @@ def test_prices_are_finite_bounded_or_refused(price: object) -> None:
     except DataValidationError as err:
         assert "'price' must be" in str(err) and "row 1" in str(err)
         return
-    assert 0.0 <= out["price"].iloc[1] <= MAX_PRICE and out["price"].iloc[1] == float(price)  # type: ignore[arg-type]
+    assert 0.0 <= out["price"].iloc[1] <= MAX_PRICE and out["price"].iloc[1] == float(price)  # type: ignore[arg-type]  # price: object; accepted, so a number
 
 
 @pytest.mark.parametrize("value", [2.5, -1, 2**40, float("nan"), "left"])

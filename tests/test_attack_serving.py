@@ -32,11 +32,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
+from serving_fixtures import (
+    ServerHandle,
+    ServingArtifacts,
+    candidates_for,
+    known_users,
+    model_server,
+    serving_artifacts,
+)
 
 from genctr.errors import ConfigError
 from genctr.serving.request import MAX_PRICE, Limits, parse_v1, parse_v2
 from genctr.serving.server import ServeConfig
-from serving_fixtures import ServerHandle, ServingArtifacts, candidates_for, known_users, model_server, serving_artifacts
 
 LIMITS = Limits(max_candidates=64, max_history=30)
 READ_TIMEOUT = 1.0
@@ -90,7 +97,7 @@ def test_every_accepted_price_is_finite_and_bounded_in_float32(price: float) -> 
     req2 = v2([("user_id", "INT64", [1], [1]), ("item_id", "INT64", [1], [1]), ("price", "FP64", [1], [price])])
     for parse, req in ((parse_v1, body), (parse_v2, req2)):
         try:
-            got = parse(req, LIMITS).price  # type: ignore[operator]
+            got = parse(req, LIMITS).price
         except InvalidInput as exc:
             assert "price" in str(exc) and not (0 <= price <= MAX_PRICE)
             continue
@@ -318,14 +325,14 @@ PRICE_BODIES = [  # (raw JSON text of the price, where the 400 must point)
 
 @pytest.mark.parametrize("price, where", PRICE_BODIES)
 def test_hostile_prices_over_http_are_400(server: ServerHandle, price: str, where: str) -> None:
-    body = ('{"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "category_id": 2, "price": %s}]}]}'
-            % price).encode()
+    body = ('{"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "category_id": 2, "price": '
+            + price + '}]}]}').encode()
     r = requests.post(f"{server.url}/v1/models/ctr:predict", data=body,
                       headers={"content-type": "application/json"}, timeout=10)
     assert r.status_code == 400 and where in r.json()["error"], r.text
     v2_body = ('{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},'
                '{"name": "item_id", "shape": [1], "datatype": "INT64", "data": [1]},'
-               '{"name": "price", "shape": [1], "datatype": "FP64", "data": [%s]}]}' % price).encode()
+               '{"name": "price", "shape": [1], "datatype": "FP64", "data": [' + price + ']}]}').encode()
     r = requests.post(f"{server.url}/v2/models/ctr/infer", data=v2_body,
                       headers={"content-type": "application/json"}, timeout=10)
     assert r.status_code == 400, r.text
@@ -335,7 +342,7 @@ def test_hostile_prices_over_http_are_400(server: ServerHandle, price: str, wher
 def test_deeply_nested_v2_data_is_400(server: ServerHandle, depth: int) -> None:
     data = "[" * depth + "1" + "]" * depth  # as text: json.dumps itself recurses
     body = ('{"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},'
-            '{"name": "item_id", "shape": [1], "datatype": "INT64", "data": %s}]}' % data).encode()
+            '{"name": "item_id", "shape": [1], "datatype": "INT64", "data": ' + data + '}]}').encode()
     r = requests.post(f"{server.url}/v2/models/ctr/infer", data=body,
                       headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 400, r.text[:300]

@@ -7,9 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from typer.testing import CliRunner
-
 from serving_fixtures import ReferenceScorer, candidates_for, known_users, model_server, serving_artifacts
+from typer.testing import CliRunner
 
 from genctr.cli import app
 from genctr.registry import ModelRegistry

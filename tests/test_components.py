@@ -13,12 +13,11 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("kfp")
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model  # noqa: E402
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
-from genctr import workflow  # noqa: E402
-from genctr.errors import DataValidationError  # noqa: E402
-
-import components  # noqa: E402
+import components
+from genctr import workflow
+from genctr.errors import DataValidationError
 
 
 def needs(*names: str) -> pytest.MarkDecorator:

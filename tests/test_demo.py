@@ -36,8 +36,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_the_demo_runs_the_loop_and_stops_its_server(demo: Any) -> None:
-    from genctr.deploy.factory import DeployTarget, make_deployer
     from genctr.demo import DEPLOYMENT
+    from genctr.deploy.factory import DeployTarget, make_deployer
 
     saved = json.loads((demo.root / "demo.json").read_text())
     assert saved["champion"]["deployment"], saved["champion"]["gate"]["reason"]

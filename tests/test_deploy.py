@@ -173,7 +173,8 @@ class FakeKServeClient:
         return [obj for v, obj, _ in self.calls if v == verb]
 
 
-def expected_patch(annotations: dict[str, Any], percent: int, storage_uri: str | None = None) -> V1beta1InferenceService:
+def expected_patch(annotations: dict[str, Any], percent: int,
+                   storage_uri: str | None = None) -> V1beta1InferenceService:
     model = None if storage_uri is None else V1beta1ModelSpec(
         model_format=V1beta1ModelFormat(name="genctr"), runtime="genctr-ctr", storage_uri=storage_uri)
     return V1beta1InferenceService(
@@ -234,7 +235,7 @@ def test_cluster_deployer_redeploy_patches_and_refuses_bad_requests() -> None:
         d.rollback()
     for bad in (0, 100, "10", 10.0):
         with pytest.raises(ConfigError, match="1..99"):
-            d.start_canary("s3://m/2", bad)  # type: ignore[arg-type]
+            d.start_canary("s3://m/2", bad)
     d.deploy("s3://m/4")  # exists: a full rollout by patch, not a second create
     assert client.sent("patch")[-1] == KServeDeployer(BASE).patch_object(
         "s3://m/4", 100, {ANN_CHAMPION: "s3://m/4", ANN_CANARY: None})

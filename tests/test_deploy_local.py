@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from serving_fixtures import ReferenceScorer, ServingArtifacts, candidates_for, known_users, serving_artifacts
 
 from genctr.deploy import CANARY, CHAMPION
 from genctr.deploy.local import LocalDeployer
 from genctr.errors import ArtifactError, ConfigError
 from genctr.serving.online import FeastConfig
-from serving_fixtures import ReferenceScorer, ServingArtifacts, candidates_for, known_users, serving_artifacts
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -26,9 +27,10 @@ PRICE = FIELDS.index("price")
 
 
 def tiny_cfg(**overrides: object) -> DGenCTRConfig:
-    base = dict(embed_dim=16, n_layers=1, n_heads=2, ffn_mult=2, head_hidden=16, dropout=0.0, timesteps=10)
+    base: dict[str, Any] = dict(embed_dim=16, n_layers=1, n_heads=2, ffn_mult=2, head_hidden=16, dropout=0.0,
+                                timesteps=10)
     base.update(overrides)
-    return DGenCTRConfig(**base)  # type: ignore[arg-type]
+    return DGenCTRConfig(**base)
 
 
 def tiny_model(cfg: DGenCTRConfig | None = None, seed: int = 0) -> DGenCTR:
@@ -275,7 +277,8 @@ def test_ablations_keep_parameter_names(switch: dict) -> None:
     base, ablated = _shapes(tiny_model()), _shapes(tiny_model(tiny_cfg(**switch)))
     assert list(base) == list(ablated)
     changed = {n for n in base if base[n] != ablated[n]}
-    assert changed == ({"heads.w1", "heads.b1", "heads.w2", "heads.b2"} if "feature_specific_heads" in switch else set())
+    assert changed == ({"heads.w1", "heads.b1", "heads.w2", "heads.b2"}
+                       if "feature_specific_heads" in switch else set())
 
 
 def test_shared_head_is_one_function_for_every_field() -> None:

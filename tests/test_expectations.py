@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from build_fixtures import MAX_SEQ_LEN, shared_build, tiny_events
+
 from genctr.errors import ConfigError, DataValidationError
 from genctr.features.expectations import ExpectationsConfig, validate_events, validate_samples
 from genctr.features.layout import SPLITS, BuildLayout

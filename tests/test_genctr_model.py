@@ -19,7 +19,7 @@ def make_cfg(**kw: object) -> ModelConfig:
         decoder={"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0},
     )
     base.update(kw)
-    return ModelConfig(**base)  # type: ignore[arg-type]
+    return ModelConfig(**base)
 
 
 def make_seq(seed: int = 0, B: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

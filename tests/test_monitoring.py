@@ -232,7 +232,7 @@ def test_guardrails_roll_back(tmp_path: Path) -> None:
 ])
 def test_bad_policy_values_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
-        CanaryPolicy(**{field: value})  # type: ignore[arg-type]
+        CanaryPolicy(**{field: value})
 
 
 def test_policy_from_dict() -> None:
@@ -246,7 +246,7 @@ def test_canary_percent_must_leave_two_arms(tmp_path: Path) -> None:
     logs = make_logs(tmp_path, n_users=50)
     for bad in (0, 100, 50.5):
         with pytest.raises(ConfigError, match="canary_percent"):
-            analyze(logs, bad, POLICY)  # type: ignore[arg-type]
+            analyze(logs, bad, POLICY)
 
 
 def test_empty_logs_continue_with_json_safe_numbers(tmp_path: Path) -> None:

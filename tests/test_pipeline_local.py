@@ -17,9 +17,9 @@ import pytest
 
 pytest.importorskip("kfp")
 
-from genctr import workflow  # noqa: E402
-from genctr.orchestration.local import LocalRun, PipelineRunError, run_local  # noqa: E402
-from genctr.registry import ModelRegistry  # noqa: E402
+from genctr import workflow
+from genctr.orchestration.local import LocalRun, PipelineRunError, run_local
+from genctr.registry import ModelRegistry
 
 pytestmark = pytest.mark.slow
 

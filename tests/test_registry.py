@@ -92,7 +92,7 @@ def _crash_in_process(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch, 
         real = ModelRegistry._copy_file
         calls = {"n": 0}
 
-        def copy_file(self, src_fs, src, dest):  # type: ignore[no-untyped-def]
+        def copy_file(self, src_fs, src, dest):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise OSError("disk full")
@@ -102,7 +102,7 @@ def _crash_in_process(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch, 
     else:
         real_write = ModelRegistry._write_json
 
-        def write_json(self, path, obj):  # type: ignore[no-untyped-def]
+        def write_json(self, path, obj):
             if path.endswith(COMPLETE):
                 raise OSError("connection reset")
             return real_write(self, path, obj)

@@ -12,14 +12,6 @@ import pytest
 import torch
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
-
-from genctr.errors import ArtifactError, ConfigError
-from genctr.features.layout import OOV
-from genctr.serving.guard import RequestGuard
-from genctr.serving.online import FeastConfig
-from genctr.serving.predictor import CTRPredictor, traced_or_eager
-from genctr.serving.request import Limits, parse_v1, parse_v2
-from genctr.serving.vocab import IdIndex
 from serving_fixtures import (
     COLD_USER,
     NO_CLICK_USERS,
@@ -29,6 +21,14 @@ from serving_fixtures import (
     known_users,
     serving_artifacts,
 )
+
+from genctr.errors import ArtifactError, ConfigError
+from genctr.features.layout import OOV
+from genctr.serving.guard import RequestGuard
+from genctr.serving.online import FeastConfig
+from genctr.serving.predictor import CTRPredictor, traced_or_eager
+from genctr.serving.request import Limits, parse_v1, parse_v2
+from genctr.serving.vocab import IdIndex
 
 LIMITS = Limits(max_candidates=50, max_history=30)
 
@@ -66,15 +66,18 @@ def test_parse_v1_groups_users_and_keeps_order() -> None:
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"instances": [{"user_id": "7", "candidates": [{"item_id": 1}]}]}, r"instances\[0\].user_id must be an integer, got str"),
+    ({"instances": [{"user_id": "7", "candidates": [{"item_id": 1}]}]},
+     r"instances\[0\].user_id must be an integer, got str"),
     ({"instances": [{"user_id": True, "candidates": [{"item_id": 1}]}]}, "must be an integer, got bool"),
     ({"instances": [{"user_id": 2**63, "candidates": [{"item_id": 1}]}]}, "signed 64-bit"),
     ({"instances": [{"user_id": 1}]}, r"instances\[0\] is missing 'candidates'"),
     ({"instances": [{"user_id": 1, "candidates": []}]}, "non-empty list"),
     ({"instances": [{"user_id": 1, "candidates": [{"category_id": 1}]}]}, r"candidates\[0\] is missing 'item_id'"),
-    ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "price": -1}]}]}, r"price must be a finite number in \[0, 1e\+06\]"),
+    ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "price": -1}]}]},
+     r"price must be a finite number in \[0, 1e\+06\]"),
     ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "price": "1"}]}]}, "price must be a number"),
-    ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "categry_id": 2}]}]}, r"unknown field\(s\) \['categry_id'\]"),
+    ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1, "categry_id": 2}]}]},
+     r"unknown field\(s\) \['categry_id'\]"),
     ({"instances": [{"user_id": 1, "candidates": [{"item_id": i} for i in range(51)]}]}, "too many candidates"),
     ({"instances": [{"user_id": 1, "candidates": [{"item_id": 1}],
                      "history": {"item_seq": [1, 2], "cate_seq": [1]}}]}, "differ in length"),
@@ -199,7 +202,7 @@ def test_multi_user_request_equals_one_request_per_user(art: ServingArtifacts, p
     instances = [{"user_id": u, "candidates": candidates_for(art, 5, seed=i)} for i, u in enumerate(users)]
     together = predict(predictor, {"instances": instances})["predictions"]
     alone = [predict(predictor, {"instances": [inst]})["predictions"][0] for inst in instances]
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -253,7 +256,7 @@ def test_traced_model_and_worker_threads_score_the_same(art: ServingArtifacts, p
         return await fast.predict(body), await predictor.predict(body)
 
     got, want = asyncio.run(both())
-    for a, b in zip(got["predictions"], want["predictions"]):
+    for a, b in zip(got["predictions"], want["predictions"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     fast.stop()
     assert not fast.ready
@@ -312,5 +315,5 @@ def test_row_chunked_forward_scores_the_same(art: ServingArtifacts, predictor: C
     assert predictor._chunk_cells > 0  # a target-attention model: the chunked path applies
     monkeypatch.setattr(predictor, "_chunk_cells", 7)  # a few rows per chunk, uneven last chunk
     chunked = predict(predictor, body)["predictions"]
-    for a, b in zip(whole, chunked):
+    for a, b in zip(whole, chunked, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

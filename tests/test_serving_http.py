@@ -12,7 +12,6 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from serving_fixtures import (
     COLD_USER,
     NO_CLICK_USERS,
@@ -116,7 +115,8 @@ def test_v1_errors_are_4xx_naming_the_problem(server: ServerHandle, http: reques
     ({"inputs": [{"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},
                  {"name": "item_id", "shape": [65], "datatype": "INT64", "data": list(range(65))}]}, {}, "at most 64"),
 ])
-def test_v2_errors_are_4xx(server: ServerHandle, http: requests.Session, body: Any, headers: dict, message: str) -> None:
+def test_v2_errors_are_4xx(server: ServerHandle, http: requests.Session, body: Any, headers: dict,
+                           message: str) -> None:
     r = http.post(v2_url(server), json=body, headers=headers, timeout=30)
     assert 400 <= r.status_code < 500, r.text
     assert message in r.text

@@ -88,7 +88,7 @@ def test_tiny_sample_types_and_indices(tiny_build: BuildLayout) -> None:
 
 def test_tiny_vocabularies(tiny_build: BuildLayout) -> None:
     # train frequency desc, then raw id: items 100, 101, 102 twice each, 104 once
-    vocab = {n: dict(zip(*_read(tiny_build.vocab(n))[["raw_id", "idx"]].to_numpy().T))
+    vocab = {n: dict(zip(*_read(tiny_build.vocab(n))[["raw_id", "idx"]].to_numpy().T, strict=True))
              for n in ("user", "item", "category")}
     assert vocab["user"] == {10: 2, 20: 3, 30: 4, 40: 5}
     assert vocab["item"] == {100: 2, 101: 3, 102: 4, 104: 5}
@@ -161,7 +161,7 @@ def test_no_leakage_and_maximal_history(spark, tmp_path: Path) -> None:
     start = offsets[samples["user_idx"].to_numpy() - 2]
     end = start + samples["hist_end"].to_numpy()
     t = samples["event_time"].to_numpy()
-    for s, e, ti, u in zip(start, end, t, samples["user_idx"]):
+    for s, e, ti, u in zip(start, end, t, samples["user_idx"], strict=True):
         assert np.all(times[s:e] < ti)  # no leakage
         assert e == offsets[u - 1] or times[e] >= ti  # maximal: the next behaviour is not earlier
     last = np.where(end > start, times[np.maximum(end - 1, 0)], -1)

@@ -79,8 +79,11 @@ KILL_SCRIPT = textwrap.dedent("""
 def test_kill_after_epoch_one_then_resume_matches_uninterrupted(synthetic_build, tmp_path) -> None:
     build, L = str(synthetic_build["build"]), str(synthetic_build["max_seq_len"])
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    run = lambda ckpt, mode: subprocess.run([sys.executable, "-c", KILL_SCRIPT, build, str(ckpt), L, mode],
-                                            env=env, capture_output=True, text=True, timeout=300)
+
+    def run(ckpt: Path, mode: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", KILL_SCRIPT, build, str(ckpt), L, mode],
+                              env=env, capture_output=True, text=True, timeout=300)
+
     killed = run(tmp_path / "a", "kill")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["epoch-0000"]

@@ -19,7 +19,7 @@ def make_cfg(**kw: object) -> ModelConfig:
         decoder={"d_model": 8, "n_heads": 2, "n_layers": 1, "dropout": 0.0},
     )
     base.update(kw)
-    return ModelConfig(**base)  # type: ignore[arg-type]
+    return ModelConfig(**base)
 
 
 def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -111,7 +111,7 @@ def test_pretrained_model_is_not_modified_by_fine_tuning() -> None:
 
 
 @pytest.mark.parametrize("transfer", ["share", "integrate"])
-def test_checkpoint_round_trip_with_stable_keys(transfer: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_checkpoint_round_trip_with_stable_keys(transfer: str, tmp_path) -> None:
     safetensors_torch = pytest.importorskip("safetensors.torch")
     cfg = make_cfg(backbone="dcnv2_ta", transfer=transfer)
     model = build_ctr_model(cfg, pretrained(cfg)).eval()

@@ -89,7 +89,8 @@ def _canary_section(canary: dict[str, Any], root: Path) -> str:
                    for arm, m in arms.items())
     table = f"<table><tr><th>arm</th>{''.join(f'<th>{k}</th>' for k in keys)}</tr>{rows}</table>"
     up = "".join(f"<tr><td>{name.upper()}</td><td>{_num(u.get('estimate'), '+.2%')}</td>"
-                 f"<td>[{_num(u.get('lo'), '+.2%')}, {_num(u.get('hi'), '+.2%')}]</td><td>{_num(u.get('p_value'), '.3g')}</td></tr>"
+                 f"<td>[{_num(u.get('lo'), '+.2%')}, {_num(u.get('hi'), '+.2%')}]</td>"
+                 f"<td>{_num(u.get('p_value'), '.3g')}</td></tr>"
                  for name, u in (("ctr", a["ctr"]), ("rpm", a["rpm"])))
     uplift = (f"<table><tr><th>metric</th><th>relative uplift (canary vs champion)</th>"
               f"<th>{100 * (1 - a['alpha']):.0f}% CI (delta method, user level)</th><th>p</th></tr>{up}</table>")

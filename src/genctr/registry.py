@@ -31,7 +31,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -310,7 +310,7 @@ class ModelRegistry:
         try:
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
-        except Exception as exc:  # noqa: BLE001 - cleanup after a failure must not raise
+        except Exception as exc:  # broad on purpose: cleanup after a failure must not raise
             log.warning("could not remove leftover %s: %s", path, exc)
 
 
@@ -344,7 +344,7 @@ def _content_hash(files: dict[str, str]) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 __all__ = ["COMPLETE", "REQUIRED_FILES", "ModelRegistry", "ModelVersion", "check_model_dir"]

@@ -82,7 +82,8 @@ def whole_numbers(col: pd.Series, name: str, where: str, lo: int = INT64[0], hi:
     """int64 values of ``col`` if every one is a whole number in [lo, hi]; else an error naming rows."""
     nulls = col.isna()
     if nulls.any():
-        raise DataValidationError(f"{where}: column '{name}' has {int(nulls.sum())} null(s), e.g. {row_examples(col, nulls)}")
+        raise DataValidationError(f"{where}: column '{name}' has {int(nulls.sum())} null(s), "
+                                  f"e.g. {row_examples(col, nulls)}")
     if pd.api.types.is_bool_dtype(col):
         raise DataValidationError(f"{where}: column '{name}' is boolean; it must hold integers")
     num = col if pd.api.types.is_numeric_dtype(col) else pd.to_numeric(col, errors="coerce")

@@ -9,6 +9,6 @@ from genctr.serving._kserve import import_kserve
 
 import_kserve()  # KServe parses sys.argv at import otherwise
 
-from genctr.deploy.base import CANARY, CHAMPION, Deployer, DeploymentStatus, assign_arm  # noqa: E402
+from genctr.deploy.base import CANARY, CHAMPION, Deployer, DeploymentStatus, assign_arm  # noqa: E402 - import_kserve() must run first
 
 __all__ = ["CANARY", "CHAMPION", "Deployer", "DeploymentStatus", "assign_arm"]

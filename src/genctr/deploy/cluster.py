@@ -60,7 +60,8 @@ class KServeDeployer(Deployer):
         if self._get() is None:
             isvc = inference_service(dataclasses.replace(self.manifest, storage_uri=model_uri))
             self.client.create(isvc, namespace=self.manifest.namespace)
-            log.info("created InferenceService %s/%s serving %s", self.manifest.namespace, self.manifest.name, model_uri)
+            log.info("created InferenceService %s/%s serving %s",
+                     self.manifest.namespace, self.manifest.name, model_uri)
         else:
             self._patch(self.patch_object(model_uri, 100, {ANN_CHAMPION: model_uri, ANN_CANARY: None}))
         return self.status()

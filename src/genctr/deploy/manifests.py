@@ -22,7 +22,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import yaml
 
@@ -182,7 +182,16 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return ApiClient().sanitize_for_serialization(obj)
 
 
-def _sdk_class(name: str) -> type:
+class _SdkModel(Protocol):
+    """What the kserve / kubernetes generated model classes share (they ship no type information)."""
+
+    attribute_map: ClassVar[dict[str, str]]  # python attribute -> JSON key
+    openapi_types: ClassVar[dict[str, str]]  # python attribute -> type name, e.g. "list[V1Toleration]"
+
+    def __init__(self, **kwargs: Any) -> None: ...
+
+
+def _sdk_class(name: str) -> type[_SdkModel]:
     import kserve.models
     import kubernetes.client.models
 
@@ -208,7 +217,8 @@ def from_dict(data: Any, type_name: str, path: str = "") -> Any:
             raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
         inner = type_name[5:-1].split(", ", 1)[1]
         return {k: from_dict(v, inner, f"{path}.{k}") for k, v in data.items()}
-    primitives = {"str": str, "int": int, "bool": bool, "float": (int, float), "object": object}
+    primitives: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "bool": bool, "float": (int, float),
+                                                      "object": object}
     if type_name in primitives:
         if not isinstance(data, primitives[type_name]) or (type_name == "int" and isinstance(data, bool)):
             raise ConfigError(f"{path}: expected {type_name}, got {type(data).__name__} {data!r}")

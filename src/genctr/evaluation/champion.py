@@ -29,8 +29,9 @@ def load_ctr_artifact(model_dir: str | Path, device: str = "cpu") -> torch.nn.Mo
     vocabularies that fit the weights (ArtifactError naming the bad file otherwise)."""
     kind = read_config(model_dir)["kind"]
     if kind not in (KIND_CTR, KIND_DGENCTR_CTR):
-        raise ArtifactError(f"{Path(model_dir) / 'config.json'} names a {describe(kind, raw=True)} model; the gate compares "
-                            f"fine-tuned CTR models ({KIND_CTR} or {KIND_DGENCTR_CTR}, from `genctr train finetune`)")
+        raise ArtifactError(f"{Path(model_dir) / 'config.json'} names a {describe(kind, raw=True)} model; "
+                            f"the gate compares fine-tuned CTR models ({KIND_CTR} or {KIND_DGENCTR_CTR}, "
+                            f"from `genctr train finetune`)")
     model = load_model(model_dir, device)
     sizes = {}  # vocabulary -> largest index + 1
     for name in VOCABS:
@@ -55,7 +56,8 @@ def training_history(model_dir: str | Path) -> list[dict[str, Any]]:
         return []
     history = read_json_object(path).get("history") or []
     if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
-        raise ArtifactError(f"{path}: 'history' must be a list of per-epoch objects, got {describe(history, raw=True)}; {FIX}")
+        raise ArtifactError(f"{path}: 'history' must be a list of per-epoch objects, "
+                            f"got {describe(history, raw=True)}; {FIX}")
     return history
 
 

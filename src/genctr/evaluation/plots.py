@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
@@ -56,26 +57,26 @@ def plot_roc(
     return _finish_roc(fig, ax, path, title)
 
 
-def _finish_roc(fig: Figure, ax: object, path: str | Path, title: str) -> Path:
+def _finish_roc(fig: Figure, ax: Axes, path: str | Path, title: str) -> Path:
     """Chance diagonal, axes, legend, grid; then save."""
-    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="chance")  # type: ignore[attr-defined]
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",  # type: ignore[attr-defined]
+    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="chance")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
            title=title)
-    ax.legend(loc="lower right", fontsize="small")  # type: ignore[attr-defined]
-    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
 def plot_roc_points(curves: Mapping[str, Mapping[str, Sequence[float]] | None], path: str | Path,
                     title: str = "ROC", auc: Mapping[str, float] | None = None) -> Path:
     """ROC curves from stored points (``roc_points`` output: ``{"fpr", "tpr"}`` per model)."""
-    curves = {k: v for k, v in curves.items() if v}
-    if not curves:
+    kept = {k: v for k, v in curves.items() if v}
+    if not kept:
         raise ConfigError("plot_roc_points: give at least one curve")
     fig = Figure(figsize=(5.5, 5.0), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for name, pts in curves.items():
+    for name, pts in kept.items():
         label = f"{name} (AUC {auc[name]:.4f})" if auc and name in auc else name
         ax.plot(pts["fpr"], pts["tpr"], lw=1.6, label=label)
     return _finish_roc(fig, ax, path, title)

@@ -16,7 +16,7 @@ def check_events(events: str | Path, report_dir: str | Path, cfg: ExpectationsCo
         raise DataValidationError(f"events {p} not found")
     try:
         df = pd.read_parquet(p)
-    except Exception as exc:  # noqa: BLE001 - an unreadable file is the user's input
+    except Exception as exc:  # broad on purpose: an unreadable file is the user's input
         raise DataValidationError(f"events {p} could not be read as Parquet: {exc}") from exc
     result = validate_events(df, cfg, report_dir, raise_on_failure=True)
     return Path(result.html_path)

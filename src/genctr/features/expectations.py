@@ -74,7 +74,8 @@ class ExpectationsConfig:
             raise ConfigError("expectations: future_slack_s must be >= 0")
         if isinstance(self.max_price, bool) or not isinstance(self.max_price, (int, float)) \
                 or not 0.0 < self.max_price < float("inf"):
-            raise ConfigError(f"expectations: max_price must be a positive finite number, got {str(self.max_price)[:40]}")
+            raise ConfigError("expectations: max_price must be a positive finite number, "
+                              f"got {str(self.max_price)[:40]}")
 
 
 @dataclass
@@ -204,7 +205,8 @@ def _samples_suite(cfg: ExpectationsConfig, L: int, vocab_sizes: dict[str, int],
     for col, dtype in SAMPLE_COLUMNS.items():
         type_ = _SPARK_TYPES[dtype] if engine == "spark" else dtype
         specs.append((f"{col}_exists", f"column {col} is present", E.ExpectColumnToExist(column=col)))
-        specs.append((f"{col}_type", f"column {col} has type {type_}", E.ExpectColumnValuesToBeOfType(column=col, type_=type_)))
+        specs.append((f"{col}_type", f"column {col} has type {type_}",
+                      E.ExpectColumnValuesToBeOfType(column=col, type_=type_)))
         specs.append((f"{col}_not_null", f"column {col} has no nulls", E.ExpectColumnValuesToNotBeNull(column=col)))
     specs += [
         ("label_in_0_1", "the label is 0 or 1", E.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1])),
@@ -215,7 +217,8 @@ def _samples_suite(cfg: ExpectationsConfig, L: int, vocab_sizes: dict[str, int],
         ("no_leakage", "last_beh_time < event_time (history strictly before the impression; -1 = none)",
          E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="event_time", column_B="last_beh_time", or_equal=False)),
         ("no_history_time_when_empty", "last_beh_time = -1 exactly when hist_end = 0",
-         E.ExpectColumnValuesToBeInSet(column="last_beh_time", value_set=[-1], row_condition=Column(name="hist_end") == 0)),
+         E.ExpectColumnValuesToBeInSet(column="last_beh_time", value_set=[-1],
+                                       row_condition=Column(name="hist_end") == 0)),
         ("history_time_when_nonempty", "last_beh_time is a real time when hist_end > 0",
          E.ExpectColumnValuesToBeBetween(column="last_beh_time", min_value=cfg.min_event_time,
                                          row_condition=Column(name="hist_end") > 0)),

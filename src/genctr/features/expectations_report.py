@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def write_reports(report_dir: Path, suite: str, success: bool, outcomes: list[Ex
     """Write ``<suite>_validation.md`` and ``.html`` under ``report_dir``; failures listed first."""
     report_dir.mkdir(parents=True, exist_ok=True)
     ordered = sorted(outcomes, key=lambda o: o.success)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     md = report_dir / f"{suite}_validation.md"
     page = report_dir / f"{suite}_validation.html"
     write_text(md, _markdown(suite, success, ordered, context, stamp))

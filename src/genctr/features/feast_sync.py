@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -74,7 +74,7 @@ def materialize(build_dir: str | Path, repo_dir: str | Path = DEFAULT_REPO_DIR,
     if method == "write":
         _write_online(store)
     else:
-        store.materialize(start_date=datetime(1970, 1, 1, tzinfo=timezone.utc), end_date=datetime.now(timezone.utc))
+        store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=datetime.now(UTC))
     t2 = time.perf_counter()
     log.info("feast: applied %d objects in %.2f s, filled %s online store (%s) in %.2f s; config %s",
              len(objects), t1 - t0, online, method, t2 - t1, yaml_path)
@@ -116,7 +116,8 @@ def load_definitions(path: Path, build_root: Path) -> list[Any]:
     spec.loader.exec_module(module)
     objects = [v for v in vars(module).values() if isinstance(v, (Entity, FeatureView, FeatureService, FileSource))]
     sources = [o for o in objects if isinstance(o, FileSource)]
-    sources += [o.batch_source for o in objects if isinstance(o, FeatureView) and isinstance(o.batch_source, FileSource)]
+    sources += [o.batch_source for o in objects
+                if isinstance(o, FeatureView) and isinstance(o.batch_source, FileSource)]
     for src in sources:
         if "://" not in src.path and not Path(src.path).is_absolute():
             src.file_options.uri = str(build_root / src.path)
@@ -157,5 +158,5 @@ def get_online_sequences(store: FeatureStore, user_ids: Iterable[int]) -> dict[i
     got = store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in unique]).to_dict()
     return {
         int(u): {"item_seq": list(items or []), "cate_seq": list(cates or []), "seq_len": int(n or 0)}
-        for u, items, cates, n in zip(got["user_id"], got["item_seq"], got["cate_seq"], got["seq_len"])
+        for u, items, cates, n in zip(got["user_id"], got["item_seq"], got["cate_seq"], got["seq_len"], strict=True)
     }

@@ -92,7 +92,8 @@ class _Columns:
             self.value["event_time"], self.bad["event_time"] = _whole("event_time", types["event_time"], where)
         raw_t = self.value["event_time"]
         # exact integer division (decimal, not double: ns values exceed 2**53)
-        self.seconds = raw_t if self.ticks == 1 else F.floor(raw_t.cast("decimal(20,0)") / F.lit(self.ticks)).cast("long")
+        self.seconds = (raw_t if self.ticks == 1
+                        else F.floor(raw_t.cast("decimal(20,0)") / F.lit(self.ticks)).cast("long"))
         if "price" in df.columns:
             p = F.col("price").try_cast("double")
             self.bad["price"] = F.col("price").isNotNull() & (

@@ -42,7 +42,8 @@ class InputArch(nn.Module):
         cfg.require_vocab()
         E = cfg.embed_dim
         self.embedding = FeatureEmbedding({"user": cfg.n_users, "item": cfg.n_items, "cate": cfg.n_cates}, E)
-        self.attention = TargetAttention(2 * E, cfg.attention_dims, pooling=cfg.attention_pooling) if target_attention else None
+        self.attention = (TargetAttention(2 * E, cfg.attention_dims, pooling=cfg.attention_pooling)
+                          if target_attention else None)
         self.extra_dim = extra_dim
         self.out_dim = 3 * E + 1 + 2 * E + (2 * E if target_attention else 0) + extra_dim
 

@@ -85,7 +85,7 @@ class DGenCTRConfig:
         if not bounds or not all(b > 0 for b in bounds):
             raise ConfigError("dgenctr.price_boundaries must be a non-empty list of positive numbers, "
                               f"got {describe(bounds)}")
-        if any(b >= c for b, c in zip(bounds, bounds[1:])):
+        if any(b >= c for b, c in zip(bounds, bounds[1:], strict=False)):
             raise ConfigError(f"dgenctr.price_boundaries must be strictly increasing, got {describe(bounds)}")
 
     @property

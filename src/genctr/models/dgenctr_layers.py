@@ -7,6 +7,7 @@ Parameter-name prefixes are the transfer groups (see ``dgenctr.transfer``):
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -90,15 +91,16 @@ class FieldEmbedding(nn.Module):
 
     def label_table(self) -> Tensor:
         """The label field's value embeddings [2, d]: row y is e(y)."""
-        return self.tables["label"].weight  # type: ignore[return-value]
+        return cast(nn.Embedding, self.tables["label"]).weight  # every table is an nn.Embedding (__init__)
 
     def lookup(self, ids: dict[str, Tensor]) -> dict[str, Tensor]:
         return {name: self.tables[name](idx) for name, idx in ids.items()}  # each (B, d)
 
     def pool(self, batch: dict[str, Tensor], query: Tensor) -> Tensor:
         """Pool the history against query [B, Q, d] (target item + cate vectors) -> [B, Q, d]."""
-        hist = (lookup(self.tables["item"], batch["hist_item"].long())  # type: ignore[arg-type]
-                + lookup(self.tables["cate"], batch["hist_cate"].long()))  # type: ignore[arg-type]
+        # cast: every table is an nn.Embedding (__init__)
+        hist = (lookup(cast(nn.Embedding, self.tables["item"]), batch["hist_item"].long())
+                + lookup(cast(nn.Embedding, self.tables["cate"]), batch["hist_cate"].long()))
         return self.seq_pool(query, hist, batch["hist_len"].long())
 
     def tokens(self, values: Tensor, masked: Tensor) -> Tensor:

@@ -224,8 +224,8 @@ def srm_test(users: dict[str, int], canary_percent: int) -> SRMResult:
     else:
         res = stats.chisquare(observed, f_exp=expected)
         chi2, p = float(res.statistic), float(res.pvalue)
-    return SRMResult({a: int(o) for a, o in zip(ARMS, observed)},
-                     {a: float(e) for a, e in zip(ARMS, expected)}, chi2, p)
+    return SRMResult({a: int(o) for a, o in zip(ARMS, observed, strict=True)},
+                     {a: float(e) for a, e in zip(ARMS, expected, strict=True)}, chi2, p)
 
 
 def sample_shortfalls(arms: dict[str, dict[str, float]], min_users: int, min_impressions: int) -> list[str]:

@@ -66,7 +66,8 @@ class CanaryPolicy:
         if not 0.0 <= _number(self, "max_error_rate") <= 1.0:
             raise ConfigError(f"canary policy max_error_rate must be in [0, 1], got {describe(self.max_error_rate)}")
         if not _number(self, "max_p99_latency_ms") > 0.0:
-            raise ConfigError(f"canary policy max_p99_latency_ms must be positive, got {describe(self.max_p99_latency_ms)}")
+            raise ConfigError("canary policy max_p99_latency_ms must be positive, "
+                              f"got {describe(self.max_p99_latency_ms)}")
         if self.duplicates not in DUPLICATE_POLICIES:
             raise ConfigError(f"canary policy duplicates must be one of {DUPLICATE_POLICIES}, "
                               f"got {describe(self.duplicates)}")

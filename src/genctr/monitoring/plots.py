@@ -70,7 +70,7 @@ def plot_arm_bars(metrics: pd.DataFrame | dict[str, dict[str, float]], png: str 
     arms = list(frame.index)
     fig = Figure(figsize=(10, 3.2), layout="constrained")
     axes = fig.subplots(1, len(BAR_METRICS))
-    for ax, (metric, label) in zip(axes, BAR_METRICS):
+    for ax, (metric, label) in zip(axes, BAR_METRICS, strict=True):
         values = frame[metric].to_numpy(dtype=float)
         ax.bar(arms, np.nan_to_num(values), color=[ARM_COLORS.get(a, "grey") for a in arms])
         for i, v in enumerate(values):

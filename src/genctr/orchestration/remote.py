@@ -28,7 +28,7 @@ def validate_cron(cron: str) -> str:
     if len(fields) != 6:
         raise ConfigError(f"cron {cron!r} has {len(fields)} fields; expected 6: {' '.join(CRON_FIELDS)} "
                           "(e.g. '0 0 3 * * *' = every day at 03:00)")
-    for name, value in zip(CRON_FIELDS, fields):
+    for name, value in zip(CRON_FIELDS, fields, strict=True):
         if not _CRON_FIELD.match(value):
             raise ConfigError(f"cron {cron!r}: the {name} field {value!r} is not a cron field")
     if "?" in fields[0] or "?" in fields[1]:

@@ -4,7 +4,8 @@
     python -m genctr.serving --deploy_state STATE.json --feast_repo ...   # LocalDeployer's server
 
 The flags are genctr's own (KServe's import-time argument parsing is bypassed, see
-``genctr.serving._kserve``); the server ones keep KServe's names. Feast flags default to environment variables so a pod spec can set them
+``genctr.serving._kserve``); the server ones keep KServe's names. Feast flags default to
+environment variables so a pod spec can set them
 (``GENCTR_FEAST_REPO``, ``GENCTR_FEAST_CONFIG``, ``GENCTR_FEAST_ONLINE``,
 ``GENCTR_FEAST_REGISTRY``, ``GENCTR_REDIS_CONNECTION_STRING``). The model-repository API
 (load/unload over HTTP) is off unless ``--enable_repository_api true``; its token comes from

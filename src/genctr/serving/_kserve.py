@@ -18,6 +18,6 @@ def import_kserve() -> None:
     argv = sys.argv
     sys.argv = argv[:1]
     try:
-        import kserve  # noqa: F401
+        import kserve  # noqa: F401 - imported for its import-time set-up, with sys.argv emptied
     finally:
         sys.argv = argv

@@ -19,7 +19,8 @@ error responses: an exception goes to the handler KServe registered on the app f
 from __future__ import annotations
 
 import re
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 
@@ -71,7 +72,7 @@ class FastV1Predict:
             result, response_headers = await dataplane.infer(model_name=name, request=request, headers=headers)
             result, extra = dataplane.encode(model_name=name, response=result, headers=headers,
                                              req_attributes=attributes)
-        except Exception as exc:  # noqa: BLE001 - answered as KServe's app would, or re-raised
+        except Exception as exc:  # broad on purpose: answered as KServe's app would, or re-raised
             handler = self._handler(exc)
             if handler is None:
                 raise

@@ -26,7 +26,8 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 

@@ -152,7 +152,7 @@ class OnlineFeatures:
             self._bind(FeatureStore(repo_path=str(self.store.repo_path), config=self.store.config))
             self._read(self.user_view, self._user_key, [0], SEQ_FEATURES)  # tables present and readable
             self._read(self.item_view, self._item_key, [0], ITEM_FEATURES)
-        except Exception as exc:  # noqa: BLE001 - a store mid-materialisation: keep serving the old one
+        except Exception as exc:  # broad on purpose: a store mid-materialisation: keep serving the old one
             (self.store, self.user_view, self.item_view, self._provider, self._config, self._user_key,
              self._item_key) = old
             log.warning("Feast store files changed but the new store is not readable yet (%s: %.200s); "
@@ -220,7 +220,8 @@ def _watched_files(store: FeatureStore) -> list[Path]:
     if getattr(online, "type", "") == "sqlite" and getattr(online, "path", None):
         files.append(Path(online.path) if Path(online.path).is_absolute() else repo / online.path)
     registry = getattr(config.registry, "path", config.registry)
-    if isinstance(registry, str) and "://" not in registry and getattr(config.registry, "registry_type", "file") == "file":
+    if (isinstance(registry, str) and "://" not in registry
+            and getattr(config.registry, "registry_type", "file") == "file"):
         files.append(Path(registry) if Path(registry).is_absolute() else repo / registry)
     return files
 

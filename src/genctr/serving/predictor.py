@@ -23,7 +23,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import kserve
 import numpy as np
@@ -90,8 +90,9 @@ class CTRPredictor(kserve.Model):
             return True
         kind = read_config(self.model_dir).get("kind")
         if kind not in CTR_KINDS:
-            raise ArtifactError(f"{self.model_dir / 'config.json'} names a {describe(kind, raw=True)} model; serving needs a "
-                                f"fine-tuned CTR model (one of {CTR_KINDS}, from `genctr train finetune`)")
+            raise ArtifactError(f"{self.model_dir / 'config.json'} names a {describe(kind, raw=True)} model; "
+                                f"serving needs a fine-tuned CTR model (one of {CTR_KINDS}, "
+                                f"from `genctr train finetune`)")
         model = load_model(self.model_dir, self.device)
         vocab = load_vocabularies(self.model_dir)
         check_vocab_fits(self.model_dir, {k: v.size for k, v in vocab.items()}, model)
@@ -128,7 +129,7 @@ class CTRPredictor(kserve.Model):
         req = parse_v1(payload, self.limits)
         pctr = (await self._score_async(req)).tolist()
         bounds = np.cumsum([0, *req.sizes])
-        return {"predictions": [pctr[a:b] for a, b in zip(bounds[:-1], bounds[1:])]}
+        return {"predictions": [pctr[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]}
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": "user_id", "datatype": "INT64", "shape": [-1]},
@@ -200,8 +201,8 @@ class CTRPredictor(kserve.Model):
         missing = ~(req.cate_given & req.price_given)  # [N]
         items = np.unique(req.item[missing]) if missing.any() else None
         histories = [s.history for s in req.slots]
-        if not need and items is None:
-            return histories, None  # type: ignore[return-value]
+        if not need and items is None:  # cast: no slot lacks a history
+            return cast("list[tuple[np.ndarray, np.ndarray]]", histories), None
         if self.online is None:
             what = ("'history' ({'item_seq': [...], 'cate_seq': [...]}) with every instance" if need
                     else "'category_id' and 'price' with every candidate")
@@ -211,9 +212,10 @@ class CTRPredictor(kserve.Model):
                 [req.slots[i].user_id for i in need], [] if items is None else items.tolist())
         except Exception as exc:  # the online store is down or misconfigured: not the client's fault
             raise InferenceError(f"Feast online read failed: {type(exc).__name__}: {exc}") from exc
-        for i, h in zip(need, seqs):
+        for i, h in zip(need, seqs, strict=True):
             histories[i] = h
-        return histories, (None if items is None else ItemFeatures(items, cate, found, price))  # type: ignore[return-value]
+        filled = cast("list[tuple[np.ndarray, np.ndarray]]", histories)  # each None slot was in need: now set
+        return filled, (None if items is None else ItemFeatures(items, cate, found, price))
 
     def _histories(self, raw: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw per-slot histories -> left-aligned indices [U, W] (last L, oldest first, 0-padded), lengths [U]."""
@@ -278,7 +280,7 @@ def traced_or_eager(model: torch.nn.Module, sizes: dict[str, int], max_seq_len: 
                                      (5, max_seq_len, False), (64, 1, False)):
                 batch = example_batch(n, width, sizes, device, gen, shared)
                 worst = max(worst, float((frozen(batch) - model(batch)).abs().max()))
-    except Exception as exc:  # noqa: BLE001 - any tracing failure means: serve the eager model
+    except Exception as exc:  # broad on purpose: any tracing failure means: serve the eager model
         log.warning("TorchScript trace failed (%s: %s); serving the eager model", type(exc).__name__, exc)
         return model
     if worst > 1e-4:

@@ -166,7 +166,8 @@ def parse_v1(payload: Any, limits: Limits) -> ScoringRequest:
         raise InvalidInput("request body must have an 'instances' list")
     instances = body["instances"]
     if not isinstance(instances, list) or not instances:
-        raise InvalidInput(f"'instances' must be a non-empty list, got {_type(instances) if not isinstance(instances, list) else 'an empty list'}")
+        got = _type(instances) if not isinstance(instances, list) else "an empty list"
+        raise InvalidInput(f"'instances' must be a non-empty list, got {got}")
     if len(instances) > limits.max_candidates:
         raise InvalidInput(f"{len(instances)} instances; at most {limits.max_candidates} candidates per request")
 

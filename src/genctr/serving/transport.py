@@ -27,20 +27,20 @@ log = logging.getLogger(__name__)
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # uvicorn without httptools: uvicorn's own protocol choice, no read timeout
-    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]  # the class is optional: None without httptools
 
 _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                      b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
 
 
 if HttpToolsProtocol is not None:
-    class ReadTimeoutProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+    class ReadTimeoutProtocol(HttpToolsProtocol):
         """uvicorn's httptools protocol with a per-request deadline (``read_timeout`` seconds,
         set on a subclass by :func:`protocol_with_timeout`)."""
 
         read_timeout: float = 10.0
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows it too
             super().connection_made(transport)
             self._deadline: asyncio.TimerHandle | None = None
             self._arm()  # the first request must arrive within read_timeout of the connect
@@ -79,7 +79,7 @@ if HttpToolsProtocol is not None:
                 cycle.keep_alive = False
             self.transport.close()  # the application, if it runs, sees http.disconnect
 else:  # pragma: no cover - httptools ships with uvicorn[standard], a KServe dependency
-    ReadTimeoutProtocol = None  # type: ignore[assignment,misc]
+    ReadTimeoutProtocol = None  # type: ignore[assignment,misc]  # the class is optional, as above
 
 
 def protocol_with_timeout(read_timeout: float) -> type | None:

@@ -22,7 +22,7 @@ class LogBuffer:
         self._rows = 0
 
     def add(self, requests: pd.DataFrame, impressions: pd.DataFrame, clicks: pd.DataFrame) -> None:
-        for table, df in zip(TABLES, (requests, impressions, clicks)):
+        for table, df in zip(TABLES, (requests, impressions, clicks), strict=True):
             if len(df):
                 self._parts[table].append(df)
         self._rows += len(requests)

@@ -59,9 +59,9 @@ def v1_body(batch: ScoreBatch) -> bytes:
     """``{"instances": [{"user_id", "candidates": [{"item_id", "category_id", "price"}, ...]}, ...]}``."""
     keys = ("item_id", "category_id", "price")
     instances = [
-        {"user_id": u, "candidates": [dict(zip(keys, c)) for c in zip(items, cates, prices)]}
+        {"user_id": u, "candidates": [dict(zip(keys, c, strict=True)) for c in zip(items, cates, prices, strict=True)]}
         for u, items, cates, prices in zip(batch.user_ids.tolist(), batch.item_ids.tolist(),
-                                           batch.category_ids.tolist(), batch.prices.tolist())
+                                           batch.category_ids.tolist(), batch.prices.tolist(), strict=True)
     ]
     return orjson.dumps({"instances": instances})
 

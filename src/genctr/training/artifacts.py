@@ -90,7 +90,8 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: artifact format {describe(cfg.get('format'), raw=True)} is not supported "
                             f"(expected {FORMAT}); {FIX} with this genctr version")
     if not isinstance(cfg.get("kind"), str):
-        raise ArtifactError(f"{path}: 'kind' must be a model kind string, got {describe(cfg.get('kind'), raw=True)}; {FIX}")
+        raise ArtifactError(f"{path}: 'kind' must be a model kind string, "
+                            f"got {describe(cfg.get('kind'), raw=True)}; {FIX}")
     if not isinstance(cfg.get("model"), dict):
         raise ArtifactError(f"{path}: 'model' must be an object of model options, got "
                             f"{describe(cfg.get('model'), raw=True)}; {FIX}")
@@ -107,15 +108,16 @@ def load_weights(model_dir: str | Path, device: str | torch.device = "cpu",
     try:
         weights = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ArtifactError(f"{path} is not a readable safetensors file ({describe(str(exc), raw=True)}); {FIX}") from exc
+        raise ArtifactError(f"{path} is not a readable safetensors file "
+                            f"({describe(str(exc), raw=True)}); {FIX}") from exc
     if expected is not None:
         check_tensors(path, weights, expected)
     for name, t in weights.items():
         # one vectorised reduction per tensor; integer tensors cannot hold NaN/inf
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ArtifactError(f"{path}: tensor {describe(name, raw=True)} holds NaN or infinite values, so every score "
-                                f"would be meaningless; the run that wrote it diverged: retrain (lower lr, "
-                                f"grad_clip) or use the previous version")
+            raise ArtifactError(f"{path}: tensor {describe(name, raw=True)} holds NaN or infinite values, "
+                                f"so every score would be meaningless; the run that wrote it diverged: "
+                                f"retrain (lower lr, grad_clip) or use the previous version")
     return weights
 
 
@@ -123,9 +125,9 @@ def check_tensors(path: Path, got: dict[str, torch.Tensor], expected: dict[str, 
     """ArtifactError unless ``got`` has exactly ``expected``'s tensor names, shapes and dtypes."""
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     if missing or extra:
-        raise ArtifactError(f"{path} does not match its config.json: missing tensors {describe(missing, raw=True)}, "
-                            f"unexpected tensors {describe(extra, raw=True)}; the weights and config come from different "
-                            f"models: {FIX}")
+        raise ArtifactError(f"{path} does not match its config.json: missing tensors "
+                            f"{describe(missing, raw=True)}, unexpected tensors {describe(extra, raw=True)}; "
+                            f"the weights and config come from different models: {FIX}")
     for name, want in expected.items():
         have = got[name]
         if have.shape != want.shape or have.dtype != want.dtype:

@@ -60,7 +60,8 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, op
         save_file(state, str(tmp / "model.safetensors"))
         opt_t, opt_s, groups = _optimizer_tensors(opt)
         save_file(opt_t, str(tmp / "optimizer.safetensors"))
-        meta = {"epoch": epoch, "fingerprint": fingerprint, "optimizer_scalars": opt_s, "param_groups": groups, "history": history}
+        meta = {"epoch": epoch, "fingerprint": fingerprint, "optimizer_scalars": opt_s, "param_groups": groups,
+                "history": history}
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
         for f in tmp.iterdir():  # on disk before the rename makes the checkpoint visible
             _fsync(f)
@@ -77,8 +78,9 @@ def completed_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     d = Path(ckpt_dir)
     if not d.is_dir():
         return []
-    done = [p for p in d.iterdir() if EPOCH_DIR.match(p.name) and (p / "state.json").is_file()]
-    return sorted(done, key=lambda p: int(EPOCH_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
+    done = [(int(m.group(1)), p) for p in d.iterdir()
+            if (m := EPOCH_DIR.match(p.name)) and (p / "state.json").is_file()]
+    return [p for _, p in sorted(done, key=lambda epoch_path: epoch_path[0])]
 
 
 def read_state(path: Path) -> dict[str, Any]:
@@ -122,15 +124,16 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
             idx, k = key.split("::")
             state.setdefault(int(idx), {})[k] = v
     except ValueError as exc:
-        raise ArtifactError(f"checkpoint {path}: malformed optimizer state key ({describe(str(exc), raw=True)})") from exc
+        raise ArtifactError(f"checkpoint {path}: malformed optimizer state key "
+                            f"({describe(str(exc), raw=True)})") from exc
     groups = meta["param_groups"]
     mine = opt.state_dict()["param_groups"]  # same layout, parameters numbered 0..P-1
     if len(groups) != len(mine) or any(not isinstance(g, dict) or g.get("params") != m["params"]
-                                       for g, m in zip(groups, mine)):
+                                       for g, m in zip(groups, mine, strict=True)):
         raise ArtifactError(f"checkpoint {path}: optimizer parameter groups do not match this model")
     params: dict[int, torch.Tensor] = {}
-    for numbered, group in zip(mine, opt.param_groups):
-        params.update(zip(numbered["params"], group["params"]))
+    for numbered, group in zip(mine, opt.param_groups, strict=True):
+        params.update(zip(numbered["params"], group["params"], strict=True))
     for i, st in state.items():
         # per-parameter moments have the parameter's shape; Adam's step is a 0-d tensor
         if i not in params or any(torch.is_tensor(v) and v.dim() and v.shape != params[i].shape
@@ -139,7 +142,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})  # validates before it changes anything
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ArtifactError(f"checkpoint {path}: optimizer state does not load ({describe(str(exc), raw=True)})") from exc
+        raise ArtifactError(f"checkpoint {path}: optimizer state does not load "
+                            f"({describe(str(exc), raw=True)})") from exc
     model.load_state_dict(weights)  # names, shapes and dtypes checked above
     return meta
 

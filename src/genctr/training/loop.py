@@ -52,7 +52,7 @@ def clip_gradients(model: nn.Module, max_norm: float) -> None:
     if params[0].is_cuda:
         nn.utils.clip_grad_norm_(params, max_norm)
         return
-    grads = [p.grad for p in params]
+    grads = [g for p in params if (g := p.grad) is not None]  # all of params (filtered above)
     norm = nn.utils.get_total_norm(grads, foreach=True)
     if not float(max_norm / (norm + 1e-6)) >= 1.0:  # clip_grad_norm_'s coefficient (NaN clips too)
         nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)

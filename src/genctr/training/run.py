@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from genctr.training.checkpoint import clear_checkpoints
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
 from genctr.training.loop import fit, predict_logits
+
+if TYPE_CHECKING:
+    from genctr.models.dgenctr import DGenCTR
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,8 @@ def _ckpt(ckpt_dir: str | Path | None) -> tuple[Path, tempfile.TemporaryDirector
 
 
 def genctr_objective(model: nn.Module, batch: dict[str, Tensor], gen: torch.Generator) -> Tensor:
-    logits, valid = model.pretrain_logits(batch, gen)
+    # cast: fit hands back the model it trains, train_genctr's GenCTR (a no-op under torch.compile too)
+    logits, valid = cast(GenCTR, model).pretrain_logits(batch, gen)
     return sampled_softmax_loss(logits, valid)
 
 
@@ -132,7 +136,8 @@ def fingerprint(*parts: Any) -> str:
     import hashlib
     import json
 
-    blob = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
+    blob = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) and not isinstance(p, type) else p
+                       for p in parts],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -150,6 +155,8 @@ def pretrain(build: str | Path, out: str | Path, method: str, model: dict[str, A
     ``model`` holds ModelConfig fields for genctr and DGenCTRConfig fields for dgenctr.
     """
     tcfg = train if isinstance(train, TrainConfig) else from_dict(TrainConfig, {"epochs": 3, **train})
+    net: GenCTR | DGenCTR
+    config: dict[str, Any]
     if method == "genctr":
         cfg = from_dict(ModelConfig, model)
         data = FeatureData(str(build), cfg.max_seq_len, tcfg.resolve_device())
@@ -181,25 +188,27 @@ def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
     """
     tcfg = train if isinstance(train, TrainConfig) else from_dict(TrainConfig, train)
     meta = read_config(pretrained) if pretrained else None
-    if meta is not None and meta["kind"] == KIND_DGENCTR:
+    net: nn.Module
+    config: dict[str, Any]
+    if pretrained and meta is not None and meta["kind"] == KIND_DGENCTR:  # meta is None exactly when not pretrained
         from genctr.training.run_dgenctr import init_dgenctr_ctr
 
         dcfg = from_dict(DGenCTRConfig, {**meta["model"], **{k: v for k, v in model.items() if k != "max_seq_len"}})
         data = FeatureData(str(build), max_seq_len_of(pretrained), tcfg.resolve_device())
-        pre = load_model(pretrained, data.device)
-        net = init_dgenctr_ctr(data, dcfg, pre, tcfg.seed)
+        pre_dgenctr = cast("DGenCTR", load_model(pretrained, data.device))  # a KIND_DGENCTR artifact builds one
+        net = init_dgenctr_ctr(data, dcfg, pre_dgenctr, tcfg.seed)
         config = {"kind": KIND_DGENCTR_CTR, "model": dataclasses.asdict(dcfg), "vocab": data.vocab_sizes,
                   "max_seq_len": data.max_seq_len}
     else:
         cfg = from_dict(ModelConfig, model)
         data = FeatureData(str(build), cfg.max_seq_len, tcfg.resolve_device())
-        pre = None
+        pre: GenCTR | None = None
         if cfg.transfer != "none":
-            if meta is None:
+            if meta is None or not pretrained:  # the same test: meta is None exactly when not pretrained
                 raise ConfigError(f"transfer={cfg.transfer} needs a pretrained GenCTR model directory")
             if meta["kind"] != KIND_GENCTR:
                 raise ArtifactError(f"{pretrained} is a {meta['kind']!r} model, not a GenCTR pretrained model")
-            pre = load_model(pretrained, data.device)
+            pre = cast(GenCTR, load_model(pretrained, data.device))  # a KIND_GENCTR artifact builds a GenCTR
         net = init_ctr(data, cfg, pre, tcfg.seed)
         config = {"kind": KIND_CTR, "model": dataclasses.asdict(with_vocab(cfg, data))}
     history = train_ctr(data, net, tcfg, _ckpt_beside(out),
@@ -245,7 +254,8 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.
         raise
     except (GenCTRError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise ArtifactError(f"{Path(model_dir) / 'config.json'} does not describe a valid "
-                            f"{describe(meta['kind'], raw=True)} model ({describe(str(exc), raw=True)}); {FIX}") from exc
+                            f"{describe(meta['kind'], raw=True)} model ({describe(str(exc), raw=True)}); "
+                            f"{FIX}") from exc
     weights = load_weights(model_dir, "cpu", expected=skeleton.state_dict())  # copied into the CPU net, then moved
     net = _build_from_config(meta, model_dir)
     net.load_state_dict(weights)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def dgenctr_objective(model: nn.Module, batch: dict[str, Tensor], gen: torch.Generator) -> Tensor:
-    out = model.pretrain_logits(batch, gen)
+    # cast: fit hands back the model it trains, train_dgenctr's DGenCTR (a no-op under torch.compile too)
+    out = cast(DGenCTR, model).pretrain_logits(batch, gen)
     return dgenctr_loss(out.logits, out.target_mask, out.weights)
 
 

@@ -22,6 +22,6 @@ def load_canonical(path: str | Path, time_unit: str = "s") -> pd.DataFrame:
         raise DataValidationError(f"events file {uri} not found")
     try:
         df = pd.read_csv(uri) if uri.endswith(".csv") else pd.read_parquet(uri)
-    except Exception as exc:  # noqa: BLE001 - any reader error is the user's file
+    except Exception as exc:  # broad on purpose: any reader error is the user's file
         raise DataValidationError(f"events file {uri} could not be read: {str(exc)[:200]}") from exc
     return validate_events(df, source=uri, time_unit=time_unit)

@@ -18,13 +18,13 @@ CHUNK_ROWS = 8192  # gather_dot: rows per chunk, so the [rows, 1+K, E] gather st
 
 class _CPULookup(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight: Tensor, idx: Tensor, padding_idx: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, weight: Tensor, idx: Tensor, padding_idx: int) -> Tensor:
         ctx.save_for_backward(idx)
         ctx.rows, ctx.padding_idx = weight.shape[0], padding_idx
         return weight.index_select(0, idx.reshape(-1)).view(*idx.shape, weight.shape[1])
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         (idx,) = ctx.saved_tensors
         g = grad.reshape(-1, grad.shape[-1])
         gw = torch.zeros(ctx.rows, g.shape[1], dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g)
@@ -50,7 +50,7 @@ class _GatherDot(torch.autograd.Function):
     """logits[n, j] = <weight[idx[n, j]], h[n]>, chunked over n; nothing [N, J, E] is kept."""
 
     @staticmethod
-    def forward(ctx, weight: Tensor, idx: Tensor, h: Tensor, padding_idx: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, weight: Tensor, idx: Tensor, h: Tensor, padding_idx: int) -> Tensor:
         ctx.save_for_backward(weight, idx, h)
         ctx.padding_idx = padding_idx
         out = torch.empty(idx.shape, dtype=h.dtype, device=h.device)
@@ -60,7 +60,7 @@ class _GatherDot(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         weight, idx, h = ctx.saved_tensors
         gw = torch.zeros_like(weight) if ctx.needs_input_grad[0] else None
         gh = torch.empty_like(h) if ctx.needs_input_grad[2] else None

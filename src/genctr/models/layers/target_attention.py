@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,8 @@ class TargetAttention(nn.Module):
         # Rows in chunks whose [b, L, H] activations stay <= CHUNK_ELEMENTS: on CPU, larger
         # tensors are fresh mmaps that page-fault on every touch (glibc serves only blocks
         # < 32 MB from its reusable heap); 1.3-1.8x faster at B = 4096, L = 50. Same values.
-        step = max(1, CHUNK_ELEMENTS // (seq.shape[1] * self.score.net[0].out_features))
+        # cast: MLP.net starts with a Linear (output_dim=1 gives it one even without hidden_dims)
+        step = max(1, CHUNK_ELEMENTS // (seq.shape[1] * cast(nn.Linear, self.score.net[0]).out_features))
         if seq.device.type != "cpu" or target.shape[0] <= step:
             return self._pool(target, seq, mask)
         return torch.cat([self._pool(target[i:i + step], seq[i:i + step], mask[i:i + step])
@@ -66,7 +68,7 @@ class TargetAttention(nn.Module):
         The same sums in another order: equal up to float rounding (tests/test_layers.py).
         Training keeps the form above (its backward is the one the results were trained with).
         """
-        first = self.score.net[0]
+        first = cast(nn.Linear, self.score.net[0])  # MLP.net starts with a Linear, see forward
         wt, ws, wd, wp = first.weight.split(target.shape[-1], dim=1)  # [H, D] each
         per_target = F.linear(target, wt + wd, first.bias).unsqueeze(1)  # [B, 1, H]
         if not torch.is_grad_enabled():
