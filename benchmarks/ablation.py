@@ -18,7 +18,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from genctr.config import DataConfig, FeatureConfig
@@ -160,7 +159,8 @@ def summarize(jsonl: Path, md: Path, png: Path, header: str) -> None:
         base = g[g.arm == base_arm].set_index("seed")
         for arm, a in g.groupby("arm", sort=False):
             a = a.set_index("seed")
-            cells = [f"{a[k].mean():.4f} ± {a[k].std(ddof=1) if len(a) > 1 else 0:.4f}" for k in ("auc", "logloss", "gauc")]
+            cells = [f"{a[k].mean():.4f} ± {a[k].std(ddof=1) if len(a) > 1 else 0:.4f}"
+                     for k in ("auc", "logloss", "gauc")]
             seeds = a.index.intersection(base.index)
             for k in ("auc", "gauc"):
                 if arm != base_arm and len(seeds) >= 2:
@@ -232,9 +232,12 @@ def main() -> None:
               f"L={args.max_seq_len}, embed={args.embed_dim}, fine-tune {args.ft_epochs} epoch(s) batch "
               f"{args.batch_size} lr {args.lr}, GenCTR pretrain {args.pt_epochs} epochs, DGenCTR pretrain "
               f"{args.dg_epochs} epochs (d={args.dg_dim}, {args.dg_layers} layer). Test split; mean ± std over "
-              "seeds; ΔAUC and ΔgAUC are paired per seed against the same backbone without pretraining (paired t-test).\n\n"
-              "Commands that filled this table (each appends its arms to the same JSONL; rows already there are skipped):\n\n"
-              + "\n".join(f"    python benchmarks/ablation.py {c}" for c in log_command(RESULTS / f"{args.tag}.commands", args)))
+              "seeds; ΔAUC and ΔgAUC are paired per seed against the same backbone without pretraining "
+              "(paired t-test).\n\n"
+              "Commands that filled this table (each appends its arms to the same JSONL; rows already there "
+              "are skipped):\n\n"
+              + "\n".join(f"    python benchmarks/ablation.py {c}"
+                          for c in log_command(RESULTS / f"{args.tag}.commands", args)))
     if not args.summarize_only:
         args.work.mkdir(parents=True, exist_ok=True)
         data = FeatureData(str(build_once(args.work, args.category, args.max_seq_len)), args.max_seq_len)

@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import throughput_data as td
 import torch
 from sklearn.metrics import roc_auc_score
+
+import throughput_data as td
 
 HERE = Path(__file__).resolve().parent
 GENCTR_CTR = ("dnn", "dcnv2", "dcnv2_ta")

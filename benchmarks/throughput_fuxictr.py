@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from throughput_data import fuxictr_feature_map
 from torch import nn
+
+from throughput_data import fuxictr_feature_map
 
 FUXI_MODELS = ("dnn", "dcnv2", "din")
 

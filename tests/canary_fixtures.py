@@ -31,12 +31,13 @@ def canary_world(synthetic_build: dict[str, Any], tmp_path_factory: pytest.TempP
 
 
 def _build(synthetic_build: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from serving_fixtures import perturbed_copy
+
     from genctr.deploy.local import LocalDeployer
     from genctr.features.feast_sync import materialize
     from genctr.registry import ModelRegistry
     from genctr.serving.online import FeastConfig
     from genctr.training.run import finetune
-    from serving_fixtures import perturbed_copy
 
     root = tmp_path_factory.mktemp("canary-loop")
     build = synthetic_build["build"]

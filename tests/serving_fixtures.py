@@ -10,16 +10,16 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import requests
 import torch
-
 from build_fixtures import MAX_SEQ_LEN, NO_CLICK_USERS, shared_build
 from conftest import free_port
 
@@ -89,8 +89,8 @@ class ReferenceScorer:
         model_dir = model_dir or art.model
         self.model = load_model(model_dir, "cpu")
         self.store = art.store
-        self.vocab = {n: dict(zip(*(pd.read_parquet(model_dir / "vocab" / n)[c] for c in ("raw_id", "idx"))))
-                      for n in ("user", "item", "category")}
+        vocab = {n: pd.read_parquet(model_dir / "vocab" / n) for n in ("user", "item", "category")}
+        self.vocab = {n: dict(zip(v["raw_id"], v["idx"], strict=True)) for n, v in vocab.items()}
         self.items = item_table(art).set_index("item_id")
 
     def __call__(self, user_id: int, candidates: list[dict[str, Any]]) -> np.ndarray:

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-
 from build_fixtures import MAX_SEQ_LEN, NO_CLICK_USERS, shared_build
 from conftest import free_port
+
 from genctr.errors import ConfigError
 from genctr.features.feast_sync import DEFAULT_REPO_DIR, get_online_sequences, materialize
 from genctr.features.layout import OOV, SPLITS, BuildLayout
@@ -108,8 +108,8 @@ def test_train_serve_consistency(sqlite_store: Any, tables: dict[str, pd.DataFra
     """Served raw ids, mapped through the build's vocabularies, are the last L behaviours the
     training data holds (histories[max(0, n - L):n]) for an impression after the last behaviour."""
     hist = tables["histories"]
-    item_vocab = dict(zip(tables["vocab_item"]["raw_id"], tables["vocab_item"]["idx"]))
-    cate_vocab = dict(zip(tables["vocab_category"]["raw_id"], tables["vocab_category"]["idx"]))
+    item_vocab = dict(zip(tables["vocab_item"]["raw_id"], tables["vocab_item"]["idx"], strict=True))
+    cate_vocab = dict(zip(tables["vocab_category"]["raw_id"], tables["vocab_category"]["idx"], strict=True))
     sampled = hist.sample(n=25, random_state=0)
     served = get_online_sequences(sqlite_store, sampled["user_id"].tolist())
     for row in sampled.itertuples():

@@ -13,15 +13,27 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-
 from conftest import free_port
+
 from genctr.data.sources.synthetic import SyntheticConfig, SyntheticWorld, end_time, iter_events, replay_world
 from genctr.deploy.base import CANARY, CHAMPION, assign_arm
 from genctr.errors import ConfigError
 from genctr.monitoring.logs import read_logs
-from genctr.simulation import (STATUS_BAD_RESPONSE, STATUS_CONNECTION_ERROR, STATUS_TIMEOUT, HttpScorer,
-                               OracleScorer, RandomScorer, ScoreBatch, SimulationConfig, assign_users, gsp_auction,
-                               run_traffic, simulate, simulate_deployment)
+from genctr.simulation import (
+    STATUS_BAD_RESPONSE,
+    STATUS_CONNECTION_ERROR,
+    STATUS_TIMEOUT,
+    HttpScorer,
+    OracleScorer,
+    RandomScorer,
+    ScoreBatch,
+    SimulationConfig,
+    assign_users,
+    gsp_auction,
+    run_traffic,
+    simulate,
+    simulate_deployment,
+)
 from genctr.simulation.auction import first_occurrence
 
 WORLD = SyntheticConfig(n_users=400, n_items=800, n_cates=20, seed=7)  # the synthetic_build fixture's world
@@ -228,11 +240,12 @@ def test_replay_continues_the_event_stream() -> None:
 
 @pytest.mark.slow
 def test_simulation_against_a_real_local_model_server(synthetic_build: dict[str, Any], tmp_path: Path) -> None:
+    from serving_fixtures import perturbed_copy
+
     from genctr.deploy.local import LocalDeployer
     from genctr.features.feast_sync import materialize
     from genctr.serving.online import FeastConfig
     from genctr.training.run import finetune
-    from serving_fixtures import perturbed_copy
 
     build, world_cfg = synthetic_build["build"], synthetic_build["world"]
     assert world_cfg == WORLD  # the served users and items are the simulator's
@@ -259,7 +272,7 @@ def test_simulation_against_a_real_local_model_server(synthetic_build: dict[str,
 
         # the logged pCTR is what the arm answers when asked directly
         sample = imp[imp["request_id"].isin(req.groupby("arm")["request_id"].head(10))]
-        for (rid, arm), rows in sample.groupby(["request_id", "arm"]):
+        for (_rid, arm), rows in sample.groupby(["request_id", "arm"]):
             cands = [{"item_id": int(r.item_id), "category_id": int(r.category_id), "price": float(r.bid)}
                      for r in rows.itertuples()]
             r = requests.post(status.urls[arm], json={"instances": [{"user_id": int(rows["user_id"].iloc[0]),

@@ -68,7 +68,7 @@ def coerce(where: str, hint: Any, value: Any) -> Any:
             return tuple(coerce(f"{where}[{i}]", args[0], v) for i, v in enumerate(value))
         if len(value) != len(args):
             raise _bad(where, f"a list of {len(args)} values", value)
-        return tuple(coerce(f"{where}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(coerce(f"{where}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value, strict=True)))
     return value
 
 

@@ -27,9 +27,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genctr.paths import home
+
+if TYPE_CHECKING:
+    from genctr.deploy.local import LocalDeployer
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +154,7 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     result.artifacts["candidate_model"] = str(_model_dir(run))
     result.artifacts["candidate_gate_report"] = str(run.gate_report)
 
-    deployer = make_deployer(target)
+    deployer = _local(make_deployer(target))
     try:
         if run.deployment is None or run.deployment.get("action") != "start_canary":
             log.warning("the candidate did not reach the canary (gate: %s); no traffic to simulate",
@@ -184,13 +187,22 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     return result
 
 
+def _local(deployer: Any) -> LocalDeployer:
+    """The demo's deployment is a local one: only that kind has a server process to shut down."""
+    from genctr.deploy.local import LocalDeployer
+
+    if not isinstance(deployer, LocalDeployer):
+        raise TypeError(f"the demo deploys locally, got {type(deployer).__name__}")
+    return deployer
+
+
 def _stop_old_server() -> None:
     """A previous demo's deployment (kept serving) must not hold the port or the old models."""
     from genctr.deploy.factory import DeployTarget, make_deployer
 
     target = DeployTarget(kind="local", name=DEPLOYMENT)
     if target.state_file().exists():
-        make_deployer(target).shutdown()
+        _local(make_deployer(target)).shutdown()
         target.state_file().unlink()
 
 

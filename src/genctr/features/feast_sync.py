@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -37,8 +37,8 @@ _PANDAS_DTYPES = {"Int64": "int64", "Int32": "int32", "Float32": "float32", "Flo
 
 
 def materialize(build_dir: str | Path, repo_dir: str | Path = DEFAULT_REPO_DIR,
-                online: Literal["sqlite", "redis"] = "sqlite", redis_url: str = "localhost:6379",
-                work_dir: str | Path | None = None, method: Literal["write", "materialize"] = "write",
+                online: str = "sqlite", redis_url: str = "localhost:6379",
+                work_dir: str | Path | None = None, method: str = "write",
                 ) -> FeatureStore:
     """Apply the Feast definitions to the build at ``build_dir`` and fill the online store.
 
