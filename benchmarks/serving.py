@@ -372,10 +372,10 @@ def hot_path(model: str, feast: str, body: bytes, reps: int = 200) -> dict[str, 
     from genctr.serving.online import FeastConfig
     from genctr.serving.predictor import CTRPredictor
     from genctr.serving.request import parse_v1
-    from genctr.serving.server import _keep_heap
+    from genctr.serving.server import keep_heap_thresholds
 
     torch.set_num_threads(1)
-    _keep_heap()  # as python -m genctr.serving does
+    keep_heap_thresholds()  # as python -m genctr.serving does
     p = CTRPredictor("ctr", model, FeastConfig(feast), jit=True)
     p.load()
     loop = asyncio.new_event_loop()

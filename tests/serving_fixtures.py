@@ -84,7 +84,7 @@ class ReferenceScorer:
     (``feast_sync.get_online_sequences``), full-length [N, L] batches, the model called directly."""
 
     def __init__(self, art: ServingArtifacts, model_dir: Path | None = None) -> None:
-        from genctr.training.run import load_model
+        from genctr.artifacts.load import load_model
 
         model_dir = model_dir or art.model
         self.model = load_model(model_dir, "cpu")

@@ -32,12 +32,12 @@ from build_fixtures import MAX_SEQ_LEN, shared_build
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from genctr.artifacts.files import check_vocab_fits
+from genctr.artifacts.load import load_model, max_seq_len_of
 from genctr.cli import app
 from genctr.errors import ArtifactError
 from genctr.serving.predictor import CTRPredictor
 from genctr.serving.vocab import load_vocabularies
-from genctr.training.artifacts import check_vocab_fits
-from genctr.training.run import load_model, max_seq_len_of
 
 ITEM_TABLE = "backbone.inputs.embedding.tables.item.weight"  # (n_items, D) of the dcnv2_ta backbone
 HEAD_BIAS = "backbone.head.bias"

@@ -6,12 +6,13 @@ import json
 
 import torch
 
+from genctr.artifacts.files import save_artifact
+from genctr.artifacts.kinds import KIND_CTR
 from genctr.models.config import ModelConfig
 from genctr.registry import ModelRegistry
-from genctr.training.artifacts import save_artifact
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
-from genctr.training.run import KIND_CTR, init_ctr, train_ctr, with_vocab
+from genctr.training.run import init_ctr, train_ctr, with_vocab
 from genctr.workflow import evaluate_gate, register
 
 GATE = {"min_auc_gain": 0.005, "alpha": 0.05, "floor_auc": 0.55}

@@ -15,12 +15,13 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from genctr.artifacts.load import load_model
 from genctr.errors import ArtifactError, ConfigError
 from genctr.features.layout import BuildLayout
 from genctr.models.config import ModelConfig
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
-from genctr.training.run import evaluate_split, finetune, init_ctr, load_model, pretrain, score, train_ctr
+from genctr.training.run import evaluate_split, finetune, init_ctr, pretrain, score, train_ctr
 
 
 @pytest.fixture(scope="module")

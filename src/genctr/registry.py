@@ -38,12 +38,12 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from genctr.artifacts.files import REQUIRED_FILES  # what every model directory holds
 from genctr.atomic import write_bytes
 from genctr.errors import ArtifactError, ConfigError, describe
 
 log = logging.getLogger(__name__)
 
-REQUIRED_FILES = ("model.safetensors", "config.json")  # what every model directory holds
 COMPLETE = "_COMPLETE"  # completion marker, the last file written into a version
 POINTER = "champion.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always fullmatch: "$" would take "ctr\n"

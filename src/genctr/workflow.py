@@ -94,7 +94,7 @@ def finetune(build: str | Path, out: str | Path, model: dict[str, Any], train: d
 def evaluate_gate(build: str | Path, candidate: str | Path, registry_root: str, name: str,
                   gate: dict[str, Any], out_dir: str | Path) -> StepResult:
     """Candidate vs the registry's champion on the same test rows; report + decision in ``out_dir``."""
-    from genctr.evaluation.champion import evaluate_against_champion
+    from genctr.champion import evaluate_against_champion
 
     result = evaluate_against_champion(build, candidate, registry_root, name, gate, out_dir)
     return StepResult(str(Path(out_dir) / "report.html"), result)

@@ -131,8 +131,8 @@ def _dgenctr_model(pretrained: Path | None) -> dict[str, Any] | None:
     """The model options of a DGenCTR pretrained artifact; None without one or for GenCTR."""
     if pretrained is None:
         return None
-    from genctr.training.artifacts import read_config
-    from genctr.training.run import KIND_DGENCTR
+    from genctr.artifacts.files import read_config
+    from genctr.artifacts.kinds import KIND_DGENCTR
 
     meta = read_config(pretrained)
     return meta["model"] if meta["kind"] == KIND_DGENCTR else None

@@ -270,7 +270,7 @@ class LocalDeployer(Deployer):
 
 
 def _check_model(uri: str) -> None:
-    from genctr.training.artifacts import read_config
+    from genctr.artifacts.files import read_config
 
     if "://" in uri:
         raise ConfigError(f"LocalDeployer serves local model directories; got {uri!r} (download it first)")

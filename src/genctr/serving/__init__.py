@@ -9,6 +9,6 @@ from genctr.serving._kserve import import_kserve
 
 import_kserve()  # before any module below imports kserve
 
-from genctr.serving.server import ServeConfig, serve, serve_model  # noqa: E402 - import_kserve() must run first
+from genctr.serving.server import ServeConfig, serve  # noqa: E402 - import_kserve() must run first
 
-__all__ = ["ServeConfig", "serve", "serve_model"]
+__all__ = ["ServeConfig", "serve"]

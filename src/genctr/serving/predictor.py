@@ -31,15 +31,15 @@ import torch
 from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from genctr.artifacts.files import check_vocab_fits, read_config
+from genctr.artifacts.kinds import CTR_KINDS
+from genctr.artifacts.load import load_model, max_seq_len_of
 from genctr.errors import ArtifactError, describe
 from genctr.features.layout import OOV
 from genctr.serving.online import FeastConfig, OnlineFeatures
 from genctr.serving.request import OUTPUT, Limits, ScoringRequest, parse_v1, parse_v2
 from genctr.serving.vocab import IdIndex, load_vocabularies
-from genctr.training.artifacts import check_vocab_fits, read_config
-from genctr.training.run import KIND_CTR, KIND_DGENCTR_CTR, load_model, max_seq_len_of
 
-CTR_KINDS = (KIND_CTR, KIND_DGENCTR_CTR)  # artifacts whose forward(batch) returns CTR logits
 # Target-attention models: at most this many (candidate, history position) cells per forward
 # call, so the [rows, W, H] attention activations (~2 MB at H = 64) stay cache-sized: 100
 # candidates x W = 200 run as 3 calls, ~15 % less CPU per request than one; W = 50 stays one call.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -62,7 +62,7 @@ class ServeConfig:
     log_requests: bool = False  # uvicorn access log + KServe per-request latency line
     event_loop: str = "auto"  # auto (uvloop if installed and no gRPC) | uvloop | asyncio
     fast_v1: bool = True  # POST /v1/models/<name>:predict straight to KServe's DataPlane (genctr.serving.fastpath)
-    keep_heap: bool = True  # fixed glibc malloc thresholds: no page faults per forward pass (see _keep_heap)
+    keep_heap: bool = True  # fixed glibc malloc thresholds: no page faults per forward pass (see keep_heap_thresholds)
     # POST /v2/repository/models/<name>/load|unload: 403 unless enabled, then Bearer-token only
     enable_repository_api: bool = False
     repository_token: str = field(default="", repr=False)  # >= 16 characters when enabled; never logged
@@ -132,7 +132,7 @@ def serve(cfg: ServeConfig) -> None:
     from genctr.serving.transport import GenCTRModelServer
 
     if cfg.keep_heap:
-        _keep_heap()
+        keep_heap_thresholds()
     torch.set_num_threads(cfg.torch_threads)
     models, repo = build_models(cfg)
     loop = _event_loop(cfg.event_loop, cfg.enable_grpc)
@@ -178,7 +178,7 @@ TRIM_THRESHOLD = 128 << 20
 _MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
-def _keep_heap() -> bool:
+def keep_heap_thresholds() -> bool:
     """Stop glibc malloc from handing the forward passes' buffers back to the kernel.
 
     A forward pass allocates and frees activations of ~0.1-2 MB ([N, L, H] floats). glibc serves
@@ -255,22 +255,3 @@ def _without_timing_middleware(app: Starlette) -> None:
         return build()
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]  # this one app, on purpose
-
-
-def serve_model(model_dir: str, feast_repo: str = "", *, http_port: int = 8080, model_name: str = "ctr",
-                feast_online: str = "", redis_url: str = "", feast_registry: str = "",
-                max_candidates: int = 1000, **options: Any) -> None:
-    """What ``genctr serve`` calls: serve one model artifact on ``http_port`` (blocking).
-
-    ``feast_repo``: the directory ``genctr features materialize`` wrote (its feature_store.yaml
-    points at the registry and the SQLite online store); ``feast_online="redis"`` +
-    ``redis_url`` switch to Redis. ``options``: any other :class:`ServeConfig` field
-    (``forward_threads``, ``jit``, ``max_body_bytes``, ``log_requests``, ...).
-    """
-    feast = None
-    if feast_repo:
-        feast = FeastConfig(repo_path=str(feast_repo), online=feast_online, redis_url=redis_url,
-                            registry=feast_registry)
-    limits = Limits(max_candidates=max_candidates)
-    serve(ServeConfig(model_dir=str(model_dir), model_name=model_name, http_port=http_port, feast=feast,
-                      limits=limits, **options))

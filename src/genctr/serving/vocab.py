@@ -1,7 +1,7 @@
 """Raw id -> model index lookup tables, vectorised (no per-id Python on the request path).
 
 A model artifact carries its feature build's vocabularies (``vocab/{user,item,category}``,
-Parquet ``raw_id int64 -> idx int32``; see :mod:`genctr.training.artifacts`). Serving maps
+Parquet ``raw_id int64 -> idx int32``; see :mod:`genctr.artifacts.files`). Serving maps
 raw ids from requests and from Feast through them: a binary search over the sorted raw ids,
 ``OOV`` (1) for anything the training period never saw, ``PAD`` (0) never produced.
 """
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from genctr.artifacts.files import VOCABS, read_vocabulary
 from genctr.errors import ArtifactError
 from genctr.features.layout import FIRST_ID, OOV
-from genctr.training.artifacts import VOCABS, read_vocabulary
 
 __all__ = ["VOCABS", "IdIndex", "load_vocabularies"]
 

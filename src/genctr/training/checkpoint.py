@@ -23,9 +23,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from genctr.artifacts.files import check_tensors
 from genctr.atomic import publish
 from genctr.errors import ArtifactError, describe
-from genctr.training.artifacts import check_tensors
 
 log = logging.getLogger(__name__)
 

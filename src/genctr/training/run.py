@@ -16,15 +16,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from genctr.artifacts.files import read_config, save_artifact
+from genctr.artifacts.kinds import KIND_CTR, KIND_DGENCTR, KIND_DGENCTR_CTR, KIND_GENCTR
+from genctr.artifacts.load import load_model, max_seq_len_of
 from genctr.config import from_dict
-from genctr.errors import ArtifactError, ConfigError, GenCTRError, describe
+from genctr.errors import ArtifactError, ConfigError
 from genctr.evaluation.metrics import evaluate
 from genctr.models.config import ModelConfig
 from genctr.models.dgenctr_config import DGenCTRConfig
 from genctr.models.genctr import GenCTR
 from genctr.models.losses import sampled_softmax_loss
 from genctr.models.transfer import build_ctr_model
-from genctr.training.artifacts import FIX, load_weights, read_config, save_artifact
 from genctr.training.checkpoint import clear_checkpoints
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
@@ -35,10 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KIND_GENCTR = "genctr_pretrain"
-KIND_CTR = "ctr"
-KIND_DGENCTR = "dgenctr_pretrain"
-KIND_DGENCTR_CTR = "dgenctr_ctr"
 METHODS = ("none", "genctr", "dgenctr")
 
 
@@ -218,55 +216,3 @@ def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
     config["train"] = dataclasses.asdict(tcfg)
     _finish(out, net, config, build, {"history": history, "test": test})
     return {"history": history, "test": test}
-
-
-def _build_from_config(meta: dict[str, Any], model_dir: str | Path) -> nn.Module:
-    """The untrained network ``config.json`` describes (on the current default device)."""
-    kind = meta["kind"]
-    if kind in (KIND_GENCTR, KIND_CTR):
-        cfg = from_dict(ModelConfig, meta["model"])
-        return GenCTR(cfg) if kind == KIND_GENCTR else build_ctr_model(cfg, None, for_loading=True)
-    if kind in (KIND_DGENCTR, KIND_DGENCTR_CTR):
-        from genctr.models.dgenctr import DGenCTR
-
-        v = meta.get("vocab")
-        if not isinstance(v, dict):
-            raise ArtifactError(f"{Path(model_dir) / 'config.json'}: a {kind} model needs a 'vocab' object "
-                                f"of table sizes, got {describe(v, raw=True)}; {FIX}")
-        return DGenCTR(from_dict(DGenCTRConfig, meta["model"]), n_users=v["user"], n_items=v["item"],
-                       n_cates=v["category"])
-    raise ArtifactError(f"{model_dir}: unknown model kind {describe(kind, raw=True)} in config.json (known: "
-                        f"{[KIND_GENCTR, KIND_CTR, KIND_DGENCTR, KIND_DGENCTR_CTR]}); {FIX}")
-
-
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from its artifact (config.json + safetensors), in eval mode.
-
-    The network is first built on the meta device (no memory, no init), so a config with absurd
-    sizes fails cheaply and the weights are checked against its exact names/shapes/dtypes
-    before anything real is allocated. Every failure is an ArtifactError naming the file.
-    """
-    meta = read_config(model_dir)
-    try:
-        with torch.device("meta"):
-            skeleton = _build_from_config(meta, model_dir)
-    except ArtifactError:
-        raise
-    except (GenCTRError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-        raise ArtifactError(f"{Path(model_dir) / 'config.json'} does not describe a valid "
-                            f"{describe(meta['kind'], raw=True)} model ({describe(str(exc), raw=True)}); "
-                            f"{FIX}") from exc
-    weights = load_weights(model_dir, "cpu", expected=skeleton.state_dict())  # copied into the CPU net, then moved
-    net = _build_from_config(meta, model_dir)
-    net.load_state_dict(weights)
-    return net.to(device).eval()
-
-
-def max_seq_len_of(model_dir: str | Path) -> int:
-    """History length the model's batches carry."""
-    meta = read_config(model_dir)
-    value = meta["model"].get("max_seq_len") or meta.get("max_seq_len", 200)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ArtifactError(f"{Path(model_dir) / 'config.json'}: max_seq_len must be a positive integer, "
-                            f"got {describe(value, raw=True)}; {FIX}")
-    return value

@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from genctr.artifacts.files import FIX, VOCABS, check_vocab_fits, read_config, read_json_object, read_vocabulary
+from genctr.artifacts.kinds import CTR_KINDS, KIND_CTR, KIND_DGENCTR_CTR
+from genctr.artifacts.load import load_model, max_seq_len_of
 from genctr.atomic import write_json
 from genctr.config import from_dict
 from genctr.errors import ArtifactError, describe
@@ -16,10 +19,9 @@ from genctr.evaluation.gate import GateConfig, champion_gate
 from genctr.evaluation.plots import plot_roc, plot_training_curves, roc_points
 from genctr.evaluation.report import write_gate_report
 from genctr.registry import ModelRegistry
-from genctr.training.artifacts import FIX, VOCABS, check_vocab_fits, read_config, read_json_object, read_vocabulary
 from genctr.training.data import FeatureData
 from genctr.training.remap import translate
-from genctr.training.run import KIND_CTR, KIND_DGENCTR_CTR, load_model, max_seq_len_of, score
+from genctr.training.run import score
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ def load_ctr_artifact(model_dir: str | Path, device: str = "cpu") -> torch.nn.Mo
     """A CTR model artifact, fully checked before any scoring: config, finite weights that fit it,
     vocabularies that fit the weights (ArtifactError naming the bad file otherwise)."""
     kind = read_config(model_dir)["kind"]
-    if kind not in (KIND_CTR, KIND_DGENCTR_CTR):
+    if kind not in CTR_KINDS:
         raise ArtifactError(f"{Path(model_dir) / 'config.json'} names a {describe(kind, raw=True)} model; "
                             f"the gate compares fine-tuned CTR models ({KIND_CTR} or {KIND_DGENCTR_CTR}, "
                             f"from `genctr train finetune`)")
