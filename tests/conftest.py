@@ -45,7 +45,15 @@ def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``make test`` runs two workers on two cores) each worker's torch gets one
     thread: two workers with two threads each would oversubscribe the cores and spin."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
+        import sys
+
         import torch
+
+        # An xdist worker's __main__ (execnet) has neither __spec__ nor __file__, which
+        # pyspark.sql.connect (imported by Great Expectations) takes for a doctest run and exits.
+        main = sys.modules["__main__"]
+        if getattr(main, "__spec__", None) is None and not hasattr(main, "__file__"):
+            main.__file__ = sys.argv[0]
 
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -131,6 +131,7 @@ def test_v2_data_of_declared_shapes_still_parses() -> None:
     ({"enable_repository_api": True, "repository_token": "x" * 20 + "\n"}, "printable"),
     ({"host": ""}, "host"), ({"host": "bad host"}, "host"), ({"max_in_flight": -1}, "max_in_flight"),
     ({"read_timeout_s": 0}, "read_timeout_s"), ({"max_connections": 0}, "max_connections"),
+    ({"enable_grpc": True}, "gRPC model load/unload"),  # KServe's gRPC repository calls have no token check
 ])
 def test_serve_config_refuses_unsafe_settings(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -190,7 +190,7 @@ def test_failed_build_leaves_nothing(spark, tiny_build: BuildLayout, tmp_path: P
     _events_frame(TINY).to_parquet(ok)
 
     def boom(*args, **kwargs):
-        partial = list(tmp_path.glob(".build.tmp-*/samples/train/*.parquet"))
+        partial = list(tmp_path.glob(".build.*.tmp/samples/train/*.parquet"))  # genctr.atomic.temp_path
         raise RuntimeError(f"injected failure after writing {len(partial)} sample files")
 
     monkeypatch.setattr(spark_ops, "user_behaviours", boom)  # samples are written by then

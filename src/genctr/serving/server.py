@@ -92,6 +92,11 @@ class ServeConfig:
         if self.enable_repository_api and len(self.repository_token) < 16:
             raise ConfigError("enable_repository_api needs a repository token of >= 16 characters "
                               "(--repository_token_file or GENCTR_REPOSITORY_TOKEN)")
+        if self.enable_grpc and not self.enable_repository_api:
+            # KServe's gRPC servicer always offers RepositoryModelLoad/Unload, with no token check:
+            # opening it is opening a way to change what is served
+            raise ConfigError("enable_grpc opens KServe's gRPC model load/unload calls (no token check): "
+                              "give --enable_repository_api with a token too, or serve over HTTP only")
         if self.repository_token and not self.repository_token.isprintable():
             raise ConfigError("the repository token must be printable characters (no newlines)")
         if self.max_in_flight < 0 or self.max_connections < 1:
@@ -150,9 +155,9 @@ def serve(cfg: ServeConfig) -> None:
     app.add_middleware(LoadShedder, max_in_flight=cfg.in_flight_limit)
     app.add_middleware(RequestGuard, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RepositoryGuard, enabled=cfg.enable_repository_api, token=cfg.repository_token)
-    if cfg.enable_grpc:  # KServe's gRPC servicer has RepositoryModelLoad/Unload, with no token check
+    if cfg.enable_grpc:  # allowed only with the repository API on (ServeConfig), said once more here
         log.warning("--enable_grpc: the gRPC port (all interfaces) offers KServe's model load/unload calls "
-                    "without a token; expose it only on a trusted network")
+                    "without the token; expose it only on a trusted network")
     logging.getLogger("kserve").addFilter(_client_errors_in_one_line)
     if not cfg.log_requests:  # per-request lines: uvicorn's access log, KServe's timing trace
         for name in ("uvicorn.access", "kserve.trace"):  # (after ModelServer(): it configures logging)
