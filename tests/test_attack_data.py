@@ -25,10 +25,10 @@ from typer.testing import CliRunner
 
 from genctr.cli import app
 from genctr.data.event_time import FUTURE_SLACK_S, MIN_EVENT_TIME, TIME_UNITS, UNIT_NAMES
-from genctr.data.schema import MAX_PRICE, validate_events
+from genctr.data.schema import MAX_PRICE, conform_events
 from genctr.errors import ConfigError, DataValidationError
-from genctr.features.expectations import validate_events as gx_events
-from genctr.features.expectations import validate_samples
+from genctr.features.expectations import run_events_suite as gx_events
+from genctr.features.expectations import run_samples_suite
 
 NOW = 1_700_000_000  # a fixed "now" for the schema properties
 PROPS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -59,7 +59,7 @@ def with_value(column: str, value: object, row: int = 1) -> pd.DataFrame:
 
 def refused(df: pd.DataFrame, *needles: str, **kw: object) -> str:
     with pytest.raises(DataValidationError) as err:
-        validate_events(df, now=NOW, **kw)
+        conform_events(df, now=NOW, **kw)
     msg = str(err.value)
     for needle in needles:
         assert needle in msg, msg
@@ -78,7 +78,7 @@ hostile_numbers = st.one_of(
 def test_ids_pass_unchanged_or_are_refused_by_name(column: str, value: object) -> None:
     df = with_value(column, value)
     try:
-        out = validate_events(df, now=NOW)
+        out = conform_events(df, now=NOW)
     except DataValidationError as err:
         assert f"'{column}'" in str(err)
         return
@@ -90,7 +90,7 @@ def test_ids_pass_unchanged_or_are_refused_by_name(column: str, value: object) -
 @given(value=hostile_numbers)
 def test_labels_pass_unchanged_or_are_refused_by_name(value: object) -> None:
     try:
-        out = validate_events(with_value("clicked", value), now=NOW)
+        out = conform_events(with_value("clicked", value), now=NOW)
     except DataValidationError as err:
         assert "'clicked' must be 0 or 1" in str(err) and "row 1" in str(err)
         return
@@ -122,7 +122,7 @@ def test_other_units_are_detected_and_converted_only_on_request(t: int, unit: st
     raw = (np.arange(N, dtype="int64") + t) * ticks + sub * (ticks // 1000)
     df = events().assign(event_time=raw)
     refused(df, UNIT_NAMES[unit], f"--time-unit {unit}", "'event_time'")
-    out = validate_events(df, time_unit=unit, now=NOW + N)
+    out = conform_events(df, time_unit=unit, now=NOW + N)
     assert out["event_time"].tolist() == list(range(t, t + N))  # whole seconds, rounded down
 
 
@@ -130,7 +130,7 @@ def test_other_units_are_detected_and_converted_only_on_request(t: int, unit: st
 @given(ahead=st.integers(min_value=FUTURE_SLACK_S + 1, max_value=10**9))
 def test_future_times_are_refused(ahead: int) -> None:
     refused(with_value("event_time", NOW + ahead), "'event_time'", "in the future", "row 1")
-    validate_events(with_value("event_time", NOW + FUTURE_SLACK_S), now=NOW)  # the tolerance itself passes
+    conform_events(with_value("event_time", NOW + FUTURE_SLACK_S), now=NOW)  # the tolerance itself passes
 
 
 @PROPS
@@ -144,10 +144,10 @@ def test_time_units_of_floats_datetimes_and_bad_options() -> None:
     refused(with_value("event_time", float("inf")), "'event_time'")
     # Parquet timestamps arrive as datetime64[us]: read as whole seconds, not 1970
     us = pd.Series(pd.date_range("2021-01-01", periods=N, freq="h")).dt.as_unit("us")
-    assert validate_events(events().assign(event_time=us), now=NOW)["event_time"].iloc[0] == 1_609_459_200
+    assert conform_events(events().assign(event_time=us), now=NOW)["event_time"].iloc[0] == 1_609_459_200
     refused(events().assign(event_time=pd.Series(pd.date_range("2100-01-01", periods=N, freq="h"))), "in the future")
     with pytest.raises(ConfigError, match="time_unit"):
-        validate_events(events(), time_unit="minutes", now=NOW)
+        conform_events(events(), time_unit="minutes", now=NOW)
 
 
 # --- schema: prices and positions ------------------------------------------------------
@@ -156,7 +156,7 @@ def test_time_units_of_floats_datetimes_and_bad_options() -> None:
 @given(price=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none(), st.text(max_size=5)))
 def test_prices_are_finite_bounded_or_refused(price: object) -> None:
     try:
-        out = validate_events(with_value("price", price), now=NOW)
+        out = conform_events(with_value("price", price), now=NOW)
     except DataValidationError as err:
         assert "'price' must be" in str(err) and "row 1" in str(err)
         return
@@ -245,7 +245,7 @@ def test_samples_suite_bounds_price(tmp_path: Path, value: float) -> None:
     samples = samples_from_events(gx_frame())
     samples.loc[3, "price"] = value
     with pytest.raises(DataValidationError) as err:
-        validate_samples(write_build(tmp_path / "b", samples), None, tmp_path / "r", raise_on_failure=True)
+        run_samples_suite(write_build(tmp_path / "b", samples), None, tmp_path / "r", raise_on_failure=True)
     assert ("price_not_null" if math.isnan(value) else "price_in_range") in str(err.value)
 
 

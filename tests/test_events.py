@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from genctr.config import DataConfig, FeatureConfig, from_dict
-from genctr.data.schema import validate_events
+from genctr.data.schema import conform_events
 from genctr.data.sources import load_events
 from genctr.data.sources.synthetic import SyntheticConfig, SyntheticWorld, iter_events, write_events
 from genctr.data.sources.taobao import load_taobao
@@ -22,7 +22,7 @@ def good_events(n: int = 6) -> pd.DataFrame:
 
 def test_good_events_are_coerced_and_defaults_filled() -> None:
     df = good_events().assign(event_time=pd.date_range("2021-01-01", periods=6, freq="h").astype(str))
-    out = validate_events(df)
+    out = conform_events(df)
     assert out["event_time"].iloc[0] == 1_609_459_200
     assert out["price"].tolist() == [0.0] * 6 and out["position"].dtype == np.int32
     assert out["clicked"].dtype == np.int8
@@ -43,7 +43,7 @@ def test_good_events_are_coerced_and_defaults_filled() -> None:
 )
 def test_bad_events_name_the_problem(mutate, needle: str) -> None:
     with pytest.raises(DataValidationError) as err:
-        validate_events(mutate(good_events()))
+        conform_events(mutate(good_events()))
     assert needle in str(err.value)
 
 
@@ -76,7 +76,7 @@ def test_synthetic_world_is_seeded_chunked_and_sequence_dependent(tmp_path) -> N
     np.testing.assert_array_equal(a["clicked"].to_numpy(), b["clicked"].to_numpy())
     assert a["request_id"].is_unique
     assert (a.groupby("user_id")["event_time"].diff().dropna() > 0).all()  # time moves forward per user
-    validate_events(a.drop(columns="true_ctr"))
+    conform_events(a.drop(columns="true_ctr"))
     # the click model depends on behaviour: a user's recent clicks raise p for similar items
     world = SyntheticWorld(cfg)
     state = world.init_state()

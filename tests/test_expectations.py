@@ -12,7 +12,7 @@ import pytest
 from build_fixtures import MAX_SEQ_LEN, shared_build, tiny_events
 
 from genctr.errors import ConfigError, DataValidationError
-from genctr.features.expectations import ExpectationsConfig, validate_events, validate_samples
+from genctr.features.expectations import ExpectationsConfig, run_events_suite, run_samples_suite
 from genctr.features.layout import SPLITS, BuildLayout
 
 L = 5  # max_seq_len of the pandas-written builds below
@@ -78,7 +78,7 @@ def assert_fails_with(err: DataValidationError, name: str, observed: str = "") -
 
 
 def test_good_events_pass_and_reports_are_written(tmp_path: Path) -> None:
-    res = validate_events(good_events(), ExpectationsConfig(), tmp_path, raise_on_failure=True)
+    res = run_events_suite(good_events(), ExpectationsConfig(), tmp_path, raise_on_failure=True)
     assert res.success and not res.failures
     assert res.outcome("click_rate").success and res.outcome("request_id_unique").success
     assert "PASSED" in res.report_path.read_text() and "PASSED" in res.html_path.read_text()
@@ -102,20 +102,20 @@ def _future(d: pd.DataFrame) -> pd.DataFrame:
 def test_bad_events_fail_by_name(tmp_path: Path, mutate: Callable[[pd.DataFrame], pd.DataFrame],
                                  cfg: ExpectationsConfig | None, name: str, observed: str) -> None:
     with pytest.raises(DataValidationError) as exc:
-        validate_events(mutate(good_events()), cfg, tmp_path, raise_on_failure=True)
+        run_events_suite(mutate(good_events()), cfg, tmp_path, raise_on_failure=True)
     assert_fails_with(exc.value, name, observed)
 
 
 def test_failure_without_raising_returns_outcomes(tmp_path: Path) -> None:
     bad = good_events().assign(clicked=lambda d: d["clicked"].where(d.index != 0, 2))
-    res = validate_events(bad, None, tmp_path)
+    res = run_events_suite(bad, None, tmp_path)
     assert not res.success
     assert [o.name for o in res.failures] == ["clicked_in_0_1"]
     assert res.outcome("clicked_in_0_1").details["unexpected_count"] == 1
 
 
 def test_good_samples_pass(tmp_path: Path, good_samples: pd.DataFrame) -> None:
-    res = validate_samples(write_build(tmp_path / "b", good_samples), None, tmp_path / "r", raise_on_failure=True)
+    res = run_samples_suite(write_build(tmp_path / "b", good_samples), None, tmp_path / "r", raise_on_failure=True)
     assert res.success and res.context["max_seq_len"] == L
     assert (tmp_path / "r" / "samples_validation.html").exists()
 
@@ -159,7 +159,7 @@ def test_bad_samples_fail_by_name(tmp_path: Path, good_samples: pd.DataFrame,
         (lay.samples(s) / "part-0.parquet").unlink()
         bad[bad["split"] == s].drop(columns="split").to_parquet(lay.samples(s) / "part-0.parquet", index=False)
     with pytest.raises(DataValidationError) as exc:
-        validate_samples(build, cfg, tmp_path / "r", raise_on_failure=True)
+        run_samples_suite(build, cfg, tmp_path / "r", raise_on_failure=True)
     assert_fails_with(exc.value, name, observed)
 
 
@@ -169,7 +169,7 @@ def test_index_outside_vocabulary_fails(tmp_path: Path, good_samples: pd.DataFra
     stats["vocab_sizes"]["item"] -= 1  # the largest item_idx is now out of range
     BuildLayout(build).stats.write_text(json.dumps(stats))
     with pytest.raises(DataValidationError) as exc:
-        validate_samples(build, None, tmp_path / "r", raise_on_failure=True)
+        run_samples_suite(build, None, tmp_path / "r", raise_on_failure=True)
     assert_fails_with(exc.value, "item_idx_in_vocab")
 
 
@@ -182,11 +182,11 @@ def test_config_is_validated() -> None:
 def test_real_build_passes_on_pandas_and_fails_by_name_on_spark(
         tmp_path_factory: pytest.TempPathFactory, spark: object, tmp_path: Path) -> None:
     build = shared_build(tmp_path_factory, spark)
-    on_pandas = validate_samples(build, None, tmp_path / "pandas", raise_on_failure=True)
+    on_pandas = run_samples_suite(build, None, tmp_path / "pandas", raise_on_failure=True)
     assert on_pandas.context["max_seq_len"] == MAX_SEQ_LEN
     # Spark: everything but the (deliberately too tight) click-rate bounds passes
     tight = ExpectationsConfig(max_click_rate=0.05)
-    on_spark = validate_samples(build, tight, tmp_path / "spark", spark=spark)
+    on_spark = run_samples_suite(build, tight, tmp_path / "spark", spark=spark)
     assert on_spark.context["engine"] == "spark"
     assert {o.name for o in on_spark.failures} == {"click_rate", *(f"click_rate_{s}" for s in SPLITS)}
     rate = on_pandas.outcome("click_rate_train").observed

@@ -43,7 +43,7 @@ INT32_MAX = int(np.iinfo(np.int32).max)
 EXACT_FLOAT = 2.0**53  # float64 holds every integer below this; above, distinct ids collide
 
 
-def validate_events(df: pd.DataFrame, *, source: str = "events", time_unit: str = "s",
+def conform_events(df: pd.DataFrame, *, source: str = "events", time_unit: str = "s",
                     now: int | None = None) -> pd.DataFrame:
     """Check and coerce a DataFrame to the canonical schema; returns a new frame.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from genctr.errors import DataValidationError
-from genctr.features.expectations import ExpectationsConfig, validate_events, validate_samples
+from genctr.features.expectations import ExpectationsConfig, run_events_suite, run_samples_suite
 
 
 def check_events(events: str | Path, report_dir: str | Path, cfg: ExpectationsConfig | None = None) -> Path:
@@ -18,13 +18,13 @@ def check_events(events: str | Path, report_dir: str | Path, cfg: ExpectationsCo
         df = pd.read_parquet(p)
     except Exception as exc:  # broad on purpose: an unreadable file is the user's input
         raise DataValidationError(f"events {p} could not be read as Parquet: {exc}") from exc
-    result = validate_events(df, cfg, report_dir, raise_on_failure=True)
+    result = run_events_suite(df, cfg, report_dir, raise_on_failure=True)
     return Path(result.html_path)
 
 
 def check_samples(build: str | Path, report_dir: str | Path, cfg: ExpectationsConfig | None = None) -> Path:
     """GX samples suite on a feature build (pandas engine); returns the HTML report."""
-    result = validate_samples(build, cfg, report_dir, raise_on_failure=True)
+    result = run_samples_suite(build, cfg, report_dir, raise_on_failure=True)
     return Path(result.html_path)
 
 

@@ -105,7 +105,7 @@ class ValidationResult:
                 f"expectations failed: {fails}. Report: {self.report_path}")
 
 
-def validate_events(df: pd.DataFrame, cfg: ExpectationsConfig | None, report_dir: str | Path, *,
+def run_events_suite(df: pd.DataFrame, cfg: ExpectationsConfig | None, report_dir: str | Path, *,
                     raise_on_failure: bool = False) -> ValidationResult:
     """Run the events suite on canonical events ``df`` (one row per impression).
 
@@ -119,7 +119,7 @@ def validate_events(df: pd.DataFrame, cfg: ExpectationsConfig | None, report_dir
                 raise_on_failure, {"rows": len(df)})
 
 
-def validate_samples(build_dir: str | Path, cfg: ExpectationsConfig | None, report_dir: str | Path, *,
+def run_samples_suite(build_dir: str | Path, cfg: ExpectationsConfig | None, report_dir: str | Path, *,
                      spark: Any = None, raise_on_failure: bool = False) -> ValidationResult:
     """Run the samples suite on all splits of the build at ``build_dir``.
 
@@ -127,7 +127,7 @@ def validate_samples(build_dir: str | Path, cfg: ExpectationsConfig | None, repo
     unique across splits. With ``spark`` (a SparkSession) GX computes on Spark (cached
     table; observed values reported for failures only), else on pandas. ``max_seq_len``
     and the vocabulary sizes come from the build's ``stats.json``. Reports and
-    ``raise_on_failure`` as in ``validate_events``.
+    ``raise_on_failure`` as in ``run_events_suite``.
     """
     cfg = cfg or ExpectationsConfig()
     lay = BuildLayout(build_dir)

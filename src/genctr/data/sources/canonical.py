@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from genctr.data.schema import validate_events
+from genctr.data.schema import conform_events
 from genctr.errors import DataValidationError
 
 
@@ -24,4 +24,4 @@ def load_canonical(path: str | Path, time_unit: str = "s") -> pd.DataFrame:
         df = pd.read_csv(uri) if uri.endswith(".csv") else pd.read_parquet(uri)
     except Exception as exc:  # broad on purpose: any reader error is the user's file
         raise DataValidationError(f"events file {uri} could not be read: {str(exc)[:200]}") from exc
-    return validate_events(df, source=uri, time_unit=time_unit)
+    return conform_events(df, source=uri, time_unit=time_unit)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genctr.data.schema import validate_events
+from genctr.data.schema import conform_events
 from genctr.errors import DataValidationError
 
 CLICK_THRESHOLD = 4.0
@@ -62,4 +62,4 @@ def load_movielens(path: str | Path | None = None, category: str = "combo") -> p
             "price": np.ones(len(df)),
         }
     )
-    return validate_events(events, source="movielens")
+    return conform_events(events, source="movielens")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genctr.data.schema import validate_events
+from genctr.data.schema import conform_events
 from genctr.errors import DataValidationError
 
 COLUMNS = ["user_id", "item_id", "category_id", "behavior", "event_time"]
@@ -46,4 +46,4 @@ def load_taobao(path: str | Path, negatives_per_click: int = 1, seed: int = 0) -
     )
     df = pd.concat([clicks.assign(clicked=1), negs.assign(clicked=0)], ignore_index=True)
     df.insert(0, "request_id", np.arange(len(df), dtype="int64"))
-    return validate_events(df, source="taobao")
+    return conform_events(df, source="taobao")
