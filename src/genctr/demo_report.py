@@ -5,35 +5,26 @@ by relative path from the same directory. Figures are PNGs inlined as data URIs.
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genctr.atomic import write_text
+from genctr.html_report import esc, img, page
 
 if TYPE_CHECKING:
     from genctr.demo import DemoResult
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#1f1f1f}
-td,th{padding:4px 10px;text-align:right}th:first-child,td:first-child{text-align:left}
-table{border-collapse:collapse;margin:0.5em 0}tr:nth-child(even){background:#f3f3f3}
-.banner{padding:1em;border-radius:6px;color:white;font-size:1.3em}
-.promote{background:#137333}.rollback{background:#b3261e}.continue{background:#8a6d00}.none{background:#555}
-img{max-width:480px;margin:4px}code{background:#eee;padding:0 3px}"""
+
 
 
 def _e(x: Any) -> str:
-    return html.escape(str(x))
+    return esc(x)
 
 
 def _img(path: str | Path | None, alt: str) -> str:
-    if not path or not Path(path).is_file():
-        return ""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+    return img(path, alt)
 
 
 def _num(x: Any, fmt: str = ".4f") -> str:
@@ -134,6 +125,5 @@ def write_demo_report(result: DemoResult) -> Path:
                               _figures(figs, "candidate", cand_gate, art.get("candidate_model")),
                               art.get("candidate_gate_report"), root))
     body.append(_canary_section(canary, root))
-    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>genctr demo: {_e(action)}</title>'
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    return write_text(result.report, page)
+    document = page(f"genctr demo: {action}", "".join(body))
+    return write_text(result.report, document)

@@ -1,13 +1,13 @@
 """Readable reports of a Great Expectations run: outcomes, Markdown and HTML, written atomically."""
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from genctr.atomic import write_text
+from genctr.html_report import esc, page
 
 _SAMPLE = 5  # unexpected values shown per expectation
 
@@ -123,20 +123,13 @@ def _markdown(suite: str, success: bool, outcomes: list[ExpectationOutcome], con
 
 def _html(suite: str, success: bool, outcomes: list[ExpectationOutcome], context: dict[str, Any],
           stamp: str) -> str:
-    e = html.escape
+    e = esc
     rows = "\n".join(
         f"<tr class='{'pass' if o.success else 'fail'}'><td>{'pass' if o.success else 'FAIL'}</td>"
         f"<td>{e(o.name)}</td><td>{e(o.description)}</td><td><code>{e(o.expectation)}</code></td>"
         f"<td>{e(o.column or '')}</td><td>{e(o.observed)}</td></tr>" for o in outcomes)
     ctx = "".join(f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in context.items())
-    title = e(_headline(suite, success, outcomes))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
-tr.fail{{background:#fde2e2}} tr.pass{{background:#e6f4ea}}</style></head>
-<body><h1>{title}</h1><p>Run at {e(stamp)}.</p><ul>{ctx}</ul>
-<table><tr><th>status</th><th>name</th><th>asserts</th><th>expectation</th><th>column</th><th>observed</th></tr>
-{rows}
-</table></body></html>
-"""
+    headline = _headline(suite, success, outcomes)
+    table = ("<table class='bordered'><tr><th>status</th><th>name</th><th>asserts</th><th>expectation</th>"
+             f"<th>column</th><th>observed</th></tr>\n{rows}\n</table>")
+    return page(headline, f"<h1>{e(headline)}</h1><p>Run at {e(stamp)}.</p><ul>{ctx}</ul>\n{table}")
