@@ -37,7 +37,8 @@ def synthetic_build(spark, tmp_path_factory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("synthetic")
     world = SyntheticConfig(n_users=400, n_items=800, n_cates=20, seed=7)
     write_events(world, 40_000, str(root / "events"))
-    stats = build_features(root / "events", root / "build", FeatureConfig(max_seq_len=30), spark=spark)
+    cfg = FeatureConfig(max_seq_len=30, shuffle_partitions=4)  # the partitioning its measured AUCs were taken with
+    stats = build_features(root / "events", root / "build", cfg, spark=spark)
     return {"world": world, "events": root / "events", "build": root / "build", "stats": stats, "max_seq_len": 30}
 
 

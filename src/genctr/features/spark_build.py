@@ -56,6 +56,9 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
     if spark is None:
         spark = get_spark(cfg.spark_master, shuffle_partitions=cfg.shuffle_partitions,
                           driver_memory=cfg.spark_driver_memory)
+    # the build's partitioning is its config's, whatever an earlier get_spark() on this session set:
+    # the same config writes the same files (row order, and so training order, follows partitioning)
+    spark.conf.set("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     tmp = temp_path(out)
