@@ -14,7 +14,8 @@ sequence, v1 JSON over loopback HTTP; setup cached under ``--workdir``). One ser
    at the first level it does not sustain.
 2. Overload: ``--factor`` x the largest sustained C connections until ``--requests`` x factor
    requests were accepted (at most 20 times that many sent). A shed request (503) is retried by
-   its connection at once, without honouring Retry-After (the worst case for the server).
+   its connection at once, without honouring Retry-After (the worst case for the server), or
+   after the Retry-After it names with ``--honour-retry-after`` (what a well-behaved client does).
    Reported: the accepted requests' p50/p99, the number of 503s and their latency, other
    statuses (must be none), and the server's RSS (psutil) sampled every 0.25 s from its start
    to the end of the run.
@@ -73,11 +74,17 @@ class RssSampler(threading.Thread):
         self.join(timeout=5)
 
 
-async def _one_connection(port: int, request: bytes, budget: list[int], out: list[tuple[int, float]]) -> None:
+async def _one_connection(port: int, request: bytes, budget: list[int], out: list[tuple[int, float]],
+                          honour_retry_after: bool = False) -> None:
     """Send requests one after another on one keep-alive connection while ``budget`` lasts:
-    ``budget[0]`` attempts left, ``budget[1]`` accepted (200) answers still wanted."""
+    ``budget[0]`` attempts left, ``budget[1]`` accepted (200) answers still wanted. With
+    ``honour_retry_after`` a 503 makes the connection wait its ``Retry-After`` seconds first."""
     reader = writer = None
+    wait = 0.0
     while budget[0] > 0 and budget[1] > 0:
+        if wait:
+            await asyncio.sleep(wait)
+            wait = 0.0
         budget[0] -= 1
         if writer is None:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -90,6 +97,8 @@ async def _one_connection(port: int, request: bytes, budget: list[int], out: lis
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
+                elif honour_retry_after and status == 503 and line.lower().startswith(b"retry-after:"):
+                    wait = float(line.split(b":", 1)[1])
             await reader.readexactly(length)
             if b"connection: close" in head.lower():
                 writer.close()
@@ -105,14 +114,16 @@ async def _one_connection(port: int, request: bytes, budget: list[int], out: lis
         writer.close()
 
 
-def drive(port: int, request: bytes, connections: int, requests: int, attempts: int = 0) -> dict[str, Any]:
+def drive(port: int, request: bytes, connections: int, requests: int, attempts: int = 0,
+          honour_retry_after: bool = False) -> dict[str, Any]:
     """``connections`` concurrent keep-alive clients until ``requests`` were answered 200 or
     ``attempts`` (default: ``requests``) requests were sent."""
     results: list[tuple[int, float]] = []
     budget = [attempts or requests, requests]
 
     async def main() -> None:
-        await asyncio.gather(*(_one_connection(port, request, budget, results) for _ in range(connections)))
+        await asyncio.gather(*(_one_connection(port, request, budget, results, honour_retry_after)
+                               for _ in range(connections)))
 
     t0 = time.perf_counter()
     asyncio.run(main())
@@ -143,6 +154,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--budget-ms", type=float, default=LATENCY_BUDGET_MS, help="p99 latency budget.")
     ap.add_argument("--forward-threads", type=int, default=2)
     ap.add_argument("--max-in-flight", type=int, default=0, help="Server --max_in_flight (0 = its default).")
+    ap.add_argument("--honour-retry-after", action="store_true",
+                    help="Overload clients wait Retry-After after a 503 (default: retry at once, the worst case).")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "overload.json")
     args = ap.parse_args(argv)
 
@@ -178,7 +191,7 @@ def main(argv: list[str]) -> int:
         sustained = max(sustained, 1)
         rss.mark("overload")
         over = drive(port, request, args.factor * sustained, args.requests * args.factor,
-                     attempts=args.requests * args.factor * 20)
+                     attempts=args.requests * args.factor * 20, honour_retry_after=args.honour_retry_after)
         rss.mark("end")
         over["p99_within_budget"] = over["ok_p99_ms"] is not None and over["ok_p99_ms"] <= args.budget_ms
         over["server_alive"] = server.poll() is None
