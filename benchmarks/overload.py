@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from genctr.atomic import write_json
+from serving import free_port, parse_config, pct, prepare, process, workload  # benchmarks/ is the script's dir
 
-from serving import free_port, parse_config, pct, prepare, process, workload  # noqa: E402 - sys.path must name benchmarks/ first
+HERE = Path(__file__).resolve().parent
 
 LATENCY_BUDGET_MS = 100.0  # genctr.serving.server.LATENCY_BUDGET_MS
 
@@ -203,10 +203,7 @@ def main(argv: list[str]) -> int:
                   load_at_end=_load())
     print(json.dumps({k: v for k, v in result.items() if k != "rss_mib"} | {
         "rss_mib": {k: v for k, v in result["rss_mib"].items() if k != "samples"}}, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
+    write_json(args.out, result)
     ok = over["other"] == 0 and over["server_alive"] and over["p99_within_budget"]
     return 0 if ok else 1
 

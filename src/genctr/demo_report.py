@@ -19,20 +19,12 @@ if TYPE_CHECKING:
 
 
 
-def _e(x: Any) -> str:
-    return esc(x)
-
-
-def _img(path: str | Path | None, alt: str) -> str:
-    return img(path, alt)
-
-
 def _num(x: Any, fmt: str = ".4f") -> str:
-    return "–" if x is None else format(x, fmt) if isinstance(x, (int, float)) else _e(x)
+    return "–" if x is None else format(x, fmt) if isinstance(x, (int, float)) else esc(x)
 
 
 def _metrics_rows(models: dict[str, dict[str, Any] | None]) -> str:
-    rows = "".join(f"<tr><td>{_e(n)}</td><td>{_num(m.get('auc'))}</td><td>{_num(m.get('logloss'))}</td>"
+    rows = "".join(f"<tr><td>{esc(n)}</td><td>{_num(m.get('auc'))}</td><td>{_num(m.get('logloss'))}</td>"
                    f"<td>{_num(m.get('gauc'))}</td></tr>" for n, m in models.items() if m)
     return f"<table><tr><th>model</th><th>AUC</th><th>LogLoss</th><th>gAUC</th></tr>{rows}</table>"
 
@@ -47,25 +39,25 @@ def _figures(out: Path, tag: str, gate: dict[str, Any] | None, model_dir: str | 
         auc = {"candidate": gate["candidate"]["auc"]}
         if gate.get("champion"):
             auc["champion"] = gate["champion"]["auc"]
-        parts.append(_img(plot_roc_points(roc, out / f"{tag}_roc.png", title=f"ROC on the test split ({tag})",
+        parts.append(img(plot_roc_points(roc, out / f"{tag}_roc.png", title=f"ROC on the test split ({tag})",
                                           auc=auc), "ROC"))
     if model_dir and (Path(model_dir) / "metrics.json").is_file():
         history = json.loads((Path(model_dir) / "metrics.json").read_text()).get("history") or []
         if history:
-            parts.append(_img(plot_training_curves(history, out / f"{tag}_training.png",
+            parts.append(img(plot_training_curves(history, out / f"{tag}_training.png",
                                                    title=f"training curves ({tag})"), "training curves"))
     return "".join(parts)
 
 
 def _gate_section(title: str, gate: dict[str, Any] | None, figures: str, report: str | None, root: Path) -> str:
     if not gate:
-        return f"<h2>{_e(title)}</h2><p>The gate did not run.</p>"
+        return f"<h2>{esc(title)}</h2><p>The gate did not run.</p>"
     verdict = "PASSED" if gate["passed"] else "REJECTED"
     dl = gate.get("delong") or {}
     delong = (f"<p>DeLong test: AUC difference {dl['diff']:+.4f}, one-sided p = {dl['p_one_sided']:.3g}</p>"
               if dl else "<p>First model: checked against the AUC floor only.</p>")
-    link = f'<p>Full gate report: <a href="{_e(os.path.relpath(report, root))}">gate report</a></p>' if report else ""
-    return (f"<h2>{_e(title)}</h2><p><b>Gate {verdict}</b>: {_e(gate['reason'])}</p>{delong}"
+    link = f'<p>Full gate report: <a href="{esc(os.path.relpath(report, root))}">gate report</a></p>' if report else ""
+    return (f"<h2>{esc(title)}</h2><p><b>Gate {verdict}</b>: {esc(gate['reason'])}</p>{delong}"
             + _metrics_rows({"candidate": gate.get("candidate"), "champion": gate.get("champion")})
             + figures + link)
 
@@ -76,7 +68,7 @@ def _canary_section(canary: dict[str, Any], root: Path) -> str:
     a = canary["analysis"]
     arms = a["arms"]
     keys = ("users", "requests", "impressions", "clicks", "ctr", "rpm", "error_rate", "latency_p99_ms")
-    rows = "".join(f"<tr><td>{_e(arm)}</td>" + "".join(f"<td>{_num(m.get(k), '.4g')}</td>" for k in keys) + "</tr>"
+    rows = "".join(f"<tr><td>{esc(arm)}</td>" + "".join(f"<td>{_num(m.get(k), '.4g')}</td>" for k in keys) + "</tr>"
                    for arm, m in arms.items())
     table = f"<table><tr><th>arm</th>{''.join(f'<th>{k}</th>' for k in keys)}</tr>{rows}</table>"
     up = "".join(f"<tr><td>{name.upper()}</td><td>{_num(u.get('estimate'), '+.2%')}</td>"
@@ -87,15 +79,15 @@ def _canary_section(canary: dict[str, Any], root: Path) -> str:
               f"<th>{100 * (1 - a['alpha']):.0f}% CI (delta method, user level)</th><th>p</th></tr>{up}</table>")
     srm = a["srm"]
     paths = canary.get("paths", {})
-    drift = "".join(f'<li><a href="{_e(os.path.relpath(p, root))}">{_e(k.replace("_", " "))}</a></li>'
+    drift = "".join(f'<li><a href="{esc(os.path.relpath(p, root))}">{esc(k.replace("_", " "))}</a></li>'
                     for k, p in paths.items() if k.startswith("drift_"))
     sim = canary.get("simulation") or {}
     return (f"<h2>Canary A/B test</h2><p>Canary at {a['canary_percent']}% of users (stable hash); "
-            f"{_e(sim.get('requests', '?'))} simulated ad requests through both arms over HTTP.</p>{table}{uplift}"
-            f"<p>Sample-ratio check: users {_e(srm['observed'])} vs expected "
-            f"{_e({k: round(v) for k, v in srm['expected'].items()})}, "
+            f"{esc(sim.get('requests', '?'))} simulated ad requests through both arms over HTTP.</p>{table}{uplift}"
+            f"<p>Sample-ratio check: users {esc(srm['observed'])} vs expected "
+            f"{esc({k: round(v) for k, v in srm['expected'].items()})}, "
             f"chi² = {srm['chi2']:.2f}, p = {srm['p_value']:.3g}</p>"
-            + _img(paths.get("uplift_png"), "uplift over time") + _img(paths.get("arms_png"), "arms")
+            + img(paths.get("uplift_png"), "uplift over time") + img(paths.get("arms_png"), "arms")
             + (f"<h3>Drift (Evidently)</h3><ul>{drift}</ul>" if drift else ""))
 
 
@@ -107,12 +99,12 @@ def write_demo_report(result: DemoResult) -> Path:
     canary = result.canary
     action = canary.get("action", "none") if canary else "none"
     acted = canary.get("acted", "no canary ran") if canary else "no canary ran"
-    reasons = "".join(f"<li>{_e(r)}</li>" for r in canary.get("reasons", [])) if canary else ""
-    timing = "".join(f"<tr><td>{_e(k)}</td><td>{v:.0f} s</td></tr>" for k, v in result.seconds.items())
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in canary.get("reasons", [])) if canary else ""
+    timing = "".join(f"<tr><td>{esc(k)}</td><td>{v:.0f} s</td></tr>" for k, v in result.seconds.items())
     art = result.artifacts
     body = [
-        f'<h1>genctr demo</h1><div class="banner {_e(action)}" id="decision">Canary decision: '
-        f"<b>{_e(action.upper())}</b> ({_e(acted)})</div><ul>{reasons}</ul>",
+        f'<h1>genctr demo</h1><div class="banner {esc(action)}" id="decision">Canary decision: '
+        f"<b>{esc(action.upper())}</b> ({esc(acted)})</div><ul>{reasons}</ul>",
         f"<table><tr><th>stage</th><th>wall time</th></tr>{timing}"
         f"<tr><th>total</th><th>{sum(result.seconds.values()):.0f} s</th></tr></table>",
     ]
