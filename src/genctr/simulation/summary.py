@@ -6,9 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from genctr.deploy.base import CANARY, CHAMPION
-
-ARMS = (CHAMPION, CANARY)
+from genctr.serving.state import ARMS, CANARY, CHAMPION
 
 
 @dataclass
