@@ -55,11 +55,11 @@ def write_logs(log_dir: Path, shown: list[tuple[str, int]], clicked: list[tuple[
     user = {r: int(r[1:]) for r in rids}
     append(log_dir, "requests", pd.DataFrame({
         "request_id": rids, "ts": 100, "user_id": [user[r] for r in rids], "arm": [arm[r] for r in rids],
-        "status": 200, "latency_ms": 5.0, "n_candidates": 10}))
+        "status": 200, "latency_ms": 5.0, "n_candidates": 10, "randomisation": "user"}))
     append(log_dir, "impressions", pd.DataFrame({
         "request_id": [r for r, _ in shown], "ts": 100, "user_id": [user[r] for r, _ in shown],
         "arm": [arm[r] for r, _ in shown], "item_id": [i for _, i in shown], "category_id": 1,
-        "position": 0, "bid": 2.0, "pctr": 0.1, "cpc": 1.0}))
+        "position": 0, "bid": 2.0, "pctr": 0.1, "cpc": 1.0, "randomisation": "user"}))
     append(log_dir, "clicks", pd.DataFrame({"request_id": [r for r, _ in clicked], "item_id": [i for _, i in clicked],
                                             "ts": range(200, 200 + len(clicked))}))
 

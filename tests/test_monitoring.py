@@ -50,7 +50,7 @@ def make_logs(log_dir: Path, *, n_users: int = 2_000, assign_percent: float = 50
         "user_id": req_user, "arm": np.where(is_canary, "canary", "champion"),
         "status": np.where(failed, 500, 200),
         "latency_ms": rng.gamma(4.0, 8.0, n) * np.where(is_canary, canary_latency, 1.0),
-        "n_candidates": rng.integers(20, 60, n)})
+        "n_candidates": rng.integers(20, 60, n), "randomisation": "user"})
     ok = requests[~failed]
     rows = np.repeat(np.arange(len(ok)), 3)  # (I,) three slots per served request
     position = np.tile(np.arange(3), len(ok))
@@ -62,7 +62,8 @@ def make_logs(log_dir: Path, *, n_users: int = 2_000, assign_percent: float = 50
         "request_id": ok["request_id"].to_numpy()[rows], "ts": ok["ts"].to_numpy()[rows], "user_id": users,
         "arm": ok["arm"].to_numpy()[rows], "item_id": rng.integers(0, 1_000, len(rows)) * 3 + position,
         "category_id": rng.integers(0, 20, len(rows)), "position": position, "bid": bid,
-        "pctr": np.clip(p_click + rng.normal(0, 0.01, len(rows)), 0, 1), "cpc": cpc})
+        "pctr": np.clip(p_click + rng.normal(0, 0.01, len(rows)), 0, 1), "cpc": cpc,
+        "randomisation": "user"})
     clicked = rng.random(len(rows)) < p_click
     clicks = impressions.loc[clicked, ["request_id", "item_id", "ts"]].copy()
     clicks["ts"] += rng.integers(1, 3_600, len(clicks))  # a click comes after its impression

@@ -21,7 +21,8 @@ def make_logs(log_dir: Path, *, canary_pctr_scale: float = 1.0, n_requests: int 
         "request_id": np.char.add("r", np.arange(n_requests).astype(str)),
         "ts": 1_700_000_000 + np.arange(n_requests), "user_id": rng.integers(0, 500, n_requests),
         "arm": np.where(canary, "canary", "champion"), "status": 200,
-        "latency_ms": rng.gamma(4.0, 8.0, n_requests), "n_candidates": rng.integers(20, 60, n_requests)})
+        "latency_ms": rng.gamma(4.0, 8.0, n_requests), "n_candidates": rng.integers(20, 60, n_requests),
+        "randomisation": "user"})
     rows = np.repeat(np.arange(n_requests), 3)  # (I,)
     position = np.tile(np.arange(3), n_requests)
     bid = rng.gamma(2.0, 0.5, len(rows)) + 0.05
@@ -31,7 +32,7 @@ def make_logs(log_dir: Path, *, canary_pctr_scale: float = 1.0, n_requests: int 
         "user_id": requests["user_id"].to_numpy()[rows], "arm": requests["arm"].to_numpy()[rows],
         "item_id": rng.integers(0, 1_000, len(rows)) * 3 + position, "category_id": rng.integers(0, 20, len(rows)),
         "position": position, "bid": bid, "pctr": np.clip(rng.beta(2.0, 40.0, len(rows)) * scale, 0, 1),
-        "cpc": bid * rng.uniform(0.3, 1.0, len(rows))})
+        "cpc": bid * rng.uniform(0.3, 1.0, len(rows)), "randomisation": "user"})
     append(log_dir, "requests", requests)
     append(log_dir, "impressions", impressions)
     append(log_dir, "clicks", impressions.iloc[:0][["request_id", "item_id", "ts"]])

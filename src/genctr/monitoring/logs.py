@@ -20,6 +20,8 @@ requests
     status        int32    HTTP status of the scoring call (200 = ok)
     latency_ms    float64  scoring call, client side
     n_candidates  int32    candidates sent for scoring
+    randomisation string   "user" (user-sticky split: the user is the unit) | "request"
+                           (request-randomised, e.g. KServe canaryTrafficPercent: the request is)
 
 impressions
     request_id    string   joins requests
@@ -32,6 +34,7 @@ impressions
     bid           float64  advertiser's bid per click
     pctr          float64  the arm's predicted CTR
     cpc           float64  generalised second price charged per click (<= bid)
+    randomisation string   as in requests
 
 clicks
     request_id    string
@@ -59,15 +62,17 @@ from genctr.atomic import atomic_path
 from genctr.errors import ConfigError, DataValidationError, describe
 
 ARMS = ("champion", "canary")
+RANDOMISATION_UNITS = ("user", "request")  # how traffic was split; the analysis unit must match
 KEY = ["request_id", "item_id"]  # what joins a click to the impression it is credited to
 DUPLICATE_POLICIES = ("refuse", "dedupe")
 log = logging.getLogger(__name__)
 
 REQUEST_SCHEMA = {"request_id": "string", "ts": "int64", "user_id": "int64", "arm": "string",
-                  "status": "int32", "latency_ms": "float64", "n_candidates": "int32"}
+                  "status": "int32", "latency_ms": "float64", "n_candidates": "int32",
+                  "randomisation": "string"}
 IMPRESSION_SCHEMA = {"request_id": "string", "ts": "int64", "user_id": "int64", "arm": "string",
                      "item_id": "int64", "category_id": "int64", "position": "int32", "bid": "float64",
-                     "pctr": "float64", "cpc": "float64"}
+                     "pctr": "float64", "cpc": "float64", "randomisation": "string"}
 CLICK_SCHEMA = {"request_id": "string", "item_id": "int64", "ts": "int64"}
 SCHEMAS = {"requests": REQUEST_SCHEMA, "impressions": IMPRESSION_SCHEMA, "clicks": CLICK_SCHEMA}
 
@@ -110,6 +115,11 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
             raise DataValidationError(f"{table} log has unknown arm(s) {describe(bad[:5])}{more}; "
                                       f"expected {list(ARMS)}")
+    if "randomisation" in schema:
+        bad = sorted(set(out["randomisation"].unique()) - set(RANDOMISATION_UNITS))
+        if bad:
+            raise DataValidationError(f"{table} log has unknown randomisation unit(s) {describe(bad[:5])}; "
+                                      f"expected {list(RANDOMISATION_UNITS)}")
     for col in ("bid", "pctr", "cpc", "latency_ms"):
         if col in schema and not np.isfinite(out[col].to_numpy()).all():
             raise DataValidationError(f"{table} log column {col!r} has NaN or infinite values")

@@ -191,12 +191,13 @@ def _frames(world: SyntheticWorld, wave: _Wave, scored: _Scored, shown: _Shown, 
     user_id = wave.users.astype(np.int64) + 1
     requests = pd.DataFrame({"request_id": request_id, "ts": ts, "user_id": user_id, "arm": arm,
                              "status": scored.status, "latency_ms": scored.latency_ms,
-                             "n_candidates": np.full(b, n_candidates, np.int32)})
+                             "n_candidates": np.full(b, n_candidates, np.int32), "randomisation": "user"})
     item_id = world.item_ids(shown.item).astype(np.int64)
     impressions = pd.DataFrame({"request_id": request_id[shown.req], "ts": ts[shown.req],
                                 "user_id": user_id[shown.req], "arm": arm[shown.req], "item_id": item_id,
                                 "category_id": world.item_cate[shown.item] + 1, "position": shown.position,
-                                "bid": world.item_bid[shown.item], "pctr": shown.pctr, "cpc": shown.cpc})
+                                "bid": world.item_bid[shown.item], "pctr": shown.pctr, "cpc": shown.cpc,
+                                "randomisation": "user"})
     c = shown.clicked
     clicks = pd.DataFrame({"request_id": request_id[shown.req][c], "item_id": item_id[c], "ts": ts[shown.req][c]})
     return requests, impressions, clicks
