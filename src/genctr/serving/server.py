@@ -22,17 +22,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
 from genctr.errors import ConfigError
 from genctr.serving.online import FeastConfig
 from genctr.serving.request import Limits
-
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
-    from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +52,13 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     torch_threads: int = 1  # intra-op threads per forward pass
     forward_threads: int = 2  # forward passes in flight at once (worker threads); 0 = on the event loop
-    jit: bool = True  # TorchScript-freeze the model at load (checked against eager; falls back)
+    jit: bool = True  # TorchScript-freeze the model at load (tuning.torchscript; checked against eager)
     device: str = "cpu"
     log_requests: bool = False  # uvicorn access log + KServe per-request latency line
-    event_loop: str = "auto"  # auto (uvloop if installed and no gRPC) | uvloop | asyncio
-    fast_v1: bool = True  # POST /v1/models/<name>:predict straight to KServe's DataPlane (genctr.serving.fastpath)
-    keep_heap: bool = True  # fixed glibc malloc thresholds: no page faults per forward pass (see keep_heap_thresholds)
+    event_loop: str = "auto"  # auto (uvloop if installed and no gRPC) | uvloop | asyncio (tuning.event_loop)
+    # the tunings (genctr.serving.tuning: each switchable, same responses on and off)
+    fast_v1: bool = True  # POST /v1/models/<name>:predict straight to KServe's DataPlane (tuning.fastpath)
+    keep_heap: bool = True  # fixed glibc malloc thresholds: no page faults per forward pass (tuning.heap)
     # POST /v2/repository/models/<name>/load|unload: 403 unless enabled, then Bearer-token only
     enable_repository_api: bool = False
     repository_token: str = field(default="", repr=False)  # >= 16 characters when enabled; never logged
@@ -132,15 +128,14 @@ def serve(cfg: ServeConfig) -> None:
     """Load, then serve HTTP on ``cfg.host``:``cfg.http_port`` until SIGTERM/SIGINT (blocking)."""
     from kserve import model_server
 
-    from genctr.serving.fastpath import FastV1Predict
+    from genctr.serving import tuning
     from genctr.serving.guard import LoadShedder, RepositoryGuard, RequestGuard
     from genctr.serving.transport import GenCTRModelServer
 
-    if cfg.keep_heap:
-        keep_heap_thresholds()
+    heap_kept = cfg.keep_heap and tuning.keep_heap_thresholds()
     torch.set_num_threads(cfg.torch_threads)
     models, repo = build_models(cfg)
-    loop = _event_loop(cfg.event_loop, cfg.enable_grpc)
+    loop = tuning.choose_event_loop(cfg.event_loop, cfg.enable_grpc)
     server = GenCTRModelServer(host=cfg.host, read_timeout=cfg.read_timeout_s, max_connections=cfg.max_connections,
                                http_port=cfg.http_port, grpc_port=cfg.grpc_port, enable_grpc=cfg.enable_grpc,
                                enable_latency_logging=cfg.log_requests, registered_models=repo, event_loop=loop,
@@ -150,8 +145,7 @@ def serve(cfg: ServeConfig) -> None:
     # the outermost). Outermost first: repository guard (nothing read), size guard, load
     # shedder (reads the bounded body, then admits or sheds), the v1 short route, KServe.
     app = model_server.app
-    if cfg.fast_v1:
-        app.add_middleware(FastV1Predict, dataplane=server.dataplane, exception_handlers=app.exception_handlers)
+    tuning.tune_app(app, server.dataplane, fast_v1=cfg.fast_v1, log_requests=cfg.log_requests)
     app.add_middleware(LoadShedder, max_in_flight=cfg.in_flight_limit)
     app.add_middleware(RequestGuard, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RepositoryGuard, enabled=cfg.enable_repository_api, token=cfg.repository_token)
@@ -162,52 +156,17 @@ def serve(cfg: ServeConfig) -> None:
     if not cfg.log_requests:  # per-request lines: uvicorn's access log, KServe's timing trace
         for name in ("uvicorn.access", "kserve.trace"):  # (after ModelServer(): it configures logging)
             logging.getLogger(name).disabled = True
-        _without_timing_middleware(app)
-    if loop == "uvloop":
-        # ModelServer.start runs asyncio.run(), which ignores uvicorn's loop setting: install
-        # uvloop's policy (and a current loop: start() asks for one before asyncio.run).
-        import asyncio
-
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        asyncio.set_event_loop(asyncio.new_event_loop())
+    tuning.install_event_loop(loop)
+    log.info("tuning: fast_v1=%s keep_heap=%s event_loop=%s per_request_logging=%s jit=%s",
+             _on(cfg.fast_v1), _on(heap_kept), loop, _on(cfg.log_requests), _on(cfg.jit))
     log.info("serving %s on http://%s:%d (%s event loop; %d requests in flight at most; repository API %s)",
              [m.name for m in models], cfg.host, cfg.http_port, loop, cfg.in_flight_limit,
              "on (token)" if cfg.enable_repository_api else "off")
     server.start(models)
 
 
-MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its dynamic threshold
-TRIM_THRESHOLD = 128 << 20
-_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
-
-
-def keep_heap_thresholds() -> bool:
-    """Stop glibc malloc from handing the forward passes' buffers back to the kernel.
-
-    A forward pass allocates and frees activations of ~0.1-2 MB ([N, L, H] floats). glibc serves
-    blocks above its mmap threshold (128 KiB at first, raised only as such blocks are freed) with
-    fresh mmaps and trims free heap above 2x that threshold, so under load a large share of those
-    buffers came back as new pages: page faults and zeroing were ~8 % of the server's CPU for
-    dcnv2_ta L=50 (perf), gone with fixed thresholds (32 MiB / 128 MiB: the heap keeps its peak
-    size). Only on glibc, and not when the environment already sets malloc tunables. Returns
-    whether the thresholds were set."""
-    import ctypes
-    import os
-    import platform
-
-    if platform.libc_ver()[0] != "glibc" or any(k in os.environ for k in _MALLOC_ENV):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_mmap_threshold, m_trim_threshold = -3, -1  # <malloc.h>
-        ok = libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1 and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD) == 1
-    except (OSError, AttributeError):
-        return False
-    if not ok:
-        log.warning("mallopt refused the serving heap thresholds; glibc defaults stay")
-    return ok
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 _CLIENT_ERROR_HANDLERS = {"invalid_input_handler": 400, "model_not_found_handler": 404}
@@ -226,37 +185,3 @@ def _client_errors_in_one_line(record: logging.LogRecord) -> bool:
     return True
 
 
-def _event_loop(choice: str, grpc: bool = False) -> str:
-    """``auto`` -> uvloop if installed (it comes with KServe's uvicorn[standard]), else asyncio;
-    asyncio when the gRPC server runs too (grpc.aio is tested on asyncio's loop)."""
-    if choice != "auto":
-        return choice
-    if grpc:
-        return "asyncio"
-    try:
-        import uvloop  # noqa: F401 - only probes that uvloop is installed
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
-
-
-def _without_timing_middleware(app: Starlette) -> None:
-    """Leave timing_asgi's ``TimingMiddleware`` out of the app's middleware stack.
-
-    KServe's REST server always adds it; per request it calls ``getrusage`` twice (summed over
-    every thread of the process) and formats two log lines for ``kserve.trace``, its only
-    output, which is disabled when per-request logging is off. Starlette builds the stack on
-    the first ASGI call (the lifespan startup), after KServe has added its middleware, so the
-    filter runs then; if KServe stops adding it, nothing changes."""
-    try:
-        from timing_asgi import TimingMiddleware
-    except ImportError:
-        return
-    build = app.build_middleware_stack
-
-    def build_middleware_stack() -> ASGIApp:
-        kept = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
-        app.user_middleware = kept
-        return build()
-
-    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]  # this one app, on purpose
