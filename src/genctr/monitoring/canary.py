@@ -36,9 +36,10 @@ from genctr.errors import ConfigError
 from genctr.monitoring import decision as rules
 from genctr.monitoring.analysis import ABAnalysis, analyze, arm_metrics, uplift_over_time
 from genctr.monitoring.canary_record import CanaryDecision, CanaryResult, append_turn, turn_line, write_decision
-from genctr.monitoring.collect import collect
+from genctr.monitoring.collect import collect, window
 from genctr.monitoring.decision import CanaryPolicy
 from genctr.monitoring.logs import ARMS, ABLogs
+from genctr.monitoring.units import pre_period_totals
 
 if TYPE_CHECKING:
     from genctr.deploy.base import Deployer, DeploymentStatus
@@ -74,8 +75,14 @@ class CanaryAnalysis:
 
 def analyse(logs: ABLogs, canary_percent: int, out_dir: str | Path, *, alpha: float = 0.05,
             min_users_per_arm: int = 200, min_impressions_per_arm: int = 2_000, ctr_uplift_threshold: float = 0.0,
-            drift: bool = True, plots: bool = True, reference: pd.DataFrame | None = None) -> CanaryAnalysis:
-    """Uplifts with (1 - alpha) CIs, SRM and arm metrics of ``logs`` (split at ``canary_percent``).
+            method: str = "sequential", sequential_tuning_n: int = 10_000, analysis_unit: str = "auto",
+            pre_period: pd.DataFrame | None = None, drift: bool = True, plots: bool = True,
+            reference: pd.DataFrame | None = None) -> CanaryAnalysis:
+    """Uplifts with (1 - alpha) intervals, SRM and arm metrics of ``logs`` (split at ``canary_percent``).
+
+    ``method``: ``sequential`` (always-valid: the schedule may look as often as it likes) or
+    ``fixed_horizon`` (one planned look); ``analysis_unit``: ``auto`` = the randomisation unit the
+    logs record; ``pre_period`` (:func:`genctr.monitoring.units.pre_period_totals`): CUPED.
 
     Writes ``analysis.json`` and ``arms.csv``; with ``plots`` (and traffic) ``uplift.png`` (the
     threshold drawn in), ``arms.png`` and ``uplift_over_time.csv``; with ``drift`` (and both
@@ -83,10 +90,12 @@ def analyse(logs: ABLogs, canary_percent: int, out_dir: str | Path, *, alpha: fl
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # genctr.monitoring.analysis reads these three of a policy: the CIs' level and the sample minimums
+    # what genctr.monitoring.analysis reads of a policy: level, minimums, method, unit, CUPED
     wanted = CanaryPolicy(alpha=alpha, min_users_per_arm=min_users_per_arm,
-                          min_impressions_per_arm=min_impressions_per_arm)
-    result = analyze(logs, canary_percent, wanted)
+                          min_impressions_per_arm=min_impressions_per_arm, method=method,
+                          sequential_tuning_n=sequential_tuning_n, analysis_unit=analysis_unit,
+                          cuped=pre_period is not None)
+    result = analyze(logs, canary_percent, wanted, pre_period=pre_period)
     arms = arm_metrics(logs)
     write_json(out / "analysis.json", result.to_dict(), allow_nan=False)
     write_text(out / "arms.csv", arms.to_csv())
@@ -94,7 +103,7 @@ def analyse(logs: ABLogs, canary_percent: int, out_dir: str | Path, *, alpha: fl
     if plots and len(logs.impressions):
         from genctr.monitoring.plots import plot_arm_bars, plot_uplift_over_time
 
-        over_time = uplift_over_time(logs, canary_percent, wanted)
+        over_time = uplift_over_time(logs, canary_percent, wanted, pre_period=pre_period)
         with atomic_path(out / "uplift_over_time.csv") as tmp:
             over_time.to_csv(tmp, index=False)
         files["uplift_png"] = plot_uplift_over_time(over_time, out / "uplift.png", threshold=ctr_uplift_threshold).name
@@ -133,7 +142,7 @@ def no_canary(status: DeploymentStatus, policy: CanaryPolicy, *, target: str | N
 
 def judge(logs: ABLogs, status: DeploymentStatus, policy: CanaryPolicy, out_dir: str | Path, *,
           target: str | None = None, canary_percent: int = 0, drift: bool = True, plots: bool = True,
-          reference: pd.DataFrame | None = None) -> CanaryDecision:
+          reference: pd.DataFrame | None = None, pre_period: pd.DataFrame | None = None) -> CanaryDecision:
     """Analyse and decide (no action): ``decision.json`` and ``report.html`` in ``out_dir``.
 
     ``canary_percent`` 0: the split of ``status``. Without a canary in progress the logs are not
@@ -144,10 +153,16 @@ def judge(logs: ABLogs, status: DeploymentStatus, policy: CanaryPolicy, out_dir:
     if status.canary_uri is None:
         verdict = no_canary(status, policy, target=target)
     else:
+        if policy.cuped and pre_period is None:
+            raise ConfigError("the canary policy has cuped=true but no pre-period totals were given: pass "
+                              "pre_period=genctr.monitoring.units.pre_period_totals(all_logs, since_ts) "
+                              "(run_canary_step does), or set cuped=false")
         analysed = analyse(logs, canary_percent or status.canary_percent, out, alpha=policy.alpha,
                            min_users_per_arm=policy.min_users_per_arm,
                            min_impressions_per_arm=policy.min_impressions_per_arm,
-                           ctr_uplift_threshold=policy.ctr_uplift_threshold, drift=drift, plots=plots,
+                           ctr_uplift_threshold=policy.ctr_uplift_threshold, method=policy.method,
+                           sequential_tuning_n=policy.sequential_tuning_n, analysis_unit=policy.analysis_unit,
+                           pre_period=pre_period if policy.cuped else None, drift=drift, plots=plots,
                            reference=reference)
         verdict = decide(analysed, status, policy, target=target)
     from genctr.monitoring.report import canary_html
@@ -227,9 +242,18 @@ def run_canary_step(log_dir: str | Path, deployer: Deployer, policy: CanaryPolic
                     registry: ModelRegistry | None = None, model_name: str = "genctr-ctr",
                     since_ts: int | None = None, reference: pd.DataFrame | None = None, drift: bool = True,
                     dry_run: bool = False, target: str | None = None) -> CanaryTurn:
-    """collect -> judge -> act on the deployment's canary, appended to ``<out_dir>/decisions.jsonl``."""
-    logs = collect(log_dir, since_ts or 0, duplicates=policy.duplicates)
-    decision = judge(logs, deployer.status(), policy, out_dir, target=target, drift=drift, reference=reference)
+    """collect -> judge -> act on the deployment's canary, appended to ``<out_dir>/decisions.jsonl``.
+
+    With ``policy.cuped`` the logs before ``since_ts`` are read too: each unit's pre-period
+    totals are the covariate (they predate the canary, so it cannot have moved them)."""
+    pre_period = None
+    if policy.cuped:
+        full = collect(log_dir, 0, duplicates=policy.duplicates)
+        logs, pre_period = window(full, since_ts or None), pre_period_totals(full, since_ts or 0)
+    else:
+        logs = collect(log_dir, since_ts or 0, duplicates=policy.duplicates)
+    decision = judge(logs, deployer.status(), policy, out_dir, target=target, drift=drift, reference=reference,
+                     pre_period=pre_period)
     result = act(decision, deployer, registry=registry, model_name=model_name, dry_run=dry_run)
     append_turn(out_dir, decision, result)
     return CanaryTurn(decision, result, Path(out_dir))

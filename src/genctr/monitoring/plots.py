@@ -29,11 +29,15 @@ def _save(fig: Figure, png: str | Path) -> Path:
 
 
 def plot_uplift_over_time(df: pd.DataFrame, png: str | Path, threshold: float = 0.0,
-                          x: str = "impressions") -> Path:
-    """CTR and RPM relative uplift (%) with CI bands at each cut-off of :func:`uplift_over_time`.
+                          x: str = "impressions", fixed: bool = True) -> Path:
+    """CTR and RPM relative uplift (%) with interval bands at each look of :func:`uplift_over_time`.
 
-    ``x``: ``"impressions"`` (total of both arms; the band narrows like 1/sqrt(n)) or ``"time"``.
-    ``threshold``: the policy's CTR uplift threshold, drawn on the CTR panel.
+    The band is the always-valid confidence sequence (``<m>_cs_lo``/``<m>_cs_hi``: it covers the
+    true uplift at every look at once, so reading it hour after hour is safe); with ``fixed`` the
+    fixed-horizon interval of each look is drawn beside it (dashed: valid for one planned look
+    only). A frame without the ``cs`` columns draws its ``<m>_lo``/``<m>_hi`` as the band.
+    ``x``: ``"impressions"`` (total of both arms) or ``"time"``. ``threshold``: the policy's CTR
+    uplift threshold, drawn on the CTR panel.
     """
     needed = {"cutoff_ts", "impressions_champion", "impressions_canary", "ctr_uplift", "ctr_lo", "ctr_hi",
               "rpm_uplift", "rpm_lo", "rpm_hi"}
@@ -45,18 +49,28 @@ def plot_uplift_over_time(df: pd.DataFrame, png: str | Path, threshold: float = 
         xs, xlabel = pd.to_datetime(df["cutoff_ts"], unit="s").to_numpy(), "time (UTC)"
     else:
         raise DataValidationError(f"uplift plot x must be 'impressions' or 'time', got {x!r}")
+    level = f"{100 * (1 - float(df['alpha'].iloc[0])):g}% " if "alpha" in df.columns else ""
     fig = Figure(figsize=(9, 6.5), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
     for ax, metric, name in ((axes[0], "ctr", "CTR"), (axes[1], "rpm", "RPM")):
-        est, lo, hi = (100 * df[f"{metric}_{k}"].to_numpy(dtype=float) for k in ("uplift", "lo", "hi"))
-        ax.fill_between(xs, lo, hi, alpha=0.25, color=ARM_COLORS["canary"], label="CI")
+        band = "cs" if f"{metric}_cs_lo" in df.columns else None
+        lo_col, hi_col = (f"{metric}_cs_lo", f"{metric}_cs_hi") if band else (f"{metric}_lo", f"{metric}_hi")
+        est, lo, hi = (100 * df[c].to_numpy(dtype=float) for c in (f"{metric}_uplift", lo_col, hi_col))
+        label = f"{level}always-valid CS" if band else f"{level}CI"
+        ax.fill_between(xs, lo, hi, alpha=0.25, color=ARM_COLORS["canary"], label=label)
+        if fixed and f"{metric}_fixed_lo" in df.columns:
+            fixed_label = f"{level}fixed-horizon CI (one look)"
+            for col, lab in ((f"{metric}_fixed_lo", fixed_label), (f"{metric}_fixed_hi", None)):
+                ax.plot(xs, 100 * df[col].to_numpy(dtype=float), linestyle="--", linewidth=1.0,
+                        color=ARM_COLORS["champion"], label=lab)
         ax.plot(xs, est, marker="o", color=ARM_COLORS["canary"], label=f"{name} uplift")
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_ylabel(f"{name} uplift (%)")
         ax.grid(alpha=0.3)
     axes[0].axhline(100 * threshold, color="green", linestyle="--", label=f"threshold {100 * threshold:+.1f}%")
-    axes[0].legend(loc="upper right")
-    axes[0].set_title("Canary vs champion: cumulative relative uplift")
+    axes[0].legend(loc="upper right", fontsize=8)
+    unit = f" (unit: {df['unit'].iloc[0]})" if "unit" in df.columns else ""
+    axes[0].set_title(f"Canary vs champion: cumulative relative uplift at each look{unit}")
     axes[1].set_xlabel(xlabel)
     return _save(fig, png)
 
