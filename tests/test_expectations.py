@@ -3,6 +3,7 @@ error and in both reports."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -192,3 +193,31 @@ def test_real_build_passes_on_pandas_and_fails_by_name_on_spark(
     rate = on_pandas.outcome("click_rate_train").observed
     assert on_spark.outcome("click_rate_train").observed == rate  # detailed second pass
     assert rate in on_spark.report_path.read_text()
+
+
+def _data_docs_rows(index_html: str) -> list[dict[str, str]]:
+    """The validation rows of a GX Data Docs index page (a JavaScript table's data: one dict per run)."""
+    rows = []
+    for chunk in index_html.split("{'validation_success'")[1:]:
+        fields = dict(re.findall(r"'(_validation_success_text|_expectation_suite_name_sort|_table_row_link_path)': "
+                                 r"'([^']*)'", chunk))
+        rows.append({"suite": fields["_expectation_suite_name_sort"], "result": fields["_validation_success_text"],
+                     "page": fields["_table_row_link_path"]})
+    return rows
+
+
+def test_data_docs_site_lists_every_suite_run_with_its_result(tmp_path: Path, good_samples: pd.DataFrame) -> None:
+    passed = run_events_suite(good_events(), None, tmp_path)
+    bad = good_events().assign(clicked=lambda d: d["clicked"].where(d.index != 0, 2))
+    failed = run_events_suite(bad, None, tmp_path)
+    samples = run_samples_suite(write_build(tmp_path / "b", good_samples), None, tmp_path)
+    index = tmp_path / "gx" / "data_docs" / "index.html"
+    assert passed.data_docs == failed.data_docs == samples.data_docs == index and index.is_file()
+    rows = _data_docs_rows(index.read_text(encoding="utf-8"))
+    assert sorted((r["suite"], r["result"]) for r in rows) == [("events", "Failed"), ("events", "Success"),
+                                                               ("samples", "Success")]
+    (bad_row,) = [r for r in rows if r["result"] == "Failed"]
+    page = (index.parent / bad_row["page"]).read_text(encoding="utf-8")  # the run's own Data Docs page
+    assert "clicked" in page and "values must belong to this set" in page
+    for report in (failed.report_path, failed.html_path):  # genctr's reports link to the site
+        assert "gx/data_docs/index.html" in report.read_text()

@@ -1,4 +1,5 @@
-"""Evidently drift reports between arms and against a training reference."""
+"""Evidently drift reports between arms and against a training reference, the click model's quality per
+arm beside them, and the Evidently workspace they accumulate in, read back through Evidently's own API."""
 from __future__ import annotations
 
 import warnings
@@ -7,14 +8,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from genctr.errors import DataValidationError
-from genctr.monitoring.drift import drift_report
+from genctr.monitoring.drift import PROJECT, drift_report
 from genctr.monitoring.logs import ABLogs, append, read_logs
 
 
-def make_logs(log_dir: Path, *, canary_pctr_scale: float = 1.0, n_requests: int = 2_000, seed: int = 0) -> ABLogs:
-    """Two arms over the same traffic (3 ads per request); the canary's pctr times ``canary_pctr_scale``."""
+def make_logs(log_dir: Path, *, canary_pctr_scale: float = 1.0, n_requests: int = 2_000, seed: int = 0,
+              clicks: bool = False, canary_shuffled: bool = False) -> ABLogs:
+    """Two arms over the same traffic (3 ads per request); the canary's pctr times ``canary_pctr_scale``.
+
+    With ``clicks`` each impression is clicked with probability its unscaled pctr (the champion is
+    calibrated; a scaled canary over-predicts by the scale); ``canary_shuffled`` permutes the canary's
+    pctrs after the clicks are drawn (it ranks at random: ROC AUC ~0.5).
+    """
     rng = np.random.default_rng(seed)
     canary = rng.random(n_requests) < 0.5
     requests = pd.DataFrame({
@@ -33,9 +41,13 @@ def make_logs(log_dir: Path, *, canary_pctr_scale: float = 1.0, n_requests: int 
         "item_id": rng.integers(0, 1_000, len(rows)) * 3 + position, "category_id": rng.integers(0, 20, len(rows)),
         "position": position, "bid": bid, "pctr": np.clip(rng.beta(2.0, 40.0, len(rows)) * scale, 0, 1),
         "cpc": bid * rng.uniform(0.3, 1.0, len(rows)), "randomisation": "user"})
+    clicked = rng.random(len(rows)) < impressions["pctr"].to_numpy() / scale if clicks else np.zeros(len(rows), bool)
+    if canary_shuffled:
+        on = canary[rows]
+        impressions.loc[on, "pctr"] = rng.permutation(impressions.loc[on, "pctr"].to_numpy())
     append(log_dir, "requests", requests)
     append(log_dir, "impressions", impressions)
-    append(log_dir, "clicks", impressions.iloc[:0][["request_id", "item_id", "ts"]])
+    append(log_dir, "clicks", impressions.loc[clicked, ["request_id", "item_id", "ts"]])
     return read_logs(log_dir)
 
 
@@ -83,3 +95,61 @@ def test_a_constant_column_reports_without_numpy_warnings(tmp_path: Path) -> Non
         arms = drift_report(logs, tmp_path / "reports")["arms"]
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
     assert "n_candidates" in arms["columns"] and arms["columns"]["n_candidates"]["drifted"] is False
+
+
+def _arm(logs: ABLogs, arm: str) -> pd.DataFrame:
+    return logs.impressions[logs.impressions["arm"] == arm]
+
+
+def test_two_turns_make_one_project_with_two_snapshots_and_quality_per_arm(tmp_path: Path) -> None:
+    from evidently.ui.workspace import Workspace
+
+    turns = []
+    for turn in range(2):
+        logs = make_logs(tmp_path / f"logs{turn}", canary_pctr_scale=2.0, clicks=True, canary_shuffled=True,
+                         n_requests=4_000, seed=turn)
+        turns.append((logs, drift_report(logs, tmp_path / "canary")["arms"]))
+    workspace = Workspace(str(tmp_path / "canary" / "evidently"))  # what `evidently ui --workspace` opens
+    (project,) = workspace.list_projects()
+    assert project.name == PROJECT
+    stored = [t["workspace"] for _, t in turns]
+    assert {s["project_id"] for s in stored} == {str(project.id)}
+    assert sorted(str(i) for i in workspace.list_runs(project.id)) == sorted(s["snapshot_id"] for s in stored)
+    for logs, arms in turns:
+        quality = arms["quality"]
+        assert arms["quality_note"] is None and set(quality) == {"canary", "champion"}
+        for arm in ("canary", "champion"):  # each arm's numbers are that arm's, not the other's
+            imp = _arm(logs, arm)
+            assert quality[arm]["roc_auc"] == pytest.approx(roc_auc_score(imp["clicked"], imp["pctr"]))
+            assert quality[arm]["ctr"] == pytest.approx(imp["clicked"].mean())
+        assert quality["canary"]["roc_auc"] < 0.56 < quality["champion"]["roc_auc"]  # shuffled vs real ranking
+        # ~300 clicks per arm: the CTR's standard error is ~6 %
+        assert quality["canary"]["calibration"] == pytest.approx(2.0, rel=0.25)  # over-predicts by its scale
+        assert quality["champion"]["calibration"] == pytest.approx(1.0, rel=0.25)
+        assert arms["drifted"] == ["pctr"]  # the drift is still there, in the same snapshot
+        snapshot = workspace.get_run(project.id, arms["workspace"]["snapshot_id"])
+        values = {r.metric_value_location.metric.params["type"].rsplit(":", 1)[-1]: r
+                  for r in snapshot.metric_results.values()}
+        assert values["RocAuc"].value == pytest.approx(quality["canary"]["roc_auc"])  # current = canary
+        assert "DriftedColumnsCount" in values and "arms" in snapshot.tags
+
+
+def test_without_clicks_the_snapshot_holds_drift_only(tmp_path: Path) -> None:
+    from evidently.ui.workspace import Workspace
+
+    arms = drift_report(make_logs(tmp_path / "logs", n_requests=600), tmp_path / "reports")["arms"]
+    assert arms["quality"] is None and "no clicks" in arms["quality_note"]
+    workspace = Workspace(arms["workspace"]["path"])
+    snapshot = workspace.get_run(arms["workspace"]["project_id"], arms["workspace"]["snapshot_id"])
+    kinds = {r.metric_value_location.metric.params["type"].rsplit(":", 1)[-1] for r in snapshot.metric_results.values()}
+    assert "DriftedColumnsCount" in kinds and not kinds & {"RocAuc", "LogLoss"}
+
+
+def test_reference_results_come_from_evidentlys_public_snapshot_api() -> None:
+    # quality_summary reads the reference (champion) values through Snapshot.context; pin that API
+    import inspect
+
+    from evidently.core.report import Context, Snapshot
+
+    assert isinstance(inspect.getattr_static(Snapshot, "context"), property)
+    assert list(inspect.signature(Context.get_reference_metric_result).parameters) == ["self", "metric_id"]

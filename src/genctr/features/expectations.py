@@ -1,6 +1,6 @@
 """Great Expectations (Core 1.x) suites for canonical events and for a build's samples.
 
-Two suites, each run in a fresh ephemeral GX context (nothing is written to a GX project):
+Two suites, each run through a ``gx.Checkpoint`` in a fresh ephemeral GX context:
 
     events    on a pandas DataFrame of canonical events (``genctr.data.schema``), before the
               feature build: columns and types, no null ids/time/label, label in {0, 1}, a sane
@@ -14,7 +14,12 @@ Two suites, each run in a fresh ephemeral GX context (nothing is written to a GX
               price in [0, max_price] (NaN and inf fail on both engines).
 
 Every run writes a Markdown and an HTML report naming each expectation with its observed
-value; ``raise_on_failure=True`` turns a failed run into ``DataValidationError``.
+value, and adds its validation result to the Great Expectations Data Docs site of the report
+directory (``<report_dir>/gx/data_docs/index.html``; the results behind it in
+``<report_dir>/gx/validations/``, so the site lists every run written there, both suites). Suites,
+data sources and checkpoints are rebuilt from this code each run and stay in memory: the
+code is their one definition. ``raise_on_failure=True`` turns a failed run into
+``DataValidationError``.
 """
 from __future__ import annotations
 
@@ -25,7 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from genctr.data.event_time import FUTURE_SLACK_S, MIN_EVENT_TIME
 from genctr.data.schema import INT32_MAX, MAX_PRICE, REQUIRED
@@ -38,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+GX_DIR = "gx"  # under the report directory: GX's validation results store and Data Docs site
+DATA_DOCS_SITE = "genctr"
 EPOCH_1990 = MIN_EVENT_TIME  # 1990-01-01T00:00:00Z: nothing in a click log is older
 
 # Samples columns and their pandas dtypes (layout.py); Spark names the same types differently.
@@ -88,6 +97,7 @@ class ValidationResult:
     report_path: Path  # Markdown
     html_path: Path
     context: dict[str, Any] = field(default_factory=dict)  # rows, L, vocab sizes...
+    data_docs: Path | None = None  # the GX Data Docs site's index.html
 
     @property
     def failures(self) -> list[ExpectationOutcome]:
@@ -256,20 +266,13 @@ def _run(suite: str, engine: str, table: Any, make_specs: Callable[[], list[Spec
     a passing suite needs none of them, a failing one only for its failures.
     """
     import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
 
     specs = make_specs()
     names = [name for name, _, _ in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate expectation names in suite {suite}")
     described = {name: desc for name, desc, _ in specs}
-    gx_ctx = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(), analytics_enabled=False,
-        progress_bars=ProgressBarsConfig(globally=False)))
+    gx_ctx = gx.get_context(mode="ephemeral", project_config=_project_config(report_dir / GX_DIR))
     source = gx_ctx.data_sources.add_spark(suite) if engine == "spark" else gx_ctx.data_sources.add_pandas(suite)
     batch_def = source.add_dataframe_asset(suite).add_batch_definition_whole_dataframe("all")
     t0 = time.perf_counter()
@@ -286,8 +289,9 @@ def _run(suite: str, engine: str, table: Any, make_specs: Callable[[], list[Spec
     outcomes = [outcome_from_gx(name, described[name], results[name], present) for name in names]
     success = all(o.success for o in outcomes)
     context = {**context, "engine": engine, "seconds": round(elapsed, 3)}
-    md, html = write_reports(report_dir, suite, success, outcomes, context)
-    result = ValidationResult(suite, success, outcomes, md, html, context)
+    docs = _data_docs_index(gx_ctx)
+    md, html = write_reports(report_dir, suite, success, outcomes, context, data_docs=docs)
+    result = ValidationResult(suite, success, outcomes, md, html, context, data_docs=docs)
     if success:
         log.info("%s suite passed (%d expectations, %.2f s); report %s", suite, len(outcomes), elapsed, md)
     else:
@@ -297,17 +301,60 @@ def _run(suite: str, engine: str, table: Any, make_specs: Callable[[], list[Spec
     return result
 
 
+def _project_config(root: Path) -> Any:
+    """An in-memory GX project whose validation results and Data Docs site are files under ``root``.
+
+    Only the results store is on disk (``root/validations``): the site's index is built from it, so
+    it lists every run ever written there, not just this context's.
+    """
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    defaults = InMemoryStoreBackendDefaults()
+    stores = {**defaults.stores, defaults.validation_results_store_name: {
+        "class_name": "ValidationResultsStore",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(root / "validations")}}}
+    site = {"class_name": "SiteBuilder", "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(root / "data_docs")},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}
+    return DataContextConfig(store_backend_defaults=defaults, stores=stores, data_docs_sites={DATA_DOCS_SITE: site},
+                             analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False))
+
+
+ResultFormat = Literal["BOOLEAN_ONLY", "BASIC", "SUMMARY", "COMPLETE"]  # GX's result detail levels
+
+
 def _validate(gx_ctx: Any, batch_def: Any, name: str, specs: list[Spec], table: Any,
-              result_format: str) -> dict[str, Any]:
-    """One GX validation run; results keyed by our expectation names (GX reorders them)."""
+              result_format: ResultFormat) -> dict[str, Any]:
+    """One GX checkpoint run (validation + Data Docs update); results keyed by our expectation
+    names (GX reorders them)."""
     import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
 
     for spec_name, _, exp in specs:
         exp.meta = {"name": spec_name}
     gx_suite = gx_ctx.suites.add(gx.ExpectationSuite(name=name, expectations=[e for _, _, e in specs]))
     vdef = gx_ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=gx_suite))
-    res = vdef.run(batch_parameters={"dataframe": table}, result_format=result_format)
+    checkpoint = gx_ctx.checkpoints.add(gx.Checkpoint(
+        name=name, validation_definitions=[vdef], result_format=result_format,
+        actions=[UpdateDataDocsAction(name="data_docs", site_names=[DATA_DOCS_SITE])]))
+    run = checkpoint.run(batch_parameters={"dataframe": table}, run_id=RunIdentifier(run_name=name))
+    (res,) = run.run_results.values()
     return {r.expectation_config.meta["name"]: r for r in res.results}
+
+
+def _data_docs_index(gx_ctx: Any) -> Path | None:
+    """The Data Docs site's index.html (as GX reports it), None if GX built none."""
+    for site in gx_ctx.get_docs_sites_urls(site_name=DATA_DOCS_SITE):
+        url = urlsplit(site.get("site_url") or "")
+        if url.scheme == "file":
+            path = Path(url2pathname(url.path))
+            return path if path.is_file() else None
+    return None
 
 
 def _read_stats(lay: BuildLayout) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Readable reports of a Great Expectations run: outcomes, Markdown and HTML, written atomically."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,15 +85,19 @@ def _plain(v: Any) -> Any:
 
 
 def write_reports(report_dir: Path, suite: str, success: bool, outcomes: list[ExpectationOutcome],
-                  context: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``<suite>_validation.md`` and ``.html`` under ``report_dir``; failures listed first."""
+                  context: dict[str, Any], data_docs: Path | None = None) -> tuple[Path, Path]:
+    """Write ``<suite>_validation.md`` and ``.html`` under ``report_dir``; failures listed first.
+
+    Both link to the Great Expectations Data Docs site ``data_docs`` (its index.html) when given.
+    """
     report_dir.mkdir(parents=True, exist_ok=True)
     ordered = sorted(outcomes, key=lambda o: o.success)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     md = report_dir / f"{suite}_validation.md"
     page = report_dir / f"{suite}_validation.html"
-    write_text(md, _markdown(suite, success, ordered, context, stamp))
-    write_text(page, _html(suite, success, ordered, context, stamp))
+    docs = None if data_docs is None else os.path.relpath(data_docs, report_dir)  # works wherever the dir is moved
+    write_text(md, _markdown(suite, success, ordered, context, stamp, docs))
+    write_text(page, _html(suite, success, ordered, context, stamp, docs))
     return md, page
 
 
@@ -107,8 +112,10 @@ def _md_cell(text: Any) -> str:
 
 
 def _markdown(suite: str, success: bool, outcomes: list[ExpectationOutcome], context: dict[str, Any],
-              stamp: str) -> str:
+              stamp: str, docs: str | None) -> str:
     lines = [f"# {_headline(suite, success, outcomes)}", "", f"Run at {stamp}.", ""]
+    if docs:
+        lines += [f"Great Expectations Data Docs: [{docs}]({docs})", ""]
     lines += [f"- **{k}**: {_md_cell(v)}" for k, v in context.items()]
     failures = [o for o in outcomes if not o.success]
     if failures:
@@ -122,7 +129,7 @@ def _markdown(suite: str, success: bool, outcomes: list[ExpectationOutcome], con
 
 
 def _html(suite: str, success: bool, outcomes: list[ExpectationOutcome], context: dict[str, Any],
-          stamp: str) -> str:
+          stamp: str, docs: str | None) -> str:
     e = esc
     rows = "\n".join(
         f"<tr class='{'pass' if o.success else 'fail'}'><td>{'pass' if o.success else 'FAIL'}</td>"
@@ -132,4 +139,5 @@ def _html(suite: str, success: bool, outcomes: list[ExpectationOutcome], context
     headline = _headline(suite, success, outcomes)
     table = ("<table class='bordered'><tr><th>status</th><th>name</th><th>asserts</th><th>expectation</th>"
              f"<th>column</th><th>observed</th></tr>\n{rows}\n</table>")
-    return page(headline, f"<h1>{e(headline)}</h1><p>Run at {e(stamp)}.</p><ul>{ctx}</ul>\n{table}")
+    link = f"<p>Great Expectations Data Docs: <a href='{e(docs)}'>{e(docs)}</a></p>" if docs else ""
+    return page(headline, f"<h1>{e(headline)}</h1><p>Run at {e(stamp)}.</p>{link}<ul>{ctx}</ul>\n{table}")

@@ -185,7 +185,8 @@ def version_of(registry: ModelRegistry, name: str, uri: str) -> int | None:
 
 def act(decision: CanaryDecision, deployer: Deployer, *, registry: ModelRegistry | None = None,
         model_name: str = "genctr-ctr", dry_run: bool = False) -> CanaryResult:
-    """Carry out ``decision`` through ``deployer`` (and the registry's champion on promotion).
+    """Carry out ``decision`` through ``deployer`` and the registry's aliases (``champion`` moves to
+    the canary's version on promotion, which clears ``canary``; a rollback clears ``canary``).
 
     Raises ConfigError when the deployment's canary is no longer the one judged: a decision
     about one model is never applied to another.
@@ -207,6 +208,8 @@ def act(decision: CanaryDecision, deployer: Deployer, *, registry: ModelRegistry
         acted = "promoted"
     elif not dry_run and decision.action == "rollback":
         deployer.rollback()
+        if registry is not None and version is not None and registry.canary(model_name) == version:
+            registry.clear_canary(model_name)  # the registry's @canary no longer names a served model
         acted = "rolled back"
     after = deployer.status() if acted != "none" else status
     log.info("canary %s on %s: %s -> %s%s", decision.canary_uri, status.name, decision.action, acted,
