@@ -18,10 +18,12 @@ def collect_logs(
     since_ts: int = 0,
     deployment: str = "genctr-ctr",
     policy: Optional[dict] = None,  # noqa: UP045 - KFP reads typing.Optional, not `dict | None`
+    attribution_window_s: int = 86400,
 ) -> str:
     """Read and check the A/B log tables, keep the canary's window, copy them as Parquet.
 
-    A malformed table fails the step with the DataValidationError's message (table, column).
+    A sink's log directory (raw_clicks/) has its clicks credited to impressions first by the Spark
+    attribution join. A malformed table fails the step with the DataValidationError's message.
 
     Args:
         log_dir: Directory (local path or fsspec URI) with requests/, impressions/, clicks/
@@ -31,6 +33,7 @@ def collect_logs(
         deployment: Deployment whose default log directory is read when ``log_dir`` is ''.
         policy: The decision policy (genctr CanaryPolicy fields; None = its defaults): its
             ``duplicates`` says whether a duplicated log row fails the step or is dropped.
+        attribution_window_s: Raw clicks later than this after their impression are not credited.
     """
     import json
 
@@ -40,7 +43,7 @@ def collect_logs(
 
     setup_logging()
     summary = collect_to(ab_log_dir(log_dir, deployment), since_ts, logs.path,
-                         duplicates=load_policy(policy).duplicates)
+                         duplicates=load_policy(policy).duplicates, attribution_window_s=attribution_window_s)
     logs.metadata.update(summary["metadata"])
     return json.dumps(summary)
 
@@ -138,11 +141,11 @@ def act_on_canary(
     from genctr.monitoring.canary import act
     from genctr.monitoring.canary_record import read_decision
     from genctr.paths import home
-    from genctr.registry import ModelRegistry
+    from genctr.registry import open_registry
 
     setup_logging()
     where = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir)
     result = act(read_decision(analysis.path), make_deployer(where),
-                 registry=ModelRegistry(registry_root or str(home() / "registry")), model_name=model_name,
+                 registry=open_registry(registry_root or str(home() / "registry")), model_name=model_name,
                  dry_run=dry_run)
     return json.dumps(result.to_dict())

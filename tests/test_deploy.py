@@ -1,9 +1,11 @@
-"""Deploy: rendered KServe manifests (SDK round trip, committed files, kustomize build) and the
-cluster deployer's patches against a fake KServeClient."""
+"""Deploy: rendered KServe and A/B log sink manifests (SDK round trip, committed files, golden file,
+kustomize build), the payload logger that ties them, and the cluster deployer's patches against a
+fake KServeClient."""
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,13 +16,14 @@ import yaml
 from kserve.models import (
     V1beta1InferenceService,
     V1beta1InferenceServiceSpec,
+    V1beta1LoggerSpec,
     V1beta1ModelFormat,
     V1beta1ModelSpec,
     V1beta1PredictorSpec,
 )
 from kubernetes.client import V1ObjectMeta
 
-from genctr.deploy import CANARY, CHAMPION, assign_arm
+from genctr.deploy import CANARY, CHAMPION, assign_arm, sink_manifests
 from genctr.deploy.cluster import KServeDeployer
 from genctr.deploy.manifests import (
     ANN_CANARY,
@@ -28,6 +31,7 @@ from genctr.deploy.manifests import (
     BASE,
     ENVIRONMENTS,
     HEADER,
+    ServingManifest,
     check_manifest,
     inference_service,
     merge_patch,
@@ -36,8 +40,12 @@ from genctr.deploy.manifests import (
     to_dict,
 )
 from genctr.errors import ConfigError
+from genctr.monitoring.headers import METADATA_ANNOTATIONS, METADATA_HEADERS, MODEL_URI_ANNOTATION
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "manifests" / "kserve"
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "manifests" / "kserve"
+SINK_MANIFESTS = ROOT / "manifests" / "ab-log-sink"
+GOLDEN = ROOT / "tests" / "golden" / "ab_log_sink.yaml"
 
 
 # -- manifests ---------------------------------------------------------------------------------
@@ -68,7 +76,7 @@ def test_rendered_objects_round_trip_through_the_sdk(env: str) -> None:
 def test_inference_service_is_knative_with_canary_support() -> None:
     isvc = render_all(ENVIRONMENTS["prod"])["inference-service.yaml"]
     ann = isvc["metadata"]["annotations"]
-    assert ann["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert ann["serving.kserve.io/deploymentMode"] == "Knative"  # KServe 0.21's name; "Serverless" is deprecated
     assert ann["serving.kserve.io/enable-tag-routing"] == "true"
     assert ann["autoscaling.knative.dev/metric"] == "concurrency" and ann["autoscaling.knative.dev/target"] == "8"
     pred = isvc["spec"]["predictor"]
@@ -126,6 +134,79 @@ def test_merge_patch() -> None:
     assert merge_patch({"a": [1, 2]}, {"a": [1, 2]}) is None
 
 
+# -- the payload logger and the A/B log sink ---------------------------------------------------
+
+def test_inference_service_logs_every_call_to_the_sink() -> None:
+    for env, cfg in ENVIRONMENTS.items():
+        logger = render_all(cfg)["inference-service.yaml"]["spec"]["predictor"]["logger"]
+        assert logger["mode"] == "all"  # the sink pairs each call's request and response
+        assert logger["url"] == f"http://genctr-ab-log-sink.{cfg.namespace}.svc.cluster.local", env
+        assert logger["metadataHeaders"] == list(METADATA_HEADERS)
+        assert logger["metadataAnnotations"] == [MODEL_URI_ANNOTATION] == list(METADATA_ANNOTATIONS)
+    for name in METADATA_HEADERS:  # KServe's agent compares Go-canonical names: any other case never matches
+        assert name == "-".join(part.capitalize() for part in name.split("-")), name
+    no_logger = render_all(dataclasses.replace(BASE, logger_mode=""))["inference-service.yaml"]
+    assert "logger" not in no_logger["spec"]["predictor"]
+    for bad in ({"logger_mode": "request"}, {"logger_url": "genctr-ab-log-sink:80"}):
+        with pytest.raises(ConfigError, match="logger"):
+            ServingManifest(**bad)  # type: ignore[arg-type]
+
+
+def test_committed_sink_manifests_equal_the_renderer_and_the_golden_file() -> None:
+    files = sink_manifests.render_tree()
+    for rel, text in files.items():
+        path = SINK_MANIFESTS / rel
+        assert path.exists() and path.read_text() == text, f"{path} stale: run `python -m genctr.deploy.sink_manifests`"
+    docs = {name: doc for name, doc in sink_manifests.render_all(sink_manifests.SinkManifest()).items()}
+    for doc in docs.values():
+        assert to_dict(check_manifest(copy.deepcopy(doc))) == doc  # every object is a valid SDK object
+    got = {"ab-log-sink": docs, "inference-service-prod": render_all(ENVIRONMENTS["prod"])["inference-service.yaml"]}
+    if os.environ.get("GENCTR_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text("# regenerate with GENCTR_UPDATE_GOLDEN=1 pytest tests/test_deploy.py\n"
+                          + yaml.safe_dump(got, sort_keys=True))
+    assert got == yaml.safe_load(GOLDEN.read_text()), (
+        f"rendered manifests differ from {GOLDEN.relative_to(ROOT)}; if intended, regenerate with "
+        "GENCTR_UPDATE_GOLDEN=1 pytest tests/test_deploy.py")
+
+
+def test_sink_objects_fit_together() -> None:
+    """The logger's URL reaches the sink Service; the container's args are what the sink parses; the
+    canary pipeline's recurring run reads what the sink writes; the Role grants one get, nothing more."""
+    from genctr.monitoring.sink import SinkConfig
+    from genctr.monitoring.sink.__main__ import parser
+
+    cfg = sink_manifests.SinkManifest()
+    docs = sink_manifests.render_all(cfg)
+    service, deployment = docs["service.yaml"], docs["deployment.yaml"]
+    logger_url = render_all(ENVIRONMENTS["prod"])["inference-service.yaml"]["spec"]["predictor"]["logger"]["url"]
+    assert logger_url == f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 80 and port["targetPort"] == "http"  # the URL has no port: 80
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert deployment["spec"]["template"]["metadata"]["labels"].items() >= service["spec"]["selector"].items()
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "genctr.monitoring.sink"]
+    assert container["ports"][0] == {"containerPort": 8080, "name": "http", "protocol": "TCP"}
+    args = parser().parse_args(container["args"])
+    sink = SinkConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SinkConfig)})
+    assert (sink.out, sink.port, sink.host, sink.service) == (cfg.out, 8080, "0.0.0.0", "genctr-ctr")
+    assert args.isvc == "genctr/genctr-ctr"
+    mount = container["volumeMounts"][0]["mountPath"]
+    assert sink.state_dir == mount and docs["journal-pvc.yaml"]["metadata"]["name"] == \
+        deployment["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    recurring = yaml.safe_load((ROOT / "manifests" / "recurring-run-canary.yaml").read_text())
+    assert recurring["params"]["log_dir"] == cfg.out == "s3://genctr-logs/ab-logs/genctr-ctr"
+    assert recurring["params"]["deployment"] == cfg.deployment
+    (rule,) = docs["role.yaml"]["rules"]
+    assert rule == {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+                    "resourceNames": ["genctr-ctr"], "verbs": ["get"]}
+    binding = docs["role-binding.yaml"]
+    assert binding["roleRef"]["name"] == docs["role.yaml"]["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == deployment["spec"]["template"]["spec"]["serviceAccountName"] == \
+        docs["service-account.yaml"]["metadata"]["name"]
+
+
 # -- KServeDeployer against a fake client ------------------------------------------------------
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:
@@ -173,14 +254,21 @@ class FakeKServeClient:
         return [obj for v, obj, _ in self.calls if v == verb]
 
 
+LOGGER = V1beta1LoggerSpec(mode="all", url="http://genctr-ab-log-sink.genctr.svc.cluster.local",
+                           metadata_headers=["X-Genctr-Randomisation", "X-Genctr-Request-Time"],
+                           metadata_annotations=["internal.serving.kserve.io/storage-initializer-sourceuri"])
+
+
 def expected_patch(annotations: dict[str, Any], percent: int,
                    storage_uri: str | None = None) -> V1beta1InferenceService:
     model = None if storage_uri is None else V1beta1ModelSpec(
         model_format=V1beta1ModelFormat(name="genctr"), runtime="genctr-ctr", storage_uri=storage_uri)
+    logger = None if storage_uri is None else LOGGER  # every new revision logs to the sink
     return V1beta1InferenceService(
         api_version="serving.kserve.io/v1beta1", kind="InferenceService",
         metadata=V1ObjectMeta(name="genctr-ctr", namespace="genctr", annotations=annotations),
-        spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(canary_traffic_percent=percent, model=model)))
+        spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(canary_traffic_percent=percent, model=model,
+                                                                        logger=logger)))
 
 
 def test_cluster_deployer_sends_exactly_these_objects() -> None:
@@ -199,7 +287,10 @@ def test_cluster_deployer_sends_exactly_these_objects() -> None:
     assert to_dict(sent) == {  # the JSON merge patch body on the wire
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"annotations": {ANN_CANARY: v2}, "name": "genctr-ctr", "namespace": "genctr"},
-        "spec": {"predictor": {"canaryTrafficPercent": 10, "model": {
+        "spec": {"predictor": {"canaryTrafficPercent": 10, "logger": {
+            "metadataAnnotations": ["internal.serving.kserve.io/storage-initializer-sourceuri"],
+            "metadataHeaders": ["X-Genctr-Randomisation", "X-Genctr-Request-Time"], "mode": "all",
+            "url": "http://genctr-ab-log-sink.genctr.svc.cluster.local"}, "model": {
             "modelFormat": {"name": "genctr"}, "name": "", "runtime": "genctr-ctr", "storageUri": v2}}}}
     assert (st.champion_uri, st.canary_uri, st.canary_percent) == (v1, v2, 10)
     live = client.objects[("genctr", "genctr-ctr")]

@@ -1,6 +1,6 @@
 """``genctr canary ...``: drive a deployment with simulated traffic, run one turn of the canary
-loop, show a deployment's split. The scheduled version of ``step`` is the canary pipeline
-(``genctr pipeline run --local --pipeline canary``)."""
+loop, show a deployment's split, serve the A/B log sink, import clicks. The scheduled version of
+``step`` is the canary pipeline (``genctr pipeline run --local --pipeline canary``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +14,8 @@ from genctr.cli.errors import fail
 from genctr.config import parse_assignments
 from genctr.errors import ConfigError, GenCTRError
 
-canary_app = typer.Typer(help="Canary rollouts: simulate A/B traffic, judge the canary (promote / roll back), status.",
+canary_app = typer.Typer(help="Canary rollouts: simulate A/B traffic, judge the canary (promote / roll back), status; "
+                         "the A/B log sink and click import.",
                          no_args_is_help=True)
 
 TARGET = typer.Option("local", "--target", help="Where the deployment runs: local | kserve.")
@@ -91,7 +92,8 @@ def step_cmd(
     state_dir: Path | None = STATE_DIR,
     namespace: str = NAMESPACE,
     kserve_env: str = KSERVE_ENV,
-    registry: str | None = typer.Option(None, help="Registry root, path or fsspec URI (default "
+    registry: str | None = typer.Option(None, help="Registry: path, fsspec URI, mlflow+http://HOST:PORT or "
+                                                     "kubeflow-mr://HOST:PORT?storage=URI (default "
                                                      "$GENCTR_HOME/registry); a promotion moves its champion."),
     model_name: str = typer.Option("genctr-ctr", help="Registered model name."),
     since_ts: int | None = typer.Option(None, help="Only traffic at or after this epoch second "
@@ -110,14 +112,14 @@ def step_cmd(
     from genctr.monitoring.canary import load_policy, run_canary_step
     from genctr.monitoring.collect import ab_log_dir
     from genctr.paths import home
-    from genctr.registry import ModelRegistry
+    from genctr.registry import open_registry
 
     try:
         where = _target(target, deployment, state_dir, namespace, kserve_env)
         turn = run_canary_step(
             ab_log_dir(str(log_dir) if log_dir else "", deployment), make_deployer(where),
             load_policy(parse_policy(policy)), out_dir or home() / "canary" / deployment,
-            registry=ModelRegistry(registry or str(home() / "registry")), model_name=model_name,
+            registry=open_registry(registry or str(home() / "registry")), model_name=model_name,
             since_ts=since_ts, drift=drift, dry_run=dry_run, target=where.kind)
     except GenCTRError as exc:
         fail(exc)
@@ -133,6 +135,73 @@ def step_cmd(
     typer.echo(f"acted: {result.acted}; champion: {result.champion_uri}")
     for name, path in turn.paths.items():
         typer.echo(f"{name}: {path}")
+
+
+@canary_app.command("sink")
+def sink_cmd(
+    out: str = typer.Option(..., "--out", help="A/B log directory: local path or fsspec URI "
+                            "(s3://<bucket>/ab-logs/<deployment>)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 in a pod)."),
+    port: int = typer.Option(8080, help="HTTP port."),
+    state_dir: str = typer.Option("", help="Local directory of the write-ahead journal (default <out>/.sink; "
+                                           "required when --out is a URI: a persistent volume in a pod)."),
+    flush_rows: int = typer.Option(5_000, help="Write a part file once this many rows are buffered ..."),
+    flush_seconds: float = typer.Option(30.0, help="... or once the oldest buffered row is this old."),
+    max_buffer_rows: int = typer.Option(200_000, help="Rows held while parts cannot be written; beyond it "
+                                                      "new events get 503 + Retry-After."),
+    pairing_timeout_s: float = typer.Option(60.0, help="A request without its response after this long is "
+                                                       "logged as failed (status 504)."),
+    dedupe_ttl_s: float = typer.Option(7 * 86_400.0, help="How long seen event ids are remembered."),
+    max_body_bytes: int = typer.Option(1 << 20, help="Largest accepted POST body (413 beyond)."),
+    max_candidates: int = typer.Option(1_000, help="Most candidates per scoring request."),
+    slots: int = typer.Option(3, help="K: ads shown per ad request (the auction's slots)."),
+    reserve_price: float = typer.Option(0.0, help="The auction's reserve price."),
+    default_randomisation: str = typer.Option("request", help="Unit of calls without the "
+                                                               "X-Genctr-Randomisation header: request | user."),
+    service: str = typer.Option("", help="Accept only events of this InferenceService ('' = any)."),
+    sink_id: str = typer.Option("", help="Name of this sink's part files ('' = an id kept in the journal)."),
+    isvc: str = typer.Option("", help="NAMESPACE/NAME: name arms by model URI from this InferenceService's "
+                                      "champion/canary annotations (KServe canaryTrafficPercent)."),
+    champion_uri: str = typer.Option("", help="Fixed champion model URI (instead of --isvc)."),
+    canary_uri: str = typer.Option("", help="Fixed canary model URI (with --champion-uri)."),
+) -> None:
+    """Serve the A/B log sink: KServe inference-logger CloudEvents on POST /, clicks on POST /clicks,
+    /metrics and /healthz; appends requests, impressions and raw_clicks under --out. Runs until
+    SIGTERM / Ctrl-C, then writes what it buffers."""
+    from genctr.monitoring.sink import SinkConfig, model_map, serve_sink
+
+    try:
+        cfg = SinkConfig(out=out, host=host, port=port, state_dir=state_dir, flush_rows=flush_rows,
+                         flush_seconds=flush_seconds, max_buffer_rows=max_buffer_rows,
+                         pairing_timeout_s=pairing_timeout_s, dedupe_ttl_s=dedupe_ttl_s,
+                         max_body_bytes=max_body_bytes, max_candidates=max_candidates, slots=slots,
+                         reserve_price=reserve_price, default_randomisation=default_randomisation,
+                         service=service, sink_id=sink_id)
+        models = model_map(isvc, champion_uri, canary_uri)
+    except GenCTRError as exc:
+        fail(exc)
+    serve_sink(cfg, models)
+
+
+clicks_app = typer.Typer(help="Raw clicks of the A/B logs: import a click file.", no_args_is_help=True)
+canary_app.add_typer(clicks_app, name="clicks")
+
+
+@clicks_app.command("import")
+def clicks_import_cmd(
+    file: Path = typer.Argument(..., help="Clicks: .csv, .json (array), .jsonl/.ndjson or .parquet with "
+                                          "request_id, item_id, ts (epoch seconds)."),
+    out: str = typer.Option(..., "--out", help="A/B log directory (path or fsspec URI); appended to raw_clicks/."),
+) -> None:
+    """Append a file of clicks to the A/B logs' raw_clicks table (all rows or none; bad rows are named).
+    Importing the same file again replaces its part instead of doubling its clicks."""
+    from genctr.monitoring.clicks import import_clicks
+
+    try:
+        result = import_clicks(file, out)
+    except GenCTRError as exc:
+        fail(exc)
+    typer.echo(json.dumps(result, indent=2))
 
 
 @canary_app.command("status")
@@ -153,4 +222,4 @@ def status_cmd(
     typer.echo(json.dumps(dataclasses.asdict(status), indent=2, default=str))
 
 
-__all__ = ["canary_app", "parse_policy"]
+__all__ = ["canary_app", "clicks_app", "parse_policy"]

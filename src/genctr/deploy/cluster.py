@@ -10,9 +10,12 @@ KServe has no promote helper; a rollout is three merge patches of
 
 The spec only ever names the *latest* storageUri, so the champion's and canary's URIs are kept in
 two annotations (:data:`ANN_CHAMPION`, :data:`ANN_CANARY`); ``status()`` reads them with the
-traffic split from the service's status. The ServingRuntime and ServiceAccount come from the
-kustomize tree (``kubectl apply -k manifests/kserve/overlays/<env>``); ``deploy()`` creates the
-InferenceService if it is absent.
+traffic split from the service's status. Every patch that makes a new revision (a new storageUri)
+also sets ``spec.predictor.logger`` from the manifest, so each revision's pods post their calls to
+the A/B log sink (an InferenceService created before the logger existed gets it on its next
+rollout); the sink names the arm from those annotations and the model URI on each event. The
+ServingRuntime and ServiceAccount come from the kustomize tree (``kubectl apply -k
+manifests/kserve/overlays/<env>``); ``deploy()`` creates the InferenceService if it is absent.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from genctr.deploy.manifests import (
     RUNTIME_NAME,
     ServingManifest,
     inference_service,
+    logger_spec,
 )
 from genctr.errors import ConfigError
 
@@ -116,7 +120,8 @@ class KServeDeployer(Deployer):
     def patch_object(self, storage_uri: str | None, percent: int | None,
                      annotations: dict[str, str | None]) -> Any:
         """The merge patch: ``None`` annotation values delete the annotation; a ``None``
-        storage_uri / percent leaves that field as it is."""
+        storage_uri / percent leaves that field as it is; with a storage_uri (a new revision) the
+        manifest's payload logger is set too."""
         from kserve.models import (
             V1beta1InferenceService,
             V1beta1InferenceServiceSpec,
@@ -130,7 +135,8 @@ class KServeDeployer(Deployer):
         if storage_uri is not None:
             model = V1beta1ModelSpec(model_format=V1beta1ModelFormat(name=MODEL_FORMAT), runtime=RUNTIME_NAME,
                                      storage_uri=storage_uri)
-        predictor = V1beta1PredictorSpec(canary_traffic_percent=percent, model=model)
+        logger = logger_spec(self.manifest) if storage_uri is not None else None
+        predictor = V1beta1PredictorSpec(canary_traffic_percent=percent, model=model, logger=logger)
         return V1beta1InferenceService(
             api_version=KSERVE_API, kind="InferenceService",
             metadata=V1ObjectMeta(name=self.manifest.name, namespace=self.manifest.namespace, annotations=annotations),

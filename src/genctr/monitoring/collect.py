@@ -4,6 +4,13 @@
 pipeline's collect step writes the window with :func:`collect_to` and its analyse step reads it
 back with :func:`read_collected`, which keeps the raw logs' quality counts (orphan and duplicate
 rows) that a clean copy no longer shows.
+
+A log directory written by the A/B log sink holds ``raw_clicks/`` (the click tracker's, not yet
+attributed) instead of ``clicks/``: then the attribution join (:mod:`genctr.monitoring.attribution`,
+PySpark) credits them to the impressions first, within ``attribution_window_s``; duplicate clicks
+count once whatever the ``duplicates`` policy (a double click is not a logging fault), late and
+early clicks are counted (``attribution.json`` beside the collected tables) and never credited.
+Logs with ``clicks/`` only (the simulator's) take the pandas join of :mod:`genctr.monitoring.logs`.
 """
 from __future__ import annotations
 
@@ -19,7 +26,9 @@ from typing import Any
 from genctr.atomic import write_json
 from genctr.errors import ConfigError
 from genctr.monitoring.analysis import arm_metrics
-from genctr.monitoring.logs import SCHEMAS, ABLogs, LogQuality, append, read_logs
+from genctr.monitoring.attribution import COUNTS_FILE, DEFAULT_WINDOW_S, AttributionConfig, AttributionCounts
+from genctr.monitoring.clicks import RAW_CLICKS
+from genctr.monitoring.logs import SCHEMAS, ABLogs, LogQuality, append, join_clicks, read_logs, read_table
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +56,7 @@ def _local_logs(log_dir: str) -> Iterator[str]:
     if not fs.isdir(root):
         raise ConfigError(f"A/B log directory {log_dir} does not exist")
     with tempfile.TemporaryDirectory(prefix="ab-logs-") as tmp:
-        for table in SCHEMAS:
+        for table in (*SCHEMAS, RAW_CLICKS):
             Path(tmp, table).mkdir()
             for remote in fs.glob(f"{root.rstrip('/')}/{table}/part-*.parquet"):
                 fs.get_file(remote, str(Path(tmp, table, Path(remote).name)))
@@ -64,16 +73,39 @@ def window(logs: ABLogs, since_ts: int | None) -> ABLogs:
                   logs.quality)  # counted over the whole log: a duplicate is a fault wherever it is
 
 
-def collect(log_dir: str | Path, since_ts: int = 0, *, duplicates: str = "refuse") -> ABLogs:
-    """The checked A/B logs of ``log_dir`` (path or fsspec URI) at or after ``since_ts`` (0 = all).
+def attributed_logs(log_dir: str, duplicates: str, cfg: AttributionConfig) -> tuple[ABLogs, AttributionCounts]:
+    """A local sink log directory (``raw_clicks/``) with its clicks credited by the Spark join."""
+    from genctr.monitoring.attribution import run_attribution
 
-    Raises ConfigError for a missing directory or a negative ``since_ts``, DataValidationError
-    (naming the table, column or part file) for a malformed table.
-    """
+    with tempfile.TemporaryDirectory(prefix="attributed-") as work:
+        counts = run_attribution(log_dir, work, cfg)
+        impressions, credited, quality = join_clicks(read_table(log_dir, "impressions"), read_table(work, "clicks"),
+                                                     duplicates)
+    quality = dataclasses.replace(quality, orphan_clicks=counts.orphans, duplicate_clicks=counts.duplicate_clicks)
+    return ABLogs(read_table(log_dir, "requests"), impressions, credited, quality), counts
+
+
+def _collect(log_dir: str | Path, since_ts: int, duplicates: str,
+             attribution_window_s: int) -> tuple[ABLogs, AttributionCounts | None]:
     if isinstance(since_ts, bool) or not isinstance(since_ts, int) or since_ts < 0:
         raise ConfigError(f"since_ts must be epoch seconds >= 0 (0 = all traffic), got {since_ts!r}")
+    cfg = AttributionConfig(window_s=attribution_window_s)
     with _local_logs(str(log_dir)) as local:
-        return window(read_logs(local, duplicates), since_ts or None)
+        if any(Path(local, RAW_CLICKS).glob("part-*.parquet")):
+            logs, counts = attributed_logs(local, duplicates, cfg)
+            return window(logs, since_ts or None), counts
+        return window(read_logs(local, duplicates), since_ts or None), None
+
+
+def collect(log_dir: str | Path, since_ts: int = 0, *, duplicates: str = "refuse",
+            attribution_window_s: int = DEFAULT_WINDOW_S) -> ABLogs:
+    """The checked A/B logs of ``log_dir`` (path or fsspec URI) at or after ``since_ts`` (0 = all).
+
+    Raw clicks (a sink's log directory) are attributed first (module docstring). Raises ConfigError
+    for a missing directory, a negative ``since_ts`` or window, DataValidationError (naming the table,
+    column or part file) for a malformed table.
+    """
+    return _collect(log_dir, since_ts, duplicates, attribution_window_s)[0]
 
 
 def arm_counts(logs: ABLogs) -> dict[str, dict[str, int]]:
@@ -83,15 +115,16 @@ def arm_counts(logs: ABLogs) -> dict[str, dict[str, int]]:
             for kind in ("users", "requests", "impressions", "clicks")}
 
 
-def collect_to(log_dir: str, since_ts: int, out_dir: str | Path, *, duplicates: str = "refuse") -> dict[str, Any]:
+def collect_to(log_dir: str, since_ts: int, out_dir: str | Path, *, duplicates: str = "refuse",
+               attribution_window_s: int = DEFAULT_WINDOW_S) -> dict[str, Any]:
     """:func:`collect`, written to ``out_dir`` in the log layout (the pipeline's collect step).
 
     Clicks on impressions before the window are dropped with them, so the copy reads back clean;
-    the raw logs' quality counts go to ``quality.json`` for :func:`read_collected`. Returns
-    ``{"log_dir", "since_ts", "users"|"requests"|"impressions"|"clicks": {arm: n}, "metadata":
-    {"<kind>_<arm>": n}}``.
+    the raw logs' quality counts go to ``quality.json`` for :func:`read_collected`, the attribution's
+    (sink logs) to ``attribution.json``. Returns ``{"log_dir", "since_ts", "users"|"requests"|
+    "impressions"|"clicks": {arm: n}, "metadata": {"<kind>_<arm>": n}}`` (+ ``"attribution"``).
     """
-    logs = collect(log_dir, since_ts, duplicates=duplicates)
+    logs, attributed = _collect(log_dir, since_ts, duplicates, attribution_window_s)
     shown = logs.impressions[["request_id", "item_id"]].drop_duplicates()
     tables = {"requests": logs.requests, "impressions": logs.impressions[list(SCHEMAS["impressions"])],
               "clicks": logs.clicks.merge(shown, on=["request_id", "item_id"], how="inner")}
@@ -99,9 +132,14 @@ def collect_to(log_dir: str, since_ts: int, out_dir: str | Path, *, duplicates: 
         append(out_dir, table, df)
     write_json(Path(out_dir) / QUALITY_FILE, dataclasses.asdict(logs.quality))
     counts = arm_counts(logs)
-    metadata = {f"{kind}_{arm}": n for kind, arms in counts.items() for arm, n in arms.items()}
+    metadata: dict[str, Any] = {f"{kind}_{arm}": n for kind, arms in counts.items() for arm, n in arms.items()}
+    extra: dict[str, Any] = {}
+    if attributed is not None:
+        write_json(Path(out_dir) / COUNTS_FILE, attributed.to_dict())
+        metadata.update({"late_clicks": attributed.late, "orphan_clicks": attributed.orphans})
+        extra["attribution"] = attributed.to_dict()
     log.info("collected A/B logs from %s since %s: %s", log_dir, since_ts, metadata)
-    return {"log_dir": log_dir, "since_ts": since_ts, **counts, "metadata": metadata}
+    return {"log_dir": log_dir, "since_ts": since_ts, **counts, "metadata": metadata, **extra}
 
 
 def read_collected(log_dir: str | Path) -> ABLogs:
