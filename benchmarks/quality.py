@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import throughput as tp  # noqa: E402
-import throughput_data as td  # noqa: E402
+import throughput as tp
+import throughput_data as td
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("quality")

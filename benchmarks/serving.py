@@ -372,7 +372,7 @@ def hot_path(model: str, feast: str, body: bytes, reps: int = 200) -> dict[str, 
     from genctr.serving.online import FeastConfig
     from genctr.serving.predictor import CTRPredictor
     from genctr.serving.request import parse_v1
-    from genctr.serving.server import keep_heap_thresholds
+    from genctr.serving.tuning import keep_heap_thresholds
 
     torch.set_num_threads(1)
     keep_heap_thresholds()  # as python -m genctr.serving does
@@ -382,11 +382,13 @@ def hot_path(model: str, feast: str, body: bytes, reps: int = 200) -> dict[str, 
     payload = json.loads(body)
     req = parse_v1(payload, p.limits)
     batch = p.batch(req)
+    assert p.forward is not None and p.assembler is not None
+    forward_pass, assembler = p.forward, p.assembler
 
     def forward() -> None:
-        p._forward(batch)  # as served: inference mode, row chunks for target attention, sigmoid
+        forward_pass(batch)  # as served: inference mode, row chunks for target attention, sigmoid
 
-    fns = {"parse_ms": lambda: parse_v1(payload, p.limits), "feast_ms": lambda: p._fetch(req),
+    fns = {"parse_ms": lambda: parse_v1(payload, p.limits), "feast_ms": lambda: assembler.fetch(req),
            "batch_ms": lambda: p.batch(req), "forward_ms": forward,
            "predict_ms": lambda: loop.run_until_complete(p.predict(payload))}
     best = {k: float("inf") for k in fns}
@@ -429,7 +431,7 @@ def markdown(res: dict[str, Any]) -> str:
              "CPU ms/req: all of the layout's server processes (psutil), steadier than wall time here. "
              "Both predictors are `python -m genctr.serving` with its defaults: TorchScript-frozen model, "
              f"{res['args'].get('forward_threads', 2)} forward threads, uvloop, the v1 short route "
-             "(`genctr.serving.fastpath`), no per-request timing/access log, fixed glibc malloc thresholds; "
+             "(`genctr.serving.tuning.fastpath`), no per-request timing/access log, fixed glibc malloc thresholds; "
              "the transformer is a stock `kserve.ModelServer` (access and latency logs off).", "",
              "| model | layout | p50 ms | p90 ms | p99 ms | req/s (8 clients) | p99 ms (8 clients) | server CPU ms/req "
              "| client CPU ms/req |",

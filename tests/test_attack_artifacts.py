@@ -260,7 +260,7 @@ def test_predictor_load_refuses(good: dict[str, Path], tmp_path: Path, case: str
     with pytest.raises(ArtifactError) as err:
         predictor.load()
     check_message(err.value, names)
-    assert not predictor.ready and predictor.model is None
+    assert not predictor.ready and predictor.forward is None and predictor.assembler is None
 
 
 @pytest.mark.parametrize(("case", "tamper", "names"), CASES, ids=IDS)

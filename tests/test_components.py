@@ -1,8 +1,7 @@
 """Components through ``component.python_func`` with temporary artifacts (no KFP runner).
 
 Each test drives a component body exactly as the KFP executor would: artifacts are
-``kfp.dsl`` objects whose ``path`` is a file or directory under ``tmp_path``. Tests of steps
-whose library function is not written yet are skipped and say which function they need.
+``kfp.dsl`` objects whose ``path`` is a file or directory under ``tmp_path``.
 """
 from __future__ import annotations
 
@@ -11,24 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-pytest.importorskip("kfp")
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 import components
-from genctr import workflow
 from genctr.errors import DataValidationError
-
-
-def needs(*names: str) -> pytest.MarkDecorator:
-    """Skip until ``genctr.workflow`` (and the modules it calls) provide ``names``."""
-    import importlib.util
-
-    missing = [f"genctr.workflow.{n}" for n in names if not hasattr(workflow, n)]
-    gx = {"validate_events", "validate_samples"} & set(names)
-    if gx and importlib.util.find_spec("genctr.features.checks") is None:
-        missing.append("genctr.features.checks (check_events / check_samples)")
-    return pytest.mark.skipif(bool(missing), reason="needs " + ", ".join(missing))
 
 
 def artifact(cls: type, tmp_path: Path, name: str) -> object:
@@ -77,7 +62,6 @@ def test_build_features_writes_a_build(build_dir: Path) -> None:
     assert stats["max_seq_len"] == 10
 
 
-@needs("validate_events")
 def test_validate_events_passes_and_keeps_the_report(events_file: Path, tmp_path: Path) -> None:
     html, md = artifact(HTML, tmp_path, "report_html"), artifact(Markdown, tmp_path, "report_md")
     components.validate_events.python_func(events=Dataset(uri=str(events_file)), report_html=html, report_md=md)
@@ -85,7 +69,6 @@ def test_validate_events_passes_and_keeps_the_report(events_file: Path, tmp_path
     assert Path(md.path).read_text().strip()
 
 
-@needs("validate_events")
 def test_validate_events_fails_on_millisecond_timestamps_with_a_report(events_file: Path, tmp_path: Path) -> None:
     df = pd.read_parquet(events_file)
     df["event_time"] = df["event_time"] * 1000  # a classic unit bug: passes the schema, fails the time range
@@ -98,7 +81,6 @@ def test_validate_events_fails_on_millisecond_timestamps_with_a_report(events_fi
 
 
 @pytest.mark.slow
-@needs("validate_samples")
 def test_validate_samples_passes(build_dir: Path, tmp_path: Path) -> None:
     html, md = artifact(HTML, tmp_path, "report_html"), artifact(Markdown, tmp_path, "report_md")
     components.validate_samples.python_func(build=Dataset(uri=str(build_dir)), report_html=html, report_md=md)
@@ -106,7 +88,6 @@ def test_validate_samples_passes(build_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@needs("materialize")
 def test_materialize_features_fills_a_feast_repo(build_dir: Path, tmp_path: Path) -> None:
     repo = artifact(Artifact, tmp_path, "feast_repo")
     components.materialize_features.python_func(build=Dataset(uri=str(build_dir)), feast_repo=repo)
@@ -137,7 +118,6 @@ def trained(build_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 
 @pytest.mark.slow
-@needs("pretrain", "finetune")
 def test_pretrain_and_finetune_write_model_dirs_and_metrics(trained: dict[str, object]) -> None:
     pre, model, metrics = trained["pretrained"], trained["model"], trained["metrics"]
     for art in (pre, model):
@@ -149,7 +129,6 @@ def test_pretrain_and_finetune_write_model_dirs_and_metrics(trained: dict[str, o
 
 
 @pytest.mark.slow
-@needs("pretrain", "finetune", "evaluate_gate", "register")
 def test_gate_then_register(build_dir: Path, trained: dict[str, object], tmp_path: Path) -> None:
     from genctr.registry import ModelRegistry
 

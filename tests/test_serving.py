@@ -26,8 +26,9 @@ from genctr.errors import ArtifactError, ConfigError
 from genctr.features.layout import OOV
 from genctr.serving.guard import RequestGuard
 from genctr.serving.online import FeastConfig
-from genctr.serving.predictor import CTRPredictor, traced_or_eager
+from genctr.serving.predictor import CTRPredictor
 from genctr.serving.request import Limits, parse_v1, parse_v2
+from genctr.serving.tuning import traced_or_eager
 from genctr.serving.vocab import IdIndex
 
 LIMITS = Limits(max_candidates=50, max_history=30)
@@ -248,7 +249,7 @@ def test_history_is_expanded_not_copied(art: ServingArtifacts, predictor: CTRPre
 def test_traced_model_and_worker_threads_score_the_same(art: ServingArtifacts, predictor: CTRPredictor) -> None:
     fast = CTRPredictor("ctr", art.model, art.store, forward_threads=2, jit=True)
     fast.load()
-    assert isinstance(fast.model, torch.jit.ScriptModule)
+    assert fast.forward is not None and isinstance(fast.forward.model, torch.jit.ScriptModule)
     users = [*known_users(art), COLD_USER]
     body = {"instances": [{"user_id": u, "candidates": candidates_for(art, 20, seed=i)} for i, u in enumerate(users)]}
 
@@ -312,8 +313,9 @@ def test_row_chunked_forward_scores_the_same(art: ServingArtifacts, predictor: C
     users = [*known_users(art), COLD_USER]
     body = {"instances": [{"user_id": u, "candidates": candidates_for(art, 12, seed=i)} for i, u in enumerate(users)]}
     whole = predict(predictor, body)["predictions"]
-    assert predictor._chunk_cells > 0  # a target-attention model: the chunked path applies
-    monkeypatch.setattr(predictor, "_chunk_cells", 7)  # a few rows per chunk, uneven last chunk
+    assert predictor.forward is not None
+    assert predictor.forward.chunk_cells > 0  # a target-attention model: the chunked path applies
+    monkeypatch.setattr(predictor.forward, "chunk_cells", 7)  # a few rows per chunk, uneven last chunk
     chunked = predict(predictor, body)["predictions"]
     for a, b in zip(whole, chunked, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

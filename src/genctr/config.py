@@ -84,8 +84,8 @@ def coerce_fields(cfg: Any, section: str) -> None:
         hint, value, where = hints[f.name], getattr(cfg, f.name), f"{section}.{f.name}"
         if dataclasses.is_dataclass(hint):
             if isinstance(value, Mapping):
-                value = from_dict(hint, value, where)  # type: ignore[arg-type]
-            elif not isinstance(value, hint):  # type: ignore[arg-type]
+                value = from_dict(hint, value, where)  # type: ignore[arg-type]  # is_dataclass(hint): a class here
+            elif not isinstance(value, hint):  # type: ignore[arg-type]  # a dataclass type, as above
                 raise _bad(where, f"a mapping of {where} options", value)
         else:
             value = coerce(where, hint, value)
@@ -170,7 +170,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, section: str = "") -
     if not isinstance(data, Mapping):
         raise _bad(section, "a mapping of options (key: value)", data)
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls: a dataclass type (T is unbounded)
     unknown = [k for k in data if k not in names]
     if unknown:
         raise _unknown_options(section, unknown, names)
@@ -178,7 +178,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, section: str = "") -
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-            value = from_dict(hint, value, f"{section}.{key}")  # type: ignore[arg-type]
+            value = from_dict(hint, value, f"{section}.{key}")  # type: ignore[arg-type]  # is_dataclass(hint): a class
         kwargs[key] = value
     try:
         return cls(**kwargs)
