@@ -10,8 +10,9 @@ from components.data import build_features, ingest_events, materialize_features,
 from components.deploy import deploy_model
 from components.gate import evaluate_and_gate
 from components.registry import register_model
+from components.storage import resolve_storage
 from components.training import finetune, pretrain
 
 __all__ = ["act_on_canary", "analyze_canary", "build_features", "collect_logs", "deploy_model", "evaluate_and_gate",
-           "finetune", "ingest_events", "materialize_features", "pretrain", "register_model", "validate_events",
-           "validate_samples"]
+           "finetune", "ingest_events", "materialize_features", "pretrain", "register_model", "resolve_storage",
+           "validate_events", "validate_samples"]

@@ -124,18 +124,25 @@ def materialize_features(
     feast_repo: Output[Artifact],
     online_store: str = "sqlite",
     redis_url: str = "localhost:6379",
+    feast_registry: str = "",
+    publish_to: str = "",
 ):
-    """Feast: write the sources from the build, apply the definitions, materialise online.
+    """Feast: publish the build's Feast tables, apply the definitions, materialise online.
 
     Args:
         build: Feature build directory.
-        feast_repo: Output Feast working directory (sources, registry, SQLite store).
+        feast_repo: Output Feast working directory (feature_store.yaml; the SQLite store).
         online_store: ``sqlite`` (embedded) or ``redis`` (production).
         redis_url: Redis connection string when ``online_store`` is ``redis``.
+        feast_registry: Feast registry path or URI, shared by runs and read by serving
+            ('' = inside ``feast_repo``); the storage step derives <root>/feast/<online>/registry.db.
+        publish_to: Where the build's Feast tables are copied for the registry's sources
+            ('' = the build artifact); the storage step derives <root>/builds/<run id>.
     """
     from genctr import workflow
     from genctr.logging_setup import setup_logging
 
     setup_logging()
-    result = workflow.materialize(build.path, feast_repo.path, online=online_store, redis_url=redis_url)
+    result = workflow.materialize(build.path, feast_repo.path, online=online_store, redis_url=redis_url,
+                                  registry=feast_registry, sources=publish_to)
     feast_repo.metadata.update(result.summary)

@@ -25,7 +25,8 @@ def deploy_model(
         summary: What was rolled out, as Markdown for the run page.
         version: Registered version (the register step's output).
         canary_percent: Traffic share of a new canary (1..99).
-        registry_root: Model registry root ('' = $GENCTR_HOME/registry).
+        registry_root: Model registry root ('' = <storage root>/registry, the root from
+            $GENCTR_STORAGE_ROOT or $GENCTR_HOME).
         model_name: Registered model name.
         target: local (ModelServer on this machine) | kserve (InferenceService, Knative mode).
         deployment: Deployment / InferenceService name.
@@ -37,11 +38,11 @@ def deploy_model(
     from genctr import workflow
     from genctr.deploy.factory import DeployTarget
     from genctr.logging_setup import setup_logging
-    from genctr.paths import home
+    from genctr.storage import storage_layout
 
     setup_logging()
     result = workflow.deploy_model(
-        registry_root or str(home() / "registry"), model_name, int(version), canary_percent,
+        registry_root or storage_layout().registry, model_name, int(version), canary_percent,
         DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, feast_repo=feast.path))
     with open(summary.path, "w") as f:
         f.write(f"# Deployment `{deployment}` ({target})\n\n```json\n{json.dumps(result.summary, indent=2)}\n```\n")

@@ -19,7 +19,8 @@ def register_model(
     Args:
         candidate: Model directory that passed the gate.
         decision: The gate's decision.json, stored in the version's metadata.
-        registry_root: Model registry root (local path or fsspec URI; '' = $GENCTR_HOME/registry).
+        registry_root: Model registry root (local path or fsspec URI; '' = <storage root>/registry,
+            the root from $GENCTR_STORAGE_ROOT or $GENCTR_HOME).
         model_name: Registered model name.
         set_champion: Move the champion pointer now (no canary) instead of after a canary.
         pipeline_run: The KFP run that produced the model (provenance).
@@ -28,12 +29,12 @@ def register_model(
 
     from genctr import workflow
     from genctr.logging_setup import setup_logging
-    from genctr.paths import home
+    from genctr.storage import storage_layout
 
     setup_logging()
     with open(decision.path) as f:
         metadata = {"gate": json.load(f), "pipeline_run": pipeline_run, "candidate": dict(candidate.metadata)}
-    result = workflow.register(candidate.path, registry_root or str(home() / "registry"), model_name,
+    result = workflow.register(candidate.path, registry_root or storage_layout().registry, model_name,
                                metadata=metadata, set_champion=set_champion)
     return str(result.summary["version"])
 

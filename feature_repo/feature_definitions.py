@@ -5,6 +5,15 @@ relative to the build directory; ``genctr.features.feast_sync`` resolves them ag
 build it materialises. Sequences hold raw ids (the model maps them through the build's
 vocabularies), the last ``max_seq_len`` behaviours, oldest first, never null (empty list
 for a user without behaviours).
+
+TTL: both views have ``ttl=timedelta(0)``, which Feast reads as "no TTL": a point-in-time join
+takes the latest row at or before the event however old it is, and a behaviour sequence stays
+valid until the user acts again. ``feast materialize-incremental`` starts each view at the end
+of its last recorded materialisation; only a view that was never materialised falls back to
+``now - ttl``, and for ttl=0 to ``now - 52 weeks`` (older rows would then never load). genctr
+never leaves a view in that state: ``genctr features materialize`` (and the pipeline's step)
+runs ``FeatureStore.materialize`` from 1970 to now, so Feast records the interval and every
+incremental run after it loads exactly the rows stamped since.
 """
 from datetime import timedelta
 
@@ -51,7 +60,7 @@ item_features_source = FileSource(
 user_behavior_seq_fv = FeatureView(
     name="user_behavior_seq",
     entities=[user],
-    ttl=timedelta(0),  # 0 = never expires: a sequence stays valid until the user acts again
+    ttl=timedelta(0),  # no TTL (see the module docstring): a sequence stays valid until the user acts again
     schema=[
         Field(name="user_id", dtype=Int64, description="Raw user id (join key)."),
         Field(name="item_seq", dtype=Array(Int64),
@@ -68,7 +77,7 @@ user_behavior_seq_fv = FeatureView(
 item_features_fv = FeatureView(
     name="item_features",
     entities=[item],
-    ttl=timedelta(0),
+    ttl=timedelta(0),  # no TTL: an item keeps its attributes until they change
     schema=[
         Field(name="item_id", dtype=Int64, description="Raw item id (join key)."),
         Field(name="category_id", dtype=Int64, description="Raw category id (the item's latest)."),

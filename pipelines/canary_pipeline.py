@@ -12,6 +12,8 @@ The decision policy is one ``policy`` parameter (a dict of genctr CanaryPolicy f
 defaults CanaryPolicy's), validated by CanaryPolicy in the collect and analyse steps. With no
 canary in progress the analysis decides ``continue`` and the act step is skipped. The act step
 refuses to touch a canary other than the one analysed; ``dry_run`` keeps it to a log line.
+The A/B logs and the registry derive from one ``storage_root`` (``genctr.storage``), resolved by
+the first step; the run form's defaults come from a compile profile (``genctr.orchestration.profiles``).
 """
 
 import dataclasses
@@ -20,16 +22,19 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from components import act_on_canary, analyze_canary, collect_logs
+from components import act_on_canary, analyze_canary, collect_logs, resolve_storage
 from genctr.monitoring.decision import CanaryPolicy
+from genctr.orchestration.profiles import Profile, get_profile
 from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_main, compile_placed
 
 PIPELINE_NAME = "genctr-canary"
 
 
-def build_pipeline(platform: PlatformConfig | None = None) -> Any:
-    """The canary pipeline (a KFP GraphComponent) placed according to ``platform``."""
+def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profile = "local") -> Any:
+    """The canary pipeline (a KFP GraphComponent) placed according to ``platform``, its run form's
+    defaults from ``profile`` (``local`` | ``cluster``)."""
     platform = platform or PlatformConfig()
+    prof = get_profile(profile)
     default_policy = dataclasses.asdict(CanaryPolicy())  # the run form's default: the library's, declared once
 
     def on_cpu(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
@@ -43,9 +48,8 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
                                          secret_key_to_env={k: k for k in STORAGE_SECRET_KEYS}, optional=True)
         return task
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="GenCTR canary loop: collect A/B logs, analyse (delta-method "
-                  "uplift, SRM, guardrails, drift), then promote or roll back the canary.")
     def canary_pipeline(
+        storage_root: str = "",
         log_dir: str = "",
         since_ts: int = 0,
         deploy_target: str = "local",
@@ -62,8 +66,11 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
         """Judge the running canary on its A/B logs and promote it, roll it back, or keep it running.
 
         Args:
+            storage_root: Root of everything runs share (s3://bucket/prefix, gs://..., or a local path):
+                <root>/ab-logs/<deployment>, <root>/registry. '' = $GENCTR_STORAGE_ROOT of the step's
+                pod, else (local profile only) $GENCTR_HOME.
             log_dir: A/B log directory with requests/, impressions/, clicks/ (local path or
-                s3://, gs:// URI; '' = $GENCTR_HOME/ab-logs/<deployment>).
+                s3://, gs:// URI), overriding <storage_root>/ab-logs/<deployment> ('' = derived).
             since_ts: Epoch seconds the canary started; earlier traffic is ignored (0 = all).
             deploy_target: Where the deployment runs: local (ModelServer on this machine) |
                 kserve (InferenceService, Knative mode).
@@ -72,8 +79,8 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
                 ('' = $GENCTR_HOME/deploy).
             kserve_namespace: Namespace of the InferenceService (deploy_target kserve).
             kserve_env: Manifest defaults for kserve: dev | prod.
-            registry_root: Model registry (local path or s3://, gs:// URI; '' = $GENCTR_HOME/registry);
-                a promotion moves its champion pointer to the canary's version.
+            registry_root: Model registry, overriding <storage_root>/registry ('' = derived); a
+                promotion moves its champion pointer to the canary's version.
             model_name: Registered model name.
             policy: The decision policy (genctr CanaryPolicy; fields left out take its defaults):
                 alpha (two-sided level of the uplift CIs), min_users_per_arm and
@@ -82,30 +89,41 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
                 rpm_must_not_be_worse (roll back, never promote, when RPM is significantly worse),
                 srm_alpha (sample-ratio-mismatch p-value below which the split is broken: roll
                 back), max_error_rate and max_p99_latency_ms (canary guardrails), duplicates
-                (refuse | dedupe: a duplicated log row fails the run, or is dropped and counted).
+                (refuse | dedupe: a duplicated log row fails the run, or is dropped and counted),
+                method (sequential: always-valid intervals, any number of looks | fixed_horizon: one
+                planned look), sequential_tuning_n (units at which the sequential interval is
+                narrowest), cuped (adjust by the pre-period), analysis_unit (auto | user | request).
             drift: Add an Evidently drift report (canary vs champion impressions) to the analysis.
             dry_run: Decide and report, but neither promote nor roll back.
         """
-        collect = live(on_cpu(collect_logs(log_dir=log_dir, since_ts=since_ts, deployment=deployment,
-                                           policy=policy), "Collect A/B logs"))
+        storage = live(on_cpu(resolve_storage(
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, storage_root=storage_root, required=prof.storage_required,
+            deployment=deployment, registry_root=registry_root, log_dir=log_dir), "Resolve storage"))
+        collect = live(on_cpu(collect_logs(log_dir=storage.outputs["ab_logs"], since_ts=since_ts,
+                                           deployment=deployment, policy=policy), "Collect A/B logs"))
         analysis = live(on_cpu(analyze_canary(
             logs=collect.outputs["logs"], target=deploy_target, deployment=deployment, namespace=kserve_namespace,
             kserve_env=kserve_env, state_dir=deploy_state_dir, policy=policy, drift=drift), "Analyse canary"))
         with dsl.If(analysis.outputs["Output"] != "continue", name="canary-decided"):
             live(on_cpu(act_on_canary(
-                analysis=analysis.outputs["analysis"], registry_root=registry_root, model_name=model_name,
+                analysis=analysis.outputs["analysis"], registry_root=storage.outputs["registry"], model_name=model_name,
                 target=deploy_target, deployment=deployment, namespace=kserve_namespace, kserve_env=kserve_env,
                 state_dir=deploy_state_dir, dry_run=dry_run), "Promote or roll back"))
 
-    return canary_pipeline
+    return dsl.pipeline(name=PIPELINE_NAME, description="GenCTR canary loop: collect A/B logs, analyse "
+                        "(delta-method uplift, SRM, guardrails, drift), then promote or roll back the canary.")(
+        prof.apply(canary_pipeline, "canary"))
 
 
 canary_pipeline = build_pipeline()  # default placement; kfp.local runs this one
 
 
-def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None) -> Path:
-    """Compile the pipeline (placed by ``platform``, default: from the environment) to YAML."""
-    return compile_placed(build_pipeline, out, platform)
+def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None,
+                     profile: str | Profile = "local") -> Path:
+    """Compile the pipeline (placed by ``platform``, default: from the environment; run-form defaults
+    from ``profile``) to YAML."""
+    prof = get_profile(profile)
+    return compile_placed(lambda p: build_pipeline(p, prof), out, platform)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,12 @@ Caching: on for the deterministic data and training steps; off for the gate and 
 which read the registry's current champion. A run on new data behind an unchanged URI
 must be submitted with caching off (``genctr pipeline schedule`` does that by default).
 
+Shared state lives under one storage root (``storage_root``, ``genctr.storage``): the first step
+resolves it and derives the registry, the Feast registry and the run's build location, so every
+later pod uses the same ones. The run form's defaults come from a compile profile
+(``genctr.orchestration.profiles``: ``local`` for a laptop, ``cluster`` for Kubeflow, where the
+storage root is required).
+
 ``pretrain_method="none"`` is handled inside the pretrain component (it writes a marker and
 fine-tuning starts from scratch), which keeps one linear DAG that kfp.local runs as well.
 The gate returns its decision as its single ``Output`` parameter: kfp.local resolves a
@@ -31,17 +37,21 @@ from components import (
     materialize_features,
     pretrain,
     register_model,
+    resolve_storage,
     validate_events,
     validate_samples,
 )
+from genctr.orchestration.profiles import Profile, get_profile
 from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_main, compile_placed
 
 PIPELINE_NAME = "genctr-training"
 
 
-def build_pipeline(platform: PlatformConfig | None = None) -> Any:
-    """The training pipeline (a KFP GraphComponent) placed according to ``platform``."""
+def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profile = "local") -> Any:
+    """The training pipeline (a KFP GraphComponent) placed according to ``platform``, its run form's
+    defaults from ``profile`` (``local`` | ``cluster``)."""
     platform = platform or PlatformConfig()
+    prof = get_profile(profile)
 
     def on_cpu(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
         return task.set_display_name(name).set_container_image(platform.image)
@@ -67,8 +77,6 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
     def reads_registry(task: dsl.PipelineTask) -> dsl.PipelineTask:
         return with_storage(task.set_caching_options(enable_caching=False))  # the champion changes between runs
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="GenCTR/DGenCTR training: data checks, features, "
-                  "pretraining, fine-tuning, champion gate, registration.")
     def training_pipeline(
         data_source: str = "movielens",
         data_path: str = "",
@@ -94,6 +102,7 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
         auc_margin: float = 0.001,
         alpha: float = 0.05,
         floor_auc: float = 0.55,
+        storage_root: str = "",
         registry_root: str = "",
         model_name: str = "genctr-ctr",
         canary_percent: int = 10,
@@ -131,7 +140,10 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
             auc_margin: Gate: the candidate's AUC must beat the champion's by more than this.
             alpha: Gate: significance level of DeLong's one-sided test.
             floor_auc: Gate: minimum AUC of a first model (no champion yet).
-            registry_root: Model registry (local path or s3://, gs:// URI; '' = $GENCTR_HOME/registry).
+            storage_root: Root of everything runs share (s3://bucket/prefix, gs://..., or a local path):
+                <root>/registry, <root>/feast/<online_store>/registry.db, <root>/builds/<run id>.
+                '' = $GENCTR_STORAGE_ROOT of the step's pod, else (local profile only) $GENCTR_HOME.
+            registry_root: Model registry, overriding <storage_root>/registry ('' = derived).
             model_name: Registered model name.
             canary_percent: Traffic share a new canary starts with (1..99); the canary loop decides.
             promote_without_canary: Make a passing model the registry's champion at once, skipping
@@ -142,9 +154,14 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
             kserve_namespace: Namespace of the InferenceService (deploy_target kserve).
             kserve_env: Manifest defaults for kserve: dev | prod.
         """
+        storage = with_storage(on_cpu(resolve_storage(
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, storage_root=storage_root, required=prof.storage_required,
+            online_store=online_store, deployment=deployment, registry_root=registry_root), "Resolve storage"))
+        storage.set_caching_options(enable_caching=False)  # reads the environment; names this run's locations
+        where = storage.outputs
         ingest = with_storage(on_cpu(ingest_events(source=data_source, path=data_path, category=movielens_category,
                                       synthetic_events=synthetic_events, synthetic_users=synthetic_users,
-                                      synthetic_items=synthetic_items, seed=seed), "Ingest events"))
+                                      synthetic_items=synthetic_items, seed=seed), "Ingest events")).after(storage)
         events = ingest.outputs["events"]
         checked_events = on_cpu(validate_events(events=events), "Validate events (GX)")
         features = on_cpu(build_features(events=events, max_seq_len=max_seq_len, spark_master=spark_master),
@@ -152,8 +169,10 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
         features.set_cpu_request(platform.spark_cpu).set_memory_request(platform.spark_memory)
         build = features.outputs["build"]
         checked_samples = on_cpu(validate_samples(build=build), "Validate samples (GX)")
-        feast = on_cpu(materialize_features(build=build, online_store=online_store, redis_url=redis_url),
-                       "Materialise to Feast").after(checked_samples)
+        feast = with_storage(on_cpu(materialize_features(
+            build=build, online_store=online_store, redis_url=redis_url, feast_registry=where["feast_registry"],
+            publish_to=where["build"]), "Materialise to Feast")).after(checked_samples)
+        feast.set_caching_options(enable_caching=False)  # writes shared state: the Feast registry, the online store
         pretrained = on_gpu(pretrain(build=build, method=pretrain_method, negatives=negatives,
                                      max_seq_len=max_seq_len, epochs=pretrain_epochs, lr=pretrain_lr,
                                      batch_size=batch_size, seed=seed, device=device),
@@ -163,29 +182,34 @@ def build_pipeline(platform: PlatformConfig | None = None) -> Any:
                                 max_seq_len=max_seq_len, epochs=finetune_epochs, lr=finetune_lr,
                                 batch_size=batch_size, seed=seed, device=device), "Fine-tune")
         gate = reads_registry(on_cpu(evaluate_and_gate(
-            build=build, candidate=tuned.outputs["model"], registry_root=registry_root, model_name=model_name,
+            build=build, candidate=tuned.outputs["model"], registry_root=where["registry"], model_name=model_name,
             min_auc_gain=auc_margin, alpha=alpha, floor_auc=floor_auc), "Evaluate and gate"))
         with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
             registered = reads_registry(on_cpu(register_model(
-                candidate=tuned.outputs["model"], decision=gate.outputs["decision"], registry_root=registry_root,
+                candidate=tuned.outputs["model"], decision=gate.outputs["decision"], registry_root=where["registry"],
                 model_name=model_name, set_champion=promote_without_canary,
                 pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "Register model")).after(feast)
             with dsl.If(deploy_target != "none", name="deploy-enabled"):
                 reads_registry(on_cpu(deploy_model(
                     feast=feast.outputs["feast_repo"], version=registered.outputs["Output"],
-                    canary_percent=canary_percent, registry_root=registry_root, model_name=model_name,
+                    canary_percent=canary_percent, registry_root=where["registry"], model_name=model_name,
                     target=deploy_target, deployment=deployment, namespace=kserve_namespace,
                     kserve_env=kserve_env), "Deploy (champion or canary)"))  # never cached: an action
 
-    return training_pipeline
+    return dsl.pipeline(name=PIPELINE_NAME, description="GenCTR/DGenCTR training: data checks, features, "
+                        "pretraining, fine-tuning, champion gate, registration.")(
+        prof.apply(training_pipeline, "training"))
 
 
 training_pipeline = build_pipeline()  # default placement; kfp.local runs this one
 
 
-def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None) -> Path:
-    """Compile the pipeline (placed by ``platform``, default: from the environment) to YAML."""
-    return compile_placed(build_pipeline, out, platform)
+def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None,
+                     profile: str | Profile = "local") -> Path:
+    """Compile the pipeline (placed by ``platform``, default: from the environment; run-form defaults
+    from ``profile``) to YAML."""
+    prof = get_profile(profile)
+    return compile_placed(lambda p: build_pipeline(p, prof), out, platform)
 
 
 def main(argv: list[str] | None = None) -> int:

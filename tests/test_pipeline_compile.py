@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "training_pipeline.yaml"
 TRAIN_TASKS = ("pretrain", "finetune")
 REGISTRY_TASKS = ("evaluate-and-gate", "register-model", "deploy-model")
+# never cached: they read the environment or write state shared across runs (Feast registry, online store)
+LIVE_TASKS = (*REGISTRY_TASKS, "resolve-storage", "materialize-features")
 
 pytest.importorskip("kfp")
 
@@ -97,7 +99,7 @@ def test_node_selector_and_tolerations_only_when_configured(tmp_path: Path) -> N
         assert conf[task]["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in conf[task]["tolerations"]
         assert {"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"} in conf[task]["tolerations"]
-    for task in REGISTRY_TASKS + ("ingest-events",):
+    for task in REGISTRY_TASKS + ("ingest-events", "resolve-storage", "materialize-features"):
         assert conf[task]["secretAsEnv"][0]["secretName"] == "genctr-storage"
         assert "nodeSelector" not in conf[task]
 
@@ -128,7 +130,34 @@ def test_register_and_deploy_run_only_inside_the_gate_condition(tmp_path: Path) 
     assert "register-model" in str(version_in)
 
 
-def test_caching_off_exactly_where_the_registry_is_read(tmp_path: Path) -> None:
+def test_shared_locations_come_from_the_storage_step(tmp_path: Path) -> None:
+    """The registry, the Feast registry and the build location every later step uses are the ones the
+    first step resolved: no step falls back to a default of its own pod."""
+    spec = compiled(tmp_path)
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+
+    def source(task: str, param: str) -> tuple[str, str]:
+        value = tasks[task]["inputs"]["parameters"][param]
+        if "taskOutputParameter" in value:
+            ref = value["taskOutputParameter"]
+            return ref["producerTask"], ref["outputParameterKey"]
+        # inside a condition the value arrives as a component input named after its producer
+        return "resolve-storage", value["componentInputParameter"].removeprefix("pipelinechannel--resolve-storage-")
+
+    for task in REGISTRY_TASKS:
+        assert source(task, "registry_root") == ("resolve-storage", "registry"), task
+    assert source("materialize-features", "feast_registry") == ("resolve-storage", "feast_registry")
+    assert source("materialize-features", "publish_to") == ("resolve-storage", "build")
+    storage = tasks["resolve-storage"]["inputs"]["parameters"]
+    assert storage["storage_root"] == {"componentInputParameter": "storage_root"}
+    assert storage["registry_root"] == {"componentInputParameter": "registry_root"}  # the explicit override
+    assert storage["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert "resolve-storage" in tasks["ingest-events"]["dependentTasks"]  # nothing runs before it
+
+
+def test_caching_off_exactly_where_shared_state_is_read_or_written(tmp_path: Path) -> None:
     spec = compiled(tmp_path)
     tasks = dict(spec["root"]["dag"]["tasks"])
     for comp in spec["components"].values():
@@ -137,7 +166,7 @@ def test_caching_off_exactly_where_the_registry_is_read(tmp_path: Path) -> None:
         if "componentRef" in task and task["componentRef"]["name"].startswith("comp-condition"):
             continue
         cached = task.get("cachingOptions", {}).get("enableCache", False)
-        assert cached == (name not in REGISTRY_TASKS), name
+        assert cached == (name not in LIVE_TASKS), name
 
 
 def assert_parameters_exposed(spec: dict[str, Any], pipeline: Any) -> dict[str, Any]:
@@ -158,7 +187,7 @@ def test_every_parameter_exposed_with_its_default(tmp_path: Path) -> None:
     declared = assert_parameters_exposed(compiled(tmp_path), training_pipeline)
     for must in ("data_source", "data_path", "max_seq_len", "pretrain_method", "backbone", "transfer", "negatives",
                  "pretrain_epochs", "finetune_epochs", "pretrain_lr", "finetune_lr", "batch_size", "seed",
-                 "auc_margin", "alpha", "floor_auc", "registry_root", "model_name", "canary_percent",
+                 "auc_margin", "alpha", "floor_auc", "storage_root", "registry_root", "model_name", "canary_percent",
                  "promote_without_canary", "deploy_target", "deployment", "kserve_namespace"):
         assert must in declared
 
@@ -245,6 +274,12 @@ def test_recurring_run_definition_is_valid() -> None:
     assert spec["cron"].split()[0] == "0" and len(spec["cron"].split()) == 6
     assert spec["enable_caching"] is False and spec["max_concurrency"] == 1
     assert spec["params"]["promote_without_canary"] is False
+    # one storage root for everything a cluster run shares; the cluster profile's defaults, not the laptop's
+    from genctr.orchestration.profiles import get_profile
+
+    assert spec["params"]["storage_root"].startswith("s3://") and "registry_root" not in spec["params"]
+    cluster = get_profile("cluster").defaults_for("training")
+    assert {k: spec["params"][k] for k in cluster} == dict(cluster)
 
 
 class RecordingClient:

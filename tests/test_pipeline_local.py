@@ -70,7 +70,8 @@ def first_run(home: Path) -> tuple[LocalRun, Path]:
 
 
 @needs(*FULL)
-def test_end_to_end_registers_a_model_with_metrics_and_a_decision(first_run: tuple[LocalRun, Path]) -> None:
+def test_end_to_end_registers_a_model_with_metrics_and_a_decision(first_run: tuple[LocalRun, Path],
+                                                                   home: Path) -> None:
     run, registry = first_run
     decision = run.decision
     assert decision is not None and decision["passed"] is True and decision["champion"] is None
@@ -89,6 +90,13 @@ def test_end_to_end_registers_a_model_with_metrics_and_a_decision(first_run: tup
     assert (run.artifact_path("finetune", "model") / "model.safetensors").is_file()
     assert (run.artifact_path("pretrain", "pretrained") / "model.safetensors").is_file()
     assert run.artifact_path("materialize-features", "feast_repo").is_dir()
+    # the laptop's storage root is $GENCTR_HOME: the Feast registry and the run's build derive from it
+    storage = run.outputs["resolve-storage"]["parameterValues"]
+    assert storage["root"] == str(home) and storage["registry"] == str(registry)
+    assert storage["feast_registry"] == str(home / "feast" / "sqlite" / "registry.db")
+    assert (home / "feast" / "sqlite" / "registry.db").is_file()
+    assert storage["build"].startswith(str(home / "builds") + "/")
+    assert any((Path(storage["build"]) / "feast" / "user_behavior_seq").glob("*.parquet"))
 
 
 @needs(*FULL)

@@ -4,23 +4,37 @@ online store; read behaviour sequences back for serving.
 ``materialize`` never touches the checked-in repository: it renders a ``feature_store.yaml``
 with absolute paths (registry, SQLite file) or the given Redis address into a working
 directory of its own, loads ``feature_definitions.py`` as a fresh module, points its file
-sources at the build's Feast tables, ``apply``s and writes every feature view online. Two
-runs with different working directories cannot collide.
+sources at the build's Feast tables, ``apply``s and runs ``FeatureStore.materialize(start,
+end)``: Feast then records the interval on each feature view, and a later ``feast
+materialize-incremental`` (or ``FeatureStore.materialize_incremental``) starts where this run
+ended and loads only rows stamped after it. Two runs with different working directories cannot
+collide.
+
+On a cluster the registry is a file on the object store (``registry=s3://.../registry.db``,
+one per online store: ``genctr.storage.StorageLayout.feast_registry``) and the build's Feast
+tables are published beside it (``sources=<root>/builds/<run id>``) so that the registry's
+sources outlive the pod that built them. Feast's S3 registry (boto3) and its file offline
+store (dask, s3fs) take the endpoint and credentials from ``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``, as s3fs does.
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import posixpath
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from genctr.atomic import write_text
+from genctr.atomic import publish, write_text
 from genctr.errors import ArtifactError, ConfigError
 from genctr.features.layout import BuildLayout
 
@@ -33,30 +47,35 @@ DEFAULT_REPO_DIR = Path(__file__).resolve().parents[3] / "feature_repo"
 USER_VIEW = "user_behavior_seq"
 SEQ_FEATURES = ("item_seq", "cate_seq", "seq_len")
 _TEMPLATES = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
-_PANDAS_DTYPES = {"Int64": "int64", "Int32": "int32", "Float32": "float32", "Float64": "float64"}
+# Start of every full materialisation: before any valid event (events start 1990-01-01), so the
+# recorded interval covers the whole build and incremental runs never fall back to Feast's
+# "now - 52 weeks" start (what it does for a view with ttl=0 and no recorded interval).
+MATERIALIZE_START = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def materialize(build_dir: str | Path, repo_dir: str | Path = DEFAULT_REPO_DIR,
                 online: str = "sqlite", redis_url: str = "localhost:6379",
-                work_dir: str | Path | None = None, method: str = "write",
+                work_dir: str | Path | None = None, *, registry: str = "", sources: str = "",
                 ) -> FeatureStore:
     """Apply the Feast definitions to the build at ``build_dir`` and fill the online store.
 
     ``work_dir`` (default ``<build_dir>/feast_store/<online>``: replaced with the build)
-    receives the rendered ``feature_store.yaml``, the registry and, for SQLite, the online
-    store; a serving process opens ``FeatureStore(fs_yaml_file=work_dir/"feature_store.yaml")``.
-    ``redis_url`` is Feast's ``host:port[,db=N][,password=...]``. ``method``:
-    ``"write"`` pushes each Feast table with ``write_to_online_store`` (the tables already
-    hold one latest row per entity, so this is Feast's materialisation without re-reading
-    and de-duplicating through the offline store, and faster); ``"materialize"`` runs
-    ``FeatureStore.materialize`` from the epoch to now. Returns the ready ``FeatureStore``.
+    receives the rendered ``feature_store.yaml`` and, for SQLite, the online store; a serving
+    process opens ``FeatureStore(fs_yaml_file=work_dir/"feature_store.yaml")``.
+    ``redis_url`` is Feast's ``host:port[,db=N][,password=...]``. ``registry``: Feast's file
+    registry, a local path or ``s3://``/``gs://`` URI ('' = ``work_dir/registry.db``).
+    ``sources``: a directory or URI the build's Feast tables are copied under (as
+    ``feast/<view>/``) before the registry points at them ('' = the build itself).
+
+    Materialises with ``FeatureStore.materialize(MATERIALIZE_START, end)``, ``end`` = now or, if
+    later, just after the newest row (event times may run up to an hour ahead of this clock), so
+    every row of the build is loaded and Feast records where the next incremental run starts.
+    Returns the ready ``FeatureStore``.
     """
     from feast import FeatureStore
 
     if online not in _TEMPLATES:
         raise ConfigError(f"online store must be one of {sorted(_TEMPLATES)}, got {online!r}")
-    if method not in ("write", "materialize"):
-        raise ConfigError(f"method must be 'write' or 'materialize', got {method!r}")
     lay = BuildLayout(Path(build_dir).expanduser().absolute())
     for table in (lay.feast_user, lay.feast_item):
         if not table.exists():
@@ -64,32 +83,36 @@ def materialize(build_dir: str | Path, repo_dir: str | Path = DEFAULT_REPO_DIR,
     repo = Path(repo_dir).expanduser().absolute()
     work = Path(work_dir).expanduser().absolute() if work_dir else lay.root / "feast_store" / online
     work.mkdir(parents=True, exist_ok=True)
-    yaml_path = render_config(repo / _TEMPLATES[online], work, online, redis_url)
-    objects = load_definitions(repo / "feature_definitions.py", lay.root)
+    yaml_path = render_config(repo / _TEMPLATES[online], work, online, redis_url, registry=registry)
+    source_root = publish_sources(lay, sources) if sources else str(lay.root)
+    objects = load_definitions(repo / "feature_definitions.py", source_root)
 
     store = FeatureStore(repo_path=str(work), fs_yaml_file=yaml_path)
     t0 = time.perf_counter()
     store.apply(objects)
     t1 = time.perf_counter()
-    if method == "write":
-        _write_online(store)
-    else:
-        store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=datetime.now(UTC))
+    end = max(datetime.now(UTC), newest_row(lay) + timedelta(microseconds=1))
+    store.materialize(start_date=MATERIALIZE_START, end_date=end)
     t2 = time.perf_counter()
-    log.info("feast: applied %d objects in %.2f s, filled %s online store (%s) in %.2f s; config %s",
-             len(objects), t1 - t0, online, method, t2 - t1, yaml_path)
+    log.info("feast: applied %d objects in %.2f s, materialised the %s online store up to %s in %.2f s; "
+             "registry %s, config %s", len(objects), t1 - t0, online, end.isoformat(), t2 - t1,
+             store.config.registry.path, yaml_path)
     return store
 
 
-def render_config(template: Path, work: Path, online: str, redis_url: str) -> Path:
-    """Write ``work/feature_store.yaml`` from ``template`` with absolute, run-local paths."""
+def render_config(template: Path, work: Path, online: str, redis_url: str, *, registry: str = "") -> Path:
+    """Write ``work/feature_store.yaml`` from ``template`` with absolute, run-local paths (the
+    registry at ``registry`` when given, else in ``work``)."""
     if not template.exists():
         raise ConfigError(f"Feast config template {template} does not exist (pass repo_dir=...)")
     cfg: dict[str, Any] = yaml.safe_load(template.read_text()) or {}
-    registry = cfg.get("registry")
-    registry_path = str(work / "registry.db")
-    if isinstance(registry, dict):
-        cfg["registry"] = {**registry, "path": registry_path}
+    reg = cfg.get("registry")
+    registry_path = registry if "://" in registry else str(Path(registry).absolute()) if registry \
+        else str(work / "registry.db")
+    if "://" not in registry_path:
+        Path(registry_path).parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(reg, dict):
+        cfg["registry"] = {**reg, "path": registry_path}
     else:
         cfg["registry"] = registry_path
     store_cfg = dict(cfg.get("online_store") or {})
@@ -102,9 +125,56 @@ def render_config(template: Path, work: Path, online: str, redis_url: str) -> Pa
     return write_text(out, yaml.safe_dump(cfg, sort_keys=False))
 
 
-def load_definitions(path: Path, build_root: Path) -> list[Any]:
+def publish_sources(lay: BuildLayout, dest: str) -> str:
+    """Copy the build's Feast tables (their Parquet parts) to ``dest/feast/<view>/``; return ``dest``.
+
+    Locally the copy is renamed into place whole (genctr.atomic). On an object store the parts
+    are uploaded after anything an earlier attempt left there is removed; the registry names the
+    location only after the upload, so no reader is pointed at a partial table.
+    """
+    import fsspec
+
+    tables = [lay.feast_user, lay.feast_item]
+    parts = {t.name: sorted(p for p in t.glob("*.parquet") if not p.name.startswith((".", "_"))) for t in tables}
+    if "://" not in dest:
+        root = Path(dest).expanduser().absolute()
+        for name, files in parts.items():
+            target = root / "feast" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+            for f in files:
+                shutil.copyfile(f, tmp / f.name)
+            publish(tmp, target)
+        return str(root)
+    fs, base = fsspec.core.url_to_fs(dest)
+    for name, files in parts.items():
+        prefix = posixpath.join(base, "feast", name)
+        if fs.exists(prefix):
+            fs.rm(prefix, recursive=True)
+        for f in files:
+            fs.put_file(str(f), posixpath.join(prefix, f.name))
+    log.info("feast: published the build's Feast tables to %s", dest)
+    return dest.rstrip("/")
+
+
+def newest_row(lay: BuildLayout) -> datetime:
+    """The latest ``event_timestamp`` of the build's Feast tables (UTC)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    newest = MATERIALIZE_START
+    for table in (lay.feast_user, lay.feast_item):
+        column = ds.dataset(str(table), format="parquet").to_table(columns=["event_timestamp"])["event_timestamp"]
+        value = pc.max(column).as_py() if len(column) else None
+        if value is not None:
+            newest = max(newest, value if value.tzinfo else value.replace(tzinfo=UTC))
+    return newest
+
+
+def load_definitions(path: Path, source_root: str | Path) -> list[Any]:
     """Import ``feature_definitions.py`` as a fresh module; relative file-source paths are
-    resolved against ``build_root`` (absolute paths in the registry: any reader finds them)."""
+    resolved against ``source_root`` (a build directory or a URI: absolute locations in the
+    registry, so any reader finds them)."""
     from feast import Entity, FeatureService, FeatureView
     from feast.infra.offline_stores.file_source import FileSource
 
@@ -118,33 +188,11 @@ def load_definitions(path: Path, build_root: Path) -> list[Any]:
     sources = [o for o in objects if isinstance(o, FileSource)]
     sources += [o.batch_source for o in objects
                 if isinstance(o, FeatureView) and isinstance(o.batch_source, FileSource)]
+    root = str(source_root)
     for src in sources:
-        if "://" not in src.path and not Path(src.path).is_absolute():
-            src.file_options.uri = str(build_root / src.path)
+        if "://" not in src.path and not os.path.isabs(src.path):
+            src.file_options.uri = f"{root.rstrip('/')}/{src.path}" if "://" in root else str(Path(root) / src.path)
     return objects
-
-
-def _write_online(store: FeatureStore) -> None:
-    """Push every online feature view's Parquet source into the online store, typed as declared."""
-    import pandas as pd
-    from feast.infra.offline_stores.file_source import FileSource
-
-    for fv in store.list_feature_views():
-        src = fv.batch_source
-        if not fv.online or not isinstance(src, FileSource):
-            continue
-        columns = [*fv.join_keys, src.timestamp_field, *(f.name for f in fv.features)]
-        df = pd.read_parquet(src.path, columns=columns)
-        # the online store keeps the last write per key: make that the latest row, as
-        # materialize() would (the build already writes one row per entity)
-        df = df.sort_values(src.timestamp_field, kind="stable").drop_duplicates(list(fv.join_keys), keep="last")
-        for f in fv.features:  # e.g. Spark's int32 seq_len -> the declared Int64
-            dtype = _PANDAS_DTYPES.get(str(f.dtype))
-            if dtype:
-                df[f.name] = df[f.name].astype(dtype)
-        if len(df):
-            store.write_to_online_store(fv.name, df)
-        log.info("feast: wrote %d rows of %s online", len(df), fv.name)
 
 
 def get_online_sequences(store: FeatureStore, user_ids: Iterable[int]) -> dict[int, dict[str, Any]]:

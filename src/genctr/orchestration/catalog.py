@@ -96,8 +96,10 @@ def _coerce(name: str, kfp_type: str, value: Any) -> Any:
     return value
 
 
-def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None, pipeline: str = "training") -> Path:
-    """Compile a pipeline to YAML at ``out`` (placement from the environment by default)."""
-    path = load_pipeline_module(pipeline).compile_pipeline(out, platform)
-    log.info("compiled the %s pipeline to %s", pipeline, path)
+def compile_pipeline(out: str | Path, platform: PlatformConfig | None = None, pipeline: str = "training",
+                     profile: str = "local") -> Path:
+    """Compile a pipeline to YAML at ``out`` (placement from the environment by default; run-form
+    defaults from ``profile``: genctr.orchestration.profiles)."""
+    path = load_pipeline_module(pipeline).compile_pipeline(out, platform, profile)
+    log.info("compiled the %s pipeline (%s profile) to %s", pipeline, profile, path)
     return path
