@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean images constraints
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,23 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src components pipelines tests benchmarks
 	$(BIN)/mypy
+
+# Container images (container-images/): the CPU component image and the CUDA training image.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= ghcr.io/genctr/genctr:$(VERSION)
+DOCKER ?= docker
+
+images:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: no '$(DOCKER)' command on this machine;" \
+	  "install Docker (or pass DOCKER=podman) where a container engine runs" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' cannot reach a container engine;" \
+	  "start the daemon or set DOCKER_HOST" >&2; exit 1; }
+	$(DOCKER) build -f container-images/Dockerfile -t $(IMAGE) .
+	$(DOCKER) build -f container-images/Dockerfile.cuda -t $(IMAGE)-cuda .
+
+# The images install with -c container-images/constraints.txt: the versions the tests ran with.
+constraints: $(STAMP)
+	$(BIN)/python container-images/freeze_constraints.py container-images/constraints.txt
 
 clean:
 	rm -rf $(VENV) .genctr

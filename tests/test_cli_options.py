@@ -216,3 +216,39 @@ def test_the_single_module_command_files_are_gone(old: str) -> None:
 def test_the_entry_point_resolves() -> None:
     entry: Any = importlib.import_module("genctr.cli")
     assert entry.app is app and isinstance(app, typer.Typer)
+
+
+# ----------------------------------------------------------------------------- the gate's exit code
+def test_evaluate_exits_3_when_the_gate_rejects_and_0_when_it_passes(spark: Any, tmp_path_factory: Any,
+                                                                     tmp_path: Path) -> None:
+    """A real gate run on the tiny shared build: an untrained model (AUC about 0.5) against a first-model
+    floor it cannot reach is rejected (exit 3, the decision still printed), and passes a floor it reaches."""
+    import json
+    from dataclasses import asdict
+
+    from build_fixtures import MAX_SEQ_LEN, shared_build
+
+    from genctr.artifacts.files import save_artifact
+    from genctr.artifacts.kinds import KIND_CTR
+    from genctr.champion import REJECTED_EXIT
+    from genctr.training.data import FeatureData
+    from genctr.training.run import init_ctr, with_vocab
+
+    build = shared_build(tmp_path_factory, spark)
+    data = FeatureData(str(build), MAX_SEQ_LEN)
+    cfg = ModelConfig(backbone="dnn", max_seq_len=MAX_SEQ_LEN)
+    save_artifact(tmp_path / "model", init_ctr(data, cfg, None, 0), {"kind": KIND_CTR,
+                  "model": asdict(with_vocab(cfg, data))}, build, {"history": []})
+    args = ["evaluate", "--build", str(build), "--candidate", str(tmp_path / "model"), "--registry",
+            str(tmp_path / "registry"), "--name", "ctr"]
+    rejected = CliRunner().invoke(app, [*args, "--gate", "floor_auc=0.99", "--out", str(tmp_path / "g1")])
+    assert rejected.exit_code == REJECTED_EXIT == 3, rejected.output
+    decision = json.loads(rejected.stdout[rejected.stdout.index("{"):])
+    assert decision["passed"] is False and decision["candidate"]["auc"] < 0.99 and decision["champion"] is None
+    assert (tmp_path / "g1" / "decision.json").is_file()
+    passed = CliRunner().invoke(app, [*args, "--gate", "floor_auc=0.01", "--out", str(tmp_path / "g2")])
+    assert passed.exit_code == 0, passed.output
+    assert json.loads(passed.stdout[passed.stdout.index("{"):])["passed"] is True
+    from genctr.cli.evaluate import evaluate_cmd
+
+    assert "3 the gate rejected it" in (evaluate_cmd.__doc__ or "")  # documented in `genctr evaluate --help`

@@ -18,12 +18,16 @@ from genctr.errors import ArtifactError, describe
 from genctr.evaluation.gate import GateConfig, champion_gate
 from genctr.evaluation.plots import plot_roc, plot_training_curves, roc_points
 from genctr.evaluation.report import write_gate_report
-from genctr.registry import ModelRegistry
+from genctr.registry import open_registry
 from genctr.training.data import FeatureData
 from genctr.training.remap import translate
 from genctr.training.run import score
 
 log = logging.getLogger(__name__)
+
+# What `genctr evaluate` exits with when the gate rejects the candidate: distinct from 0 (passed) and
+# from 2 (bad input, genctr.cli.errors), so a shell or CI step can tell "worse model" from "wrong flags".
+REJECTED_EXIT = 3
 
 
 def load_ctr_artifact(model_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
@@ -76,7 +80,7 @@ def evaluate_against_champion(build: str | Path, candidate: str | Path, registry
     cand, data = test_scores(build, candidate)
     test = data.splits["test"]
     labels, users = test.label.cpu().numpy(), test.user_raw
-    reg = ModelRegistry(registry_root)
+    reg = open_registry(registry_root)
     champ_v = reg.champion(name)
     champ = None
     if champ_v is not None:

@@ -39,6 +39,27 @@ TOLERATION = typer.Option(None, "--gpu-toleration",
 STORAGE_SECRET = typer.Option(None, help="Secret with object-store credentials for the registry steps "
                                          "(default $GENCTR_STORAGE_SECRET; see manifests/storage-secret.yaml).")
 
+# how to reach the Kubeflow Pipelines API (genctr.orchestration.connection.KFPConnection)
+HOST = typer.Option(..., help="Kubeflow Pipelines API URL, e.g. https://kubeflow.example.com/pipeline or "
+                              "http://localhost:8080 (a port-forward of ml-pipeline-ui).")
+NAMESPACE = typer.Option(None, help="Kubeflow profile namespace (multi-user installs).")
+TOKEN = typer.Option(None, help="Bearer token for the API (prefer --token-file: a flag is visible to `ps`).")
+TOKEN_FILE = typer.Option(None, help="File holding the bearer token, e.g. a projected ServiceAccount token.")
+COOKIES = typer.Option(None, help="Cookie header for an auth proxy, e.g. 'authservice_session=...'.")
+SA_TOKEN = typer.Option(None, "--sa-token-path",
+                        help="In a pod: the projected ServiceAccount token used when no --token/--token-file/"
+                             "--cookies is given (default $KF_PIPELINES_SA_TOKEN_PATH or "
+                             "/var/run/secrets/kubeflow/pipelines/token, when it exists).")
+
+
+def _connection(host: str, namespace: str | None, token: str | None, token_file: Path | None,
+                cookies: str | None, sa_token_path: Path | None) -> Any:
+    from genctr.orchestration.connection import KFPConnection
+
+    return KFPConnection(host=host, namespace=namespace, token=token,
+                         token_file=str(token_file) if token_file else None, cookies=cookies,
+                         sa_token_path=str(sa_token_path) if sa_token_path else None)
+
 
 @pipeline_app.command("params")
 def params_cmd(pipeline: str = PIPELINE) -> None:
@@ -62,13 +83,15 @@ def compile_cmd(
     gpu_node_selector: list[str] | None = NODE_SELECTOR,
     gpu_toleration: list[str] | None = TOLERATION,
     storage_secret: str | None = STORAGE_SECRET,
+    profile: str = typer.Option("local", help="Run-form defaults: local (laptop) | cluster (kserve, Redis, "
+                                             "storage_root required; genctr.orchestration.profiles)."),
 ) -> None:
     """Compile a pipeline to a YAML package for Kubeflow Pipelines."""
     from genctr.orchestration.catalog import compile_pipeline
 
     try:
         platform = _platform(image, train_image, gpu_node_selector, gpu_toleration, storage_secret)
-        typer.echo(str(compile_pipeline(out or Path(f"{pipeline}_pipeline.yaml"), platform, pipeline)))
+        typer.echo(str(compile_pipeline(out or Path(f"{pipeline}_pipeline.yaml"), platform, pipeline, profile)))
     except GenCTRError as exc:
         fail(exc)
 
@@ -82,8 +105,13 @@ def run_cmd(
     cache: bool = typer.Option(False, "--cache/--no-cache",
                                help="Reuse outputs of identical earlier local tasks (steps reading live state "
                                     "always run)."),
+    executor_log: Path | None = typer.Option(None, help="File for kfp.local's output, every step's logs "
+                                                        "(default PIPELINE_ROOT/logs/<pipeline>-<time>.log)."),
 ) -> None:
-    """Run a pipeline end to end on this machine (the same pipeline function a cluster runs)."""
+    """Run a pipeline end to end on this machine (the same pipeline function a cluster runs).
+
+    The steps' own output goes to the executor log file, whose path is printed; stdout carries the result.
+    """
     from genctr.orchestration.catalog import parse_params
     from genctr.orchestration.local import run_local
     from genctr.paths import home
@@ -92,10 +120,11 @@ def run_cmd(
         fail(GenCTRError("only --local runs start here; use `genctr pipeline submit --host URL` for a cluster"))
     try:
         run = run_local(parse_params(param, pipeline), pipeline_root or home() / "pipeline-runs", enable_caching=cache,
-                        pipeline=pipeline)
+                        pipeline=pipeline, log_file=executor_log)
     except GenCTRError as exc:
         fail(exc)
     typer.echo(f"run directory: {run.run_dir}")
+    typer.echo(f"executor log: {run.log_path}")
     if pipeline == "canary":
         _echo_canary(run)
         return
@@ -121,12 +150,16 @@ def _echo_canary(run: Any) -> None:
 
 @pipeline_app.command("submit")
 def submit_cmd(
-    host: str = typer.Option(..., help="Kubeflow Pipelines API URL, e.g. http://localhost:8080."),
+    host: str = HOST,
     pipeline: str = PIPELINE,
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     experiment: str = typer.Option("genctr", help="Experiment to file the run under."),
     run_name: str | None = typer.Option(None, help="Run name shown in the UI."),
-    namespace: str | None = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+    namespace: str | None = NAMESPACE,
+    token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
+    cookies: str | None = COOKIES,
+    sa_token_path: Path | None = SA_TOKEN,
     cache: bool | None = typer.Option(None, "--cache/--no-cache",
                                          help="Force caching on/off for every step (default: per step)."),
     service_account: str | None = typer.Option(None, help="Service account of the run's pods "
@@ -138,7 +171,8 @@ def submit_cmd(
     from genctr.orchestration.remote import submit
 
     try:
-        run_id = submit(host, parse_params(param, pipeline), experiment, run_name=run_name, namespace=namespace,
+        conn = _connection(host, namespace, token, token_file, cookies, sa_token_path)
+        run_id = submit(conn, parse_params(param, pipeline), experiment, run_name=run_name,
                         enable_caching=cache, service_account=service_account, package=package, pipeline=pipeline)
     except GenCTRError as exc:
         fail(exc)
@@ -147,18 +181,23 @@ def submit_cmd(
 
 @pipeline_app.command("schedule")
 def schedule_cmd(
-    host: str = typer.Option(..., help="Kubeflow Pipelines API URL."),
+    host: str = HOST,
     pipeline: str | None = typer.Option(None, "--pipeline",
                                            help="Which pipeline: training | canary (default: the file's "
                                                 "`pipeline:` key, else training)."),
     cron: str | None = typer.Option(None, help="6-field cron, seconds first: '0 0 3 * * *' = daily 03:00."),
-    name: str | None = typer.Option(None, help="Recurring run name."),
+    name: str | None = typer.Option(None, help="Recurring run name (default: the file's `name:`, else "
+                                                  "<pipeline name>-recurring, e.g. genctr-training-recurring)."),
     file: Path | None = typer.Option(None, "--file", "-f",
                                         help="Recurring-run definition YAML (manifests/recurring-run.yaml, "
                                              "recurring-run-canary.yaml); flags override it."),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     experiment: str | None = typer.Option(None, help="Experiment (default genctr)."),
-    namespace: str | None = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+    namespace: str | None = NAMESPACE,
+    token: str | None = TOKEN,
+    token_file: Path | None = TOKEN_FILE,
+    cookies: str | None = COOKIES,
+    sa_token_path: Path | None = SA_TOKEN,
     cache: bool | None = typer.Option(None, "--cache/--no-cache",
                                          help="Caching for scheduled runs (default off: new data, same URI)."),
     max_concurrency: int | None = typer.Option(None, help="Runs allowed at once (default 1)."),
@@ -167,7 +206,7 @@ def schedule_cmd(
 ) -> None:
     """Create a recurring run of a pipeline (Kubeflow cron: 6 fields, seconds first)."""
     from genctr.orchestration.catalog import parse_params
-    from genctr.orchestration.remote import load_schedule_file, schedule
+    from genctr.orchestration.remote import default_schedule_name, load_schedule_file, schedule
 
     try:
         spec: dict[str, Any] = load_schedule_file(file, pipeline) if file else {"pipeline": pipeline or "training"}
@@ -175,13 +214,15 @@ def schedule_cmd(
                  "max_concurrency": max_concurrency, "service_account": service_account}
         spec.update({k: v for k, v in flags.items() if v is not None})
         spec["params"] = {**spec.get("params", {}), **parse_params(param, spec["pipeline"])}
-        if not spec.get("cron") or not spec.get("name"):
-            raise GenCTRError("give --cron and --name (or a --file that sets them)")
-        job_id = schedule(host, spec.pop("cron"), spec.pop("params"), spec.pop("name"), namespace=namespace,
-                          package=package, **spec)
+        if not spec.get("cron"):
+            raise GenCTRError("give --cron (6 fields, seconds first: '0 0 3 * * *' = daily 03:00) or a --file "
+                              "that sets it")
+        conn = _connection(host, namespace, token, token_file, cookies, sa_token_path)
+        job_name = spec.pop("name", None) or default_schedule_name(spec["pipeline"])
+        job_id = schedule(conn, spec.pop("cron"), spec.pop("params"), job_name, package=package, **spec)
     except GenCTRError as exc:
         fail(exc)
-    typer.echo(json.dumps({"recurring_run_id": job_id, "host": host}))
+    typer.echo(json.dumps({"recurring_run_id": job_id, "name": job_name, "host": host}))
 
 
 __all__ = ["pipeline_app"]

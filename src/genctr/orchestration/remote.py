@@ -1,4 +1,8 @@
-"""Submit or schedule a pipeline on a Kubeflow Pipelines host (``kfp.Client``)."""
+"""Submit or schedule a pipeline on a Kubeflow Pipelines host (``kfp.Client``).
+
+How to reach and authenticate to the host is a :class:`~genctr.orchestration.connection.KFPConnection`;
+every call to the API runs inside ``talking_to``, so an unreachable or refusing host is one line.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from genctr.errors import ConfigError
 from genctr.orchestration.catalog import check_params, compile_pipeline, load_pipeline_module, module_name
+from genctr.orchestration.connection import KFPConnection, as_connection, connect, talking_to
 
 if TYPE_CHECKING:
     from pipelines.placement import PlatformConfig
@@ -36,14 +41,6 @@ def validate_cron(cron: str) -> str:
     return " ".join(fields)
 
 
-def _client(host: str, namespace: str | None) -> Any:
-    import kfp
-
-    if not host:
-        raise ConfigError("give the Kubeflow Pipelines host URL (--host)")
-    return kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
-
-
 def _package(tmp_dir: str, package: str | Path | None, platform: PlatformConfig | None, pipeline: str) -> str:
     """``package`` (checked to be a compile of ``pipeline``), or a fresh compile of it."""
     if package:
@@ -69,48 +66,65 @@ def _check_package(path: Path, pipeline: str) -> None:
                           "pass the matching --pipeline")
 
 
-def submit(host: str, params: dict[str, Any] | None, experiment: str = "genctr", *, run_name: str | None = None,
-           namespace: str | None = None, enable_caching: bool | None = None, service_account: str | None = None,
-           package: str | Path | None = None, platform: PlatformConfig | None = None,
-           pipeline: str = "training") -> str:
-    """Compile (or take ``package``) and start one run on Kubeflow Pipelines; return the run id."""
-    import tempfile
+def submit(host: str | KFPConnection, params: dict[str, Any] | None, experiment: str = "genctr", *,
+           run_name: str | None = None, namespace: str | None = None, enable_caching: bool | None = None,
+           service_account: str | None = None, package: str | Path | None = None,
+           platform: PlatformConfig | None = None, pipeline: str = "training") -> str:
+    """Compile (or take ``package``) and start one run on Kubeflow Pipelines; return the run id.
 
-    params = check_params(params, pipeline)
-    client = _client(host, namespace)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = client.create_run_from_pipeline_package(
-            _package(tmp, package, platform, pipeline), arguments=params, run_name=run_name, experiment_name=experiment,
-            namespace=namespace, enable_caching=enable_caching, service_account=service_account)
-    log.info("submitted run %s to %s", result.run_id, host)
-    return str(result.run_id)
-
-
-def schedule(host: str, cron: str, params: dict[str, Any] | None, name: str, experiment: str = "genctr", *,
-             namespace: str | None = None, enable_caching: bool | None = False, max_concurrency: int = 1,
-             no_catchup: bool = True, service_account: str | None = None, package: str | Path | None = None,
-             platform: PlatformConfig | None = None, pipeline: str = "training") -> str:
-    """Create a recurring run (6-field cron, seconds first); return its id.
-
-    Caching is off by default: a schedule exists to retrain on new data (or judge new logs)
-    behind the same URI, which cached steps would never see.
+    ``host`` is the API URL or a :class:`KFPConnection` (credentials, namespace).
     """
     import tempfile
 
+    conn = as_connection(host, namespace)
+    params = check_params(params, pipeline)
+    with talking_to(conn, "connect"):
+        client = connect(conn)  # before compiling: an unreachable host fails at once
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _package(tmp, package, platform, pipeline)
+        with talking_to(conn, "create a run"):
+            result = client.create_run_from_pipeline_package(
+                path, arguments=params, run_name=run_name, experiment_name=experiment, namespace=conn.namespace,
+                enable_caching=enable_caching, service_account=service_account)
+    log.info("submitted run %s to %s", result.run_id, conn.host)
+    return str(result.run_id)
+
+
+def default_schedule_name(pipeline: str = "training") -> str:
+    """The recurring run's name when none is given: the pipeline's own name, e.g. ``genctr-training-recurring``."""
+    return f"{load_pipeline_module(pipeline).PIPELINE_NAME}-recurring"
+
+
+def schedule(host: str | KFPConnection, cron: str, params: dict[str, Any] | None, name: str | None = None,
+             experiment: str = "genctr", *, namespace: str | None = None, enable_caching: bool | None = False,
+             max_concurrency: int = 1, no_catchup: bool = True, service_account: str | None = None,
+             package: str | Path | None = None, platform: PlatformConfig | None = None,
+             pipeline: str = "training") -> str:
+    """Create a recurring run (6-field cron, seconds first); return its id.
+
+    ``name`` defaults to :func:`default_schedule_name`. Caching is off by default: a schedule
+    exists to retrain on new data (or judge new logs) behind the same URI, which cached steps
+    would never see.
+    """
+    import tempfile
+
+    conn = as_connection(host, namespace)
     cron = validate_cron(cron)
     params = check_params(params, pipeline)
-    if not name:
-        raise ConfigError("a recurring run needs a name")
+    name = name or default_schedule_name(pipeline)
     if max_concurrency < 1:
         raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-    client = _client(host, namespace)
-    experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
+    with talking_to(conn, "connect"):
+        client = connect(conn)  # before compiling: an unreachable host fails at once
     with tempfile.TemporaryDirectory() as tmp:
-        job = client.create_recurring_run(
-            experiment_id=experiment_id, job_name=name, cron_expression=cron, params=params,
-            pipeline_package_path=_package(tmp, package, platform, pipeline), max_concurrency=max_concurrency,
-            no_catchup=no_catchup, enable_caching=enable_caching, service_account=service_account)
-    log.info("scheduled %s (%s pipeline, %s) on %s", name, pipeline, cron, host)
+        path = _package(tmp, package, platform, pipeline)
+        with talking_to(conn, "create a recurring run"):
+            experiment_id = client.create_experiment(experiment, namespace=conn.namespace).experiment_id
+            job = client.create_recurring_run(
+                experiment_id=experiment_id, job_name=name, cron_expression=cron, params=params,
+                pipeline_package_path=path, max_concurrency=max_concurrency, no_catchup=no_catchup,
+                enable_caching=enable_caching, service_account=service_account)
+    log.info("scheduled %s (%s pipeline, %s) on %s", name, pipeline, cron, conn.host)
     return str(job.recurring_run_id)
 
 
@@ -122,7 +136,8 @@ def load_schedule_file(path: str | Path, pipeline: str | None = None) -> dict[st
     """Read a recurring-run definition (``manifests/recurring-run*.yaml``): the ``schedule`` arguments.
 
     The file may name its pipeline (``pipeline: canary``); ``pipeline`` given here must agree
-    with it. Default: training. The returned dict carries the resolved ``pipeline``.
+    with it. Default: training. The returned dict carries the resolved ``pipeline``. A file
+    without ``name`` gets :func:`default_schedule_name`.
     """
     from genctr.config import load_file
 
@@ -130,14 +145,15 @@ def load_schedule_file(path: str | Path, pipeline: str | None = None) -> dict[st
     unknown = sorted(set(spec) - SCHEDULE_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; known: {sorted(SCHEDULE_KEYS)}")
-    if "cron" not in spec or "name" not in spec:
-        raise ConfigError(f"{path}: a recurring run needs 'name' and 'cron'")
+    if "cron" not in spec:
+        raise ConfigError(f"{path}: a recurring run needs 'cron' (6 fields, seconds first)")
     in_file = spec.get("pipeline")
     if in_file is not None and pipeline is not None and in_file != pipeline:
         raise ConfigError(f"{path} defines a recurring run of the {in_file} pipeline, not {pipeline}")
     spec["pipeline"] = str(in_file or pipeline or "training")
     module_name(spec["pipeline"])
     spec["cron"] = validate_cron(str(spec["cron"]))
+    spec["name"] = str(spec.get("name") or default_schedule_name(spec["pipeline"]))
     spec["params"] = check_params(spec.get("params") or {}, spec["pipeline"])
     return spec
 
