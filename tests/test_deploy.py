@@ -196,7 +196,7 @@ def test_sink_objects_fit_together() -> None:
     assert sink.state_dir == mount and docs["journal-pvc.yaml"]["metadata"]["name"] == \
         deployment["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
     recurring = yaml.safe_load((ROOT / "manifests" / "recurring-run-canary.yaml").read_text())
-    assert recurring["params"]["log_dir"] == cfg.out == "s3://genctr-logs/ab-logs/genctr-ctr"
+    assert recurring["params"]["log_dir"] == cfg.out == "s3://genctr/prod/ab-logs/genctr-ctr"
     assert recurring["params"]["deployment"] == cfg.deployment
     (rule,) = docs["role.yaml"]["rules"]
     assert rule == {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],

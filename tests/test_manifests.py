@@ -408,3 +408,26 @@ def test_the_role_grants_every_verb_the_deployer_needs(monkeypatch: pytest.Monke
     assert before != RBAC.read_text()
     (tmp_path / "rbac.yaml").write_text(before)
     assert missing_verbs(api_calls, tmp_path / "rbac.yaml") == {"serving.kserve.io/inferenceservices": ["create"]}
+
+
+def test_the_prod_manifests_share_one_storage_root() -> None:
+    """The training schedule's root, the serving pods' model and Feast registry, the sink's output
+    and the canary schedule's logs and registry all sit under one root (genctr.storage's layout)."""
+    from genctr.deploy.manifests import PROD_STORAGE_ROOT
+    from genctr.storage import StorageLayout
+
+    root = Path(__file__).resolve().parents[1] / "manifests"
+    layout = StorageLayout(PROD_STORAGE_ROOT)
+    training = yaml.safe_load((root / "recurring-run.yaml").read_text())["params"]
+    canary = yaml.safe_load((root / "recurring-run-canary.yaml").read_text())["params"]
+    isvc = yaml.safe_load((root / "kserve" / "base" / "inference-service.yaml").read_text())
+    sink = yaml.safe_load((root / "ab-log-sink" / "deployment.yaml").read_text())
+    assert training["storage_root"] == PROD_STORAGE_ROOT
+    deployment = canary["deployment"]
+    assert canary["log_dir"] == layout.ab_logs(deployment) and canary["registry_root"] == layout.registry
+    predictor = isvc["spec"]["predictor"]
+    env = {e["name"]: e.get("value") for e in predictor["model"]["env"]}
+    assert env["GENCTR_FEAST_REGISTRY"] == layout.feast_registry("redis")
+    assert predictor["model"]["storageUri"].startswith(layout.registry + "/")
+    args = sink["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--out={layout.ab_logs(deployment)}" in args
