@@ -32,7 +32,8 @@ def collect_logs(
         since_ts: Epoch seconds the canary started; earlier traffic is dropped (0 = keep all).
         deployment: Deployment whose default log directory is read when ``log_dir`` is ''.
         policy: The decision policy (genctr CanaryPolicy fields; None = its defaults): its
-            ``duplicates`` says whether a duplicated log row fails the step or is dropped.
+            ``duplicates`` says whether a duplicated log row fails the step or is dropped, and
+            ``cuped`` whether each user's pre-period totals are written too (pre_period.parquet).
         attribution_window_s: Raw clicks later than this after their impression are not credited.
     """
     import json
@@ -42,8 +43,9 @@ def collect_logs(
     from genctr.monitoring.collect import ab_log_dir, collect_to
 
     setup_logging()
-    summary = collect_to(ab_log_dir(log_dir, deployment), since_ts, logs.path,
-                         duplicates=load_policy(policy).duplicates, attribution_window_s=attribution_window_s)
+    wanted = load_policy(policy)
+    summary = collect_to(ab_log_dir(log_dir, deployment), since_ts, logs.path, duplicates=wanted.duplicates,
+                         attribution_window_s=attribution_window_s, pre_period=wanted.cuped)
     logs.metadata.update(summary["metadata"])
     return json.dumps(summary)
 
@@ -91,12 +93,12 @@ def analyze_canary(
     from genctr.deploy.factory import DeployTarget, make_deployer
     from genctr.logging_setup import setup_logging
     from genctr.monitoring.canary import judge, load_policy, run_page_metrics
-    from genctr.monitoring.collect import read_collected
+    from genctr.monitoring.collect import read_collected, read_pre_period
 
     setup_logging()
     where = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir)
     decision = judge(read_collected(logs.path), make_deployer(where).status(), load_policy(policy), analysis.path,
-                     target=target, canary_percent=canary_percent, drift=drift)
+                     target=target, canary_percent=canary_percent, drift=drift, pre_period=read_pre_period(logs.path))
     shutil.move(os.path.join(analysis.path, "report.html"), report.path)  # the page embeds the rest
     for key, value in run_page_metrics(decision).items():
         metrics.log_metric(key, value)

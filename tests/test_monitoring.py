@@ -445,3 +445,21 @@ def test_the_canary_step_reads_the_pre_period_for_cuped(tmp_path: Path) -> None:
     assert analysis["arms"]["canary"]["impressions"] == plain["arms"]["canary"]["impressions"]  # same window
     with pytest.raises(ConfigError, match="cuped=true but no pre-period"):
         judge(window(make_logs(tmp_path / "logs2"), T0), deployer.status(), cuped, tmp_path / "out2")
+
+
+def test_the_pipeline_collect_step_keeps_the_pre_period_for_cuped(tmp_path: Path) -> None:
+    """collect_to(pre_period=True) writes each user's totals before the window beside the windowed
+    tables (the analyse step's CUPED covariate); without it nothing is written."""
+    from genctr.monitoring.collect import collect_to, read_collected, read_pre_period
+
+    full = make_logs(tmp_path / "logs", canary_lift=0.3, pre_period=True)
+    collect_to(str(tmp_path / "logs"), T0, tmp_path / "out", pre_period=True)
+    pre = read_pre_period(tmp_path / "out")
+    assert pre is not None
+    pd.testing.assert_frame_equal(pre, pre_period_totals(full, T0))
+    collected = read_collected(tmp_path / "out")
+    assert (collected.impressions["ts"] >= T0).all() and len(collected.impressions) == len(window(full, T0).impressions)
+    cuped = dataclasses.replace(FIXED, cuped=True)
+    assert analyze(collected, 50, cuped, pre_period=pre).ctr.variance_reduction > 0.12
+    collect_to(str(tmp_path / "logs"), T0, tmp_path / "out-plain")
+    assert read_pre_period(tmp_path / "out-plain") is None

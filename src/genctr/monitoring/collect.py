@@ -23,15 +23,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from genctr.atomic import write_json
+import pandas as pd
+
+from genctr.atomic import atomic_path, write_json
 from genctr.errors import ConfigError
 from genctr.monitoring.analysis import arm_metrics
 from genctr.monitoring.attribution import COUNTS_FILE, DEFAULT_WINDOW_S, AttributionConfig, AttributionCounts
 from genctr.monitoring.clicks import RAW_CLICKS
 from genctr.monitoring.logs import SCHEMAS, ABLogs, LogQuality, append, join_clicks, read_logs, read_table
+from genctr.monitoring.units import pre_period_totals
 
 log = logging.getLogger(__name__)
 
+PRE_PERIOD_FILE = "pre_period.parquet"  # beside them, for CUPED: per-user totals before the window
 QUALITY_FILE = "quality.json"  # beside the collected tables: the raw logs' LogQuality counts
 
 
@@ -87,14 +91,14 @@ def attributed_logs(log_dir: str, duplicates: str, cfg: AttributionConfig) -> tu
 
 def _collect(log_dir: str | Path, since_ts: int, duplicates: str,
              attribution_window_s: int) -> tuple[ABLogs, AttributionCounts | None]:
+    """The whole checked log of ``log_dir`` (not yet windowed) and the attribution's counts."""
     if isinstance(since_ts, bool) or not isinstance(since_ts, int) or since_ts < 0:
         raise ConfigError(f"since_ts must be epoch seconds >= 0 (0 = all traffic), got {since_ts!r}")
     cfg = AttributionConfig(window_s=attribution_window_s)
     with _local_logs(str(log_dir)) as local:
         if any(Path(local, RAW_CLICKS).glob("part-*.parquet")):
-            logs, counts = attributed_logs(local, duplicates, cfg)
-            return window(logs, since_ts or None), counts
-        return window(read_logs(local, duplicates), since_ts or None), None
+            return attributed_logs(local, duplicates, cfg)
+        return read_logs(local, duplicates), None
 
 
 def collect(log_dir: str | Path, since_ts: int = 0, *, duplicates: str = "refuse",
@@ -105,7 +109,7 @@ def collect(log_dir: str | Path, since_ts: int = 0, *, duplicates: str = "refuse
     for a missing directory, a negative ``since_ts`` or window, DataValidationError (naming the table,
     column or part file) for a malformed table.
     """
-    return _collect(log_dir, since_ts, duplicates, attribution_window_s)[0]
+    return window(_collect(log_dir, since_ts, duplicates, attribution_window_s)[0], since_ts or None)
 
 
 def arm_counts(logs: ABLogs) -> dict[str, dict[str, int]]:
@@ -116,15 +120,21 @@ def arm_counts(logs: ABLogs) -> dict[str, dict[str, int]]:
 
 
 def collect_to(log_dir: str, since_ts: int, out_dir: str | Path, *, duplicates: str = "refuse",
-               attribution_window_s: int = DEFAULT_WINDOW_S) -> dict[str, Any]:
+               attribution_window_s: int = DEFAULT_WINDOW_S, pre_period: bool = False) -> dict[str, Any]:
     """:func:`collect`, written to ``out_dir`` in the log layout (the pipeline's collect step).
 
     Clicks on impressions before the window are dropped with them, so the copy reads back clean;
     the raw logs' quality counts go to ``quality.json`` for :func:`read_collected`, the attribution's
     (sink logs) to ``attribution.json``. Returns ``{"log_dir", "since_ts", "users"|"requests"|
     "impressions"|"clicks": {arm: n}, "metadata": {"<kind>_<arm>": n}}`` (+ ``"attribution"``).
+    With ``pre_period`` (a CUPED policy) each user's totals before ``since_ts`` go to
+    ``pre_period.parquet`` (:func:`read_pre_period`).
     """
-    logs, attributed = _collect(log_dir, since_ts, duplicates, attribution_window_s)
+    full, attributed = _collect(log_dir, since_ts, duplicates, attribution_window_s)
+    logs = window(full, since_ts or None)
+    if pre_period:
+        with atomic_path(Path(out_dir) / PRE_PERIOD_FILE) as tmp:
+            pre_period_totals(full, since_ts).to_parquet(tmp)
     shown = logs.impressions[["request_id", "item_id"]].drop_duplicates()
     tables = {"requests": logs.requests, "impressions": logs.impressions[list(SCHEMAS["impressions"])],
               "clicks": logs.clicks.merge(shown, on=["request_id", "item_id"], how="inner")}
@@ -142,6 +152,12 @@ def collect_to(log_dir: str, since_ts: int, out_dir: str | Path, *, duplicates: 
     return {"log_dir": log_dir, "since_ts": since_ts, **counts, "metadata": metadata, **extra}
 
 
+def read_pre_period(log_dir: str | Path) -> pd.DataFrame | None:
+    """The pre-period totals :func:`collect_to` wrote (None when it was not asked for them)."""
+    path = Path(log_dir) / PRE_PERIOD_FILE
+    return pd.read_parquet(path) if path.is_file() else None
+
+
 def read_collected(log_dir: str | Path) -> ABLogs:
     """Logs written by :func:`collect_to` (or any log directory), with the raw logs' quality counts."""
     logs = read_logs(log_dir)
@@ -151,4 +167,5 @@ def read_collected(log_dir: str | Path) -> ABLogs:
     return logs
 
 
-__all__ = ["QUALITY_FILE", "ab_log_dir", "arm_counts", "collect", "collect_to", "read_collected", "window"]
+__all__ = ["PRE_PERIOD_FILE", "QUALITY_FILE", "ab_log_dir", "arm_counts", "collect", "collect_to", "read_collected",
+           "read_pre_period", "window"]
