@@ -51,6 +51,8 @@ HOW: dict[str, str] = {
     "evaluate": "parse",  # test_cli_options.py runs `genctr evaluate` on a real build (exit 0 / 3)
     "pipeline run": "parse",  # test_pipeline_local.py, test_canary_pipeline.py (kfp.local)
     "doctor": "parse",  # test_doctor.py runs it for real (a Spark session)
+    "canary sink": "parse",  # test_sink.py serves it (a subprocess, killed and restarted)
+    "canary clicks import": "parse",  # test_sink.py imports clicks files
 }
 TINY = {"--events": "2000"}  # `data export --source synthetic --events 1000000`: the same command, smaller
 
