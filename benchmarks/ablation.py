@@ -1,6 +1,10 @@
 """Offline ablation on MovieLens: backbones x {no pretraining, share, integrate} x {CS, RS},
 plus DGenCTR (full transfer and its ablations), over the same seeds for every arm.
 
+Every arm gets the same fine-tuning budget (``--ft-epochs`` passes or ``--ft-max-steps`` steps)
+and early-stops on the valid split (``--ft-patience``, on ``--ft-metric``) with its best epoch's
+weights restored; each row records the steps it took and the diagnostics of its run.
+
     python benchmarks/ablation.py --seeds 0 1 2 3 4            # ~1 h on 2 CPU cores
     python benchmarks/ablation.py --summarize-only              # rebuild the report
 
@@ -30,6 +34,8 @@ from genctr.training.run import evaluate_split, init_ctr, train_ctr, train_genct
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 log = logging.getLogger("ablation")
+# GenCTR pretraining budget: steps (0 = PT_EPOCHS passes) and early-stopping patience on the held-out loss
+PT_MAX_STEPS, PT_PATIENCE, PT_EPOCHS = 600, 3, 3
 
 DGEN_ARMS = {  # arm name -> (pretraining overrides, fine-tuning transfer)
     "dgenctr_full": ({}, "full"),
@@ -64,20 +70,44 @@ def record(path: Path, row: dict) -> None:
     log.info("%s", row)
 
 
+def finetune_config(args, seed: int) -> TrainConfig:
+    """The one fine-tuning budget and early-stopping rule every arm gets."""
+    return TrainConfig(epochs=args.ft_epochs, max_steps=args.ft_max_steps, patience=args.ft_patience,
+                       early_stop_metric=args.ft_metric, batch_size=args.batch_size, lr=args.lr, seed=seed,
+                       transfer_lr_mult=args.transfer_lr_mult, transfer_freeze_steps=args.transfer_freeze_steps,
+                       label_fraction=args.label_fraction, progress=False)
+
+
+def run_facts(history: list[dict], train: TrainConfig, prefix: str = "") -> dict:
+    """Budget used and diagnostics of a run's history, flat, for one JSONL row."""
+    from genctr.training.diagnostics import summarize
+    from genctr.training.run import HELDOUT_LOSS, finetune_monitor
+
+    monitor = finetune_monitor(train) if not prefix else HELDOUT_LOSS
+    d = summarize(history, monitor, restored=train.patience > 0)
+    keep = ("drift_cos_", "integration_norm_ratio", "heldout_")
+    facts = {f"{prefix}steps": d.get("steps"), f"{prefix}best_epoch": d.get("best_epoch")}
+    facts.update({f"{prefix}{k}": v for k, v in d.get("final", {}).items() if k.startswith(keep)})
+    return facts
+
+
 def run_genctr_arms(data, args, seed, out, done) -> None:
-    ft = TrainConfig(epochs=args.ft_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
-    pt = TrainConfig(epochs=args.pt_epochs, batch_size=args.pt_batch_size, lr=args.pt_lr, seed=seed, progress=False)
-    pre = {}
+    ft = finetune_config(args, seed)
+    pt = TrainConfig(epochs=args.pt_epochs, max_steps=args.pt_max_steps, patience=args.pt_patience,
+                     batch_size=args.pt_batch_size, lr=args.pt_lr, seed=seed, progress=False)
+    pre, pre_facts = {}, {}
     transfers = [t for t in ("share", "integrate") if t in args.transfers]
     model_set = overrides(ModelConfig, args.model_set, "--model-set")
+    pre_set = {k: v for k, v in model_set.items() if k not in ("negatives", "max_seq_len", "embed_dim")}
     for neg in args.negatives:
         if not transfers or all((b, f"{t}_{neg}", seed) in done for b in args.backbones for t in transfers):
             continue
         t0 = time.perf_counter()
         pre[neg], hist = train_genctr(data, ModelConfig(max_seq_len=data.max_seq_len, negatives=neg,
-                                                        embed_dim=args.embed_dim), pt)
-        log.info("pretrained %s seed %d in %.0fs: loss %s", neg, seed, time.perf_counter() - t0,
-                 [round(h["train_loss"], 3) for h in hist])
+                                                        embed_dim=args.embed_dim, **pre_set), pt)
+        pre_facts[neg] = run_facts(hist, pt, prefix="pt_")
+        log.info("pretrained %s seed %d in %.0fs: held-out loss %s", neg, seed, time.perf_counter() - t0,
+                 [round(h.get("heldout_loss", float("nan")), 3) for h in hist])
     for backbone in args.backbones:
         arms = ([("none", "none", None)] if "none" in args.transfers else []) \
             + [(f"{t}_{n}", t, n) for n in args.negatives for t in transfers]
@@ -88,20 +118,24 @@ def run_genctr_arms(data, args, seed, out, done) -> None:
                               embed_dim=args.embed_dim, negatives=neg or "cs", **model_set)
             t0 = time.perf_counter()
             model = init_ctr(data, cfg, pre.get(neg), seed)
-            train_ctr(data, model, ft)
+            hist = train_ctr(data, model, ft)
             m = evaluate_split(model, data, "test")
-            record(out, {"backbone": backbone, "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0})
+            record(out, {"backbone": backbone, "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0,
+                         **run_facts(hist, ft), **(pre_facts.get(neg, {}) if neg else {})})
 
 
 def run_dgenctr_arms(data, args, seed, out, done) -> None:
     from genctr.training.run import ctr_objective  # noqa: F401 - same BCE objective as backbones
     from genctr.training.run_dgenctr import init_dgenctr_ctr, train_dgenctr
 
-    ft = TrainConfig(epochs=args.ft_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
-    pt = TrainConfig(epochs=args.dg_epochs, batch_size=args.dg_batch_size, lr=args.pt_lr, seed=seed, progress=False)
+    ft = finetune_config(args, seed)
+    pt = TrainConfig(epochs=args.dg_epochs, max_steps=args.dg_max_steps, patience=args.pt_patience,
+                     batch_size=args.dg_batch_size, lr=args.pt_lr, seed=seed, label_fraction=args.label_fraction,
+                     progress=False)
     base = DGenCTRConfig(embed_dim=args.dg_dim, n_layers=args.dg_layers, n_heads=2, head_hidden=2 * args.dg_dim,
                          **overrides(DGenCTRConfig, args.dg_set, "--dg-set"))
     pretrained: dict[str, object] = {}
+    pre_facts: dict[str, dict] = {}
     arms = [a for a in args.dgenctr_arms if ("dgenctr", a, seed) not in done]
     if ("dgenctr", "dgenctr_none", seed) not in done:
         arms = ["dgenctr_none"] + arms
@@ -116,12 +150,15 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
                 import tempfile
 
                 with tempfile.TemporaryDirectory() as ck:
-                    pretrained[key], _ = train_dgenctr(data, dataclasses.replace(base, **over), pt, ck)
+                    pretrained[key], hist = train_dgenctr(data, dataclasses.replace(base, **over), pt, ck)
+                pre_facts[key] = run_facts(hist, pt, prefix="pt_")
             cfg, pre = dataclasses.replace(base, **over, transfer=transfer), pretrained[key]
         model = init_dgenctr_ctr(data, cfg, pre, seed)
-        train_ctr(data, model, ft)
+        hist = train_ctr(data, model, ft)
         m = evaluate_split(model, data, "test")
-        record(out, {"backbone": "dgenctr", "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0})
+        facts = pre_facts.get(json.dumps(DGEN_ARMS[arm][0], sort_keys=True), {}) if arm in DGEN_ARMS else {}
+        record(out, {"backbone": "dgenctr", "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0,
+                     **run_facts(hist, ft), **facts})
 
 
 def log_command(path: Path, args: argparse.Namespace) -> list[str]:
@@ -203,14 +240,24 @@ def main() -> None:
     p.add_argument("--transfers", nargs="+", default=["none", "share", "integrate"],
                    choices=["none", "share", "integrate"], help="GenCTR arms to run (default: all).")
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="Override a ModelConfig field for every backbone arm (e.g. init=torch).")
+                   help="Override a ModelConfig field for every backbone arm and GenCTR pretraining (e.g. init=torch, "
+                      "window_overlap=0.5, logq_correction=true).")
     p.add_argument("--dgenctr-arms", nargs="*", default=list(DGEN_ARMS))
     p.add_argument("--category", default="combo", choices=["combo", "first"])
     p.add_argument("--max-seq-len", type=int, default=200)
     p.add_argument("--embed-dim", type=int, default=16)
-    p.add_argument("--ft-epochs", type=int, default=1)
-    p.add_argument("--pt-epochs", type=int, default=3)
+    p.add_argument("--ft-epochs", type=int, default=20, help="Fine-tuning budget in passes (the same for every arm).")
+    p.add_argument("--ft-max-steps", type=int, default=0, help="Fine-tuning budget in steps (> 0: replaces epochs).")
+    p.add_argument("--ft-patience", type=int, default=2, help="Early stopping on the valid split (0 = off).")
+    p.add_argument("--ft-metric", default="logloss", choices=["logloss", "auc"])
+    p.add_argument("--transfer-lr-mult", type=float, default=1.0, help="Learning-rate factor of transferred tables.")
+    p.add_argument("--transfer-freeze-steps", type=int, default=0, help="Steps the transferred tables stay frozen.")
+    p.add_argument("--label-fraction", type=float, default=1.0, help="Share of training impressions with labels.")
+    p.add_argument("--pt-epochs", type=int, default=PT_EPOCHS)
+    p.add_argument("--pt-max-steps", type=int, default=PT_MAX_STEPS, help="GenCTR pretraining steps (0: epochs).")
+    p.add_argument("--pt-patience", type=int, default=PT_PATIENCE, help="Pretraining early stopping on held-out loss.")
     p.add_argument("--dg-epochs", type=int, default=2)
+    p.add_argument("--dg-max-steps", type=int, default=0, help="DGenCTR pretraining steps (0: epochs).")
     p.add_argument("--dg-dim", type=int, default=32)
     p.add_argument("--dg-layers", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=256)
@@ -228,10 +275,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{args.tag}.jsonl"
+    ft_budget = f"{args.ft_max_steps} steps" if args.ft_max_steps else f"{args.ft_epochs} epoch(s)"
+    pt_budget = f"{args.pt_max_steps} steps" if args.pt_max_steps else f"{args.pt_epochs} epochs"
+    dg_budget = f"{args.dg_max_steps} steps" if args.dg_max_steps else f"{args.dg_epochs} epochs"
     header = (f"# Offline ablation ({args.tag})\n\nMovieLens latest-small, category={args.category}, "
-              f"L={args.max_seq_len}, embed={args.embed_dim}, fine-tune {args.ft_epochs} epoch(s) batch "
-              f"{args.batch_size} lr {args.lr}, GenCTR pretrain {args.pt_epochs} epochs, DGenCTR pretrain "
-              f"{args.dg_epochs} epochs (d={args.dg_dim}, {args.dg_layers} layer). Test split; mean ± std over "
+              f"L={args.max_seq_len}, embed={args.embed_dim}, fine-tune at most {ft_budget} (early stopping on "
+              f"valid {args.ft_metric}, patience {args.ft_patience}) batch {args.batch_size} lr {args.lr}, label "
+              f"fraction {args.label_fraction}, GenCTR pretrain at most {pt_budget} (patience {args.pt_patience}), "
+              f"DGenCTR pretrain at most {dg_budget} (d={args.dg_dim}, {args.dg_layers} layer). Test split; mean ± "
+              "std over "
               "seeds; ΔAUC and ΔgAUC are paired per seed against the same backbone without pretraining "
               "(paired t-test).\n\n"
               "Commands that filled this table (each appends its arms to the same JSONL; rows already there "

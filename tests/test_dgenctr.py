@@ -17,6 +17,7 @@ from genctr.models.dgenctr import (
     DGenCTR,
     DGenCTRConfig,
     dgenctr_loss,
+    field_losses,
     transfer,
 )
 from genctr.models.dgenctr_noise import FINETUNE_T, draw_noise, loss_weight, mask_ratio
@@ -140,15 +141,16 @@ def test_loss_ignores_unmasked_fields() -> None:
     logits = torch.randn(6, 8, 8, generator=g, requires_grad=True)
     target_mask = torch.rand(6, 8, generator=g) < 0.5
     weights = torch.rand(6, 8, generator=g) * target_mask
-    loss = dgenctr_loss(logits, target_mask, weights)
+    targets = torch.arange(8).expand(6, 8)  # the true value on the diagonal (in-batch fields)
+    loss = dgenctr_loss(logits, targets, target_mask, weights)
     loss.backward()
     assert (logits.grad[~target_mask] == 0).all()
     assert (logits.grad[target_mask].abs().sum(-1) > 0).all()
     bumped = logits.detach().clone()
     bumped[~target_mask] += 5 * torch.randn_like(bumped[~target_mask])
-    assert torch.equal(dgenctr_loss(bumped, target_mask, weights), loss.detach())
+    assert torch.equal(dgenctr_loss(bumped, targets, target_mask, weights), loss.detach())
     bumped[target_mask] += 1.0 * torch.randn_like(bumped[target_mask])  # masked rows do count
-    assert not torch.isclose(dgenctr_loss(bumped, target_mask, weights), loss.detach())
+    assert not torch.isclose(dgenctr_loss(bumped, targets, target_mask, weights), loss.detach())
 
 
 def test_model_loss_gives_no_gradient_to_heads_of_unmasked_fields() -> None:
@@ -157,20 +159,20 @@ def test_model_loss_gives_no_gradient_to_heads_of_unmasked_fields() -> None:
     masked[:, PRICE] = False  # price never masked -> never a target
     masked[:, ITEM] = True
     out = model.pretrain_logits(batch, t=torch.full((12,), 5), masked=masked)
-    dgenctr_loss(out.logits, out.target_mask, out.weights).backward()
+    dgenctr_loss(out.logits, out.targets, out.target_mask, out.weights).backward()
     assert not out.target_mask[PRICE].any()
     assert (model.heads.w1.grad[PRICE] == 0).all() and (model.heads.w2.grad[PRICE] == 0).all()
     assert model.heads.w1.grad[ITEM].abs().sum() > 0
 
 
 def test_in_batch_duplicates_of_the_true_value_are_not_negatives() -> None:
-    model, batch = tiny_model(), tiny_batch()
+    model, batch = tiny_model(tiny_cfg(full_softmax_vocab=2)), tiny_batch()  # only the label is full-vocab
     batch["item"] = torch.arange(2, 14)
     batch["item"][:4] = 5  # samples 0..3 share an item
     out = model.pretrain_logits(batch, gen())
     item = out.logits[ITEM]
     assert torch.isinf(item[0, 1:4]).all() and torch.isfinite(item[0, 4:]).all()
-    assert torch.isfinite(out.logits.diagonal(dim1=1, dim2=2)).all()  # the true value always scores
+    assert torch.isfinite(out.logits.gather(2, out.targets[..., None])).all()  # the true value always scores
     empty = (batch["hist_len"] == 0).nonzero().flatten().tolist()
     assert empty == [0, 3]  # two empty histories: the same sequence value
     assert torch.isinf(out.logits[SEQ, 0, 3]) and torch.isinf(out.logits[SEQ, 3, 0])
@@ -178,7 +180,7 @@ def test_in_batch_duplicates_of_the_true_value_are_not_negatives() -> None:
 
 
 def test_masked_target_item_does_not_leak_through_the_sequence_token() -> None:
-    model, batch = tiny_model(), tiny_batch()
+    model, batch = tiny_model(tiny_cfg(full_softmax_vocab=2)), tiny_batch()  # item and cate scored in-batch
     i = 2
     assert batch["hist_len"][i] > 0
     masked = torch.zeros(12, 6, dtype=torch.bool)
@@ -196,6 +198,50 @@ def test_masked_target_item_does_not_leak_through_the_sequence_token() -> None:
     assert both.sum() > 30 and torch.allclose(a[both], b[both], atol=1e-6)
     assert not torch.allclose(before[ITEM, i, i], after[ITEM, i, i])  # its own target did change
     assert not torch.allclose(before[SEQ, i, i], after[SEQ, i, i])  # and so did its pooled target
+
+
+@pytest.mark.parametrize("bsz", [32, 256, 1024])
+def test_label_loss_at_initialisation_is_log_2(bsz: int) -> None:
+    """The label is scored against {0, 1}, not against ~B/2 in-batch copies of the opposite label
+    (which gave ~log B: 3.1 / 4.9 / 6.3 at B = 32 / 256 / 1024)."""
+    model, batch = tiny_model(tiny_cfg(embed_dim=32)), tiny_batch(bsz, seed=bsz)
+    masked = torch.rand(bsz, 6, generator=gen(bsz)) < 0.5
+    masked[:, LABEL] = True  # every label is a target
+    t = torch.randint(1, 11, (bsz,), generator=gen(bsz + 1))
+    with torch.no_grad():
+        out = model.pretrain_logits(batch, t=t, masked=masked)
+    label_loss = field_losses(out.logits, out.targets, out.target_mask)[LABEL].item()
+    assert abs(label_loss - math.log(2)) < 0.05, label_loss
+
+
+def test_small_fields_are_scored_against_their_whole_vocabulary() -> None:
+    cfg = tiny_cfg(full_softmax_vocab=20, price_boundaries=(1.0, 10.0, 100.0))  # price 6 rows, cate 7, user 12
+    model, batch = tiny_model(cfg), tiny_batch()
+    assert model.full_vocab_fields == ("user", "cate", "price", "label")  # item (40) and seq in-batch
+    out = model.pretrain_logits(batch, gen())
+    finite = torch.isfinite(out.logits).sum(-1)  # (F, B): candidates per row
+    assert (finite[LABEL] == 2).all() and (finite[PRICE] == cfg.n_price - 1).all()  # price: no padding row
+    assert (finite[FIELDS.index("user")] == N_USERS - 1).all()
+    assert torch.equal(out.targets[LABEL], batch["label"].long())
+    assert torch.equal(out.targets[PRICE], model.embedding.price_bucket(batch["price"]))
+    assert torch.equal(out.targets[ITEM], torch.arange(12)) and torch.equal(out.targets[SEQ], torch.arange(12))
+    true = out.logits.gather(2, out.targets[..., None])  # the true value always scores
+    assert torch.isfinite(true).all()
+
+
+def test_unlabelled_samples_neither_show_nor_predict_their_label() -> None:
+    model, batch = tiny_model(), tiny_batch()
+    known = torch.tensor([True, False] * 6)
+    masked = torch.zeros(12, 6, dtype=torch.bool)  # no noise: only the unknown labels get masked
+    out = model.pretrain_logits(dict(batch, label_known=known), t=torch.full((12,), 3), masked=masked)
+    assert torch.equal(out.target_mask[LABEL], torch.zeros(12, dtype=torch.bool))  # known ones unmasked
+    flipped = dict(batch, label=torch.where(known, batch["label"], 1 - batch["label"]), label_known=known)
+    again = model.pretrain_logits(flipped, t=torch.full((12,), 3), masked=masked)
+    rest = [k for k in range(6) if k != LABEL]
+    torch.testing.assert_close(again.logits[rest], out.logits[rest])  # an unknown label is never seen
+    all_masked = torch.ones(12, 6, dtype=torch.bool)
+    out = model.pretrain_logits(dict(batch, label_known=known), t=torch.full((12,), 3), masked=all_masked)
+    assert torch.equal(out.target_mask[LABEL], known) and (out.weights[LABEL][~known] == 0).all()
 
 
 # ------------------------------------------------------------------ fine-tuning
@@ -221,7 +267,8 @@ def test_finetune_logit_is_the_pretraining_label_softmax() -> None:
     masked[:, LABEL] = True
     batch["label"] = torch.tensor([0.0, 1.0] * 6)  # both label values in the batch
     out = model.pretrain_logits(batch, t=torch.full((12,), FINETUNE_T), masked=masked)
-    row = out.logits[LABEL, 1]  # sample 1 (y = 1): candidates = itself and the y = 0 samples
+    row = out.logits[LABEL, 1]  # sample 1 (y = 1): candidates = e(0), e(1), then -inf padding
+    assert out.targets[LABEL, 1] == 1 and torch.isinf(row[2:]).all()
     assert torch.allclose(row[1] - row[0], model(batch)[1], atol=1e-5)
 
 

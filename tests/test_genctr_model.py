@@ -1,6 +1,8 @@
 """GenCTR decoder and next-item sampled softmax: causality, negatives, masks, loss."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,3 +174,41 @@ def test_pretraining_gradients_reach_every_part() -> None:
                  "blocks.0.attn.q_proj.weight", "blocks.1.ffn.0.weight", "head.weight"):
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_rows_without_a_valid_negative_are_left_out_of_the_mean() -> None:
+    """A row whose negatives are all accidental hits has a loss of 0 whatever the model does; it must
+    not dilute the mean (and the gradient) of the rows that do have negatives."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 4, generator=g)
+    logits[0, 1:] = float("-inf")  # every negative of row 0 was the positive
+    mask = torch.ones(4, dtype=torch.bool)
+    ref = F.cross_entropy(logits[1:], torch.zeros(3, dtype=torch.long))
+    torch.testing.assert_close(sampled_softmax_loss(logits, mask), ref)
+
+
+def test_log_expected_count_is_log_k_times_the_draw_probability() -> None:
+    pos = torch.tensor([2, 6, 13])
+    rs = NegativeSampler(N_ITEMS, N_CATES, "rs", 5, ITEM_CATE).log_expected_count(pos)
+    torch.testing.assert_close(rs, torch.full((3, 1), math.log(5 / (N_ITEMS - 2))))  # 12 real items
+    cats = ITEM_CATE.clone()
+    cats[13] = 1  # OOV category: falls back to uniform draws
+    cs = NegativeSampler(N_ITEMS, N_CATES, "cs", 5, cats).log_expected_count(pos)
+    torch.testing.assert_close(cs[:, 0], torch.tensor([math.log(5 / 4), math.log(5 / 4), math.log(5 / 12)]))
+
+
+@pytest.mark.parametrize(("negatives", "logq", "support"), [("rs", None, N_ITEMS - 2), ("cs", None, None),
+                                                             ("cs", True, 4), ("rs", False, None)])
+def test_log_q_correction_of_the_negatives(negatives: str, logq: bool | None, support: int | None) -> None:
+    """Default on for rs (uniform over the 12 real items: each negative + log(12 / K)), off for cs."""
+    torch.manual_seed(0)
+    model = GenCTR(make_cfg(negatives=negatives, logq_correction=logq), ITEM_CATE)
+    assert model.cfg.uses_logq is (support is not None)
+    item, cate, length = make_seq()
+    batch = {"seq_item": item, "seq_cate": cate, "seq_len": length}
+    logits, valid = model.pretrain_logits(batch, torch.Generator().manual_seed(7))
+    scores, cand, _ = model.candidate_scores(batch, torch.Generator().manual_seed(7))
+    shift = 0.0 if support is None else math.log(support / 5)
+    live = torch.isfinite(logits[:, 1:]) & valid[:, None]  # real targets' negatives that are not hits
+    torch.testing.assert_close(logits[:, 1:][live], scores[:, 1:][live] + shift)
+    torch.testing.assert_close(logits[:, 0], scores[:, 0])  # the positive is never corrected

@@ -38,7 +38,7 @@ def test_compiled_training_matches_eager(data: FeatureData) -> None:
         model = init_ctr(data, _small("dcnv2_ta", data.max_seq_len), None, seed=0)
         hist = train_ctr(data, model, TrainConfig(epochs=1, batch_size=4096, seed=0, compile=compile_, progress=False))
         weights.append({k: v.clone() for k, v in model.state_dict().items()})
-        losses.append(hist[0]["train_loss"])
+        losses.append(hist[-1]["train_loss"])
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
     for k, eager in weights[0].items():
         torch.testing.assert_close(weights[1][k], eager, rtol=1e-3, atol=1e-4, msg=k)
@@ -60,7 +60,7 @@ def test_compile_covers_pretraining_objectives(data: FeatureData, monkeypatch) -
     _, hist = train_genctr(data, ModelConfig(max_seq_len=data.max_seq_len, decoder={"d_model": 16, "dropout": 0.0}),
                            TrainConfig(epochs=1, batch_size=2048, seed=0, compile=True, progress=False))
     assert compiled == ["genctr_objective"]
-    assert torch.isfinite(torch.tensor(hist[0]["train_loss"]))
+    assert torch.isfinite(torch.tensor(hist[-1]["train_loss"]))
 
 
 @pytest.fixture
@@ -82,15 +82,17 @@ def test_bf16_autocast_trains_every_model_family(data: FeatureData, cpu_bf16, tm
     L = data.max_seq_len
     quick = TrainConfig(epochs=1, batch_size=2048, seed=0, progress=False)
     pre, hist = train_genctr(data, ModelConfig(max_seq_len=L, decoder={"d_model": 16}), quick)
-    assert torch.isfinite(torch.tensor(hist[0]["train_loss"]))
+    assert torch.isfinite(torch.tensor(hist[-1]["train_loss"]))
+    # 16 steps at lr 1e-3 leave even the plain backbone near chance (AUC ~0.52): fine-tune at 1e-2
+    tune = TrainConfig(epochs=1, batch_size=2048, lr=1e-2, seed=0, progress=False)
     for backbone in ("dnn", "dcnv2", "dcnv2_ta"):
         model = init_ctr(data, _small(backbone, L, transfer="integrate", decoder={"d_model": 16}), pre, seed=0)
-        train_ctr(data, model, quick)
+        train_ctr(data, model, tune)
         assert np.isfinite(score(model, data, "test")).all(), backbone
         assert evaluate_split(model, data, "test")["auc"] > 0.55, backbone  # it learnt in bf16
     dg_cfg = DGenCTRConfig(embed_dim=16, n_layers=1, n_heads=2, head_hidden=32)
     dg, hist = train_dgenctr(data, dg_cfg, quick, tmp_path)
-    assert torch.isfinite(torch.tensor(hist[0]["train_loss"]))
+    assert torch.isfinite(torch.tensor(hist[-1]["train_loss"]))
     ft = init_dgenctr_ctr(data, dg_cfg, dg, seed=0)
     train_ctr(data, ft, quick)
     assert np.isfinite(score(ft, data, "test")).all()

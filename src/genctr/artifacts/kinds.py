@@ -44,7 +44,9 @@ def _genctr(meta: dict[str, Any], model_dir: Path) -> nn.Module:
 def _ctr(meta: dict[str, Any], model_dir: Path) -> nn.Module:
     from genctr.models.transfer import build_ctr_model
 
-    return build_ctr_model(from_dict(ModelConfig, meta["model"]), None, for_loading=True)
+    # a model section written before integration_scale existed describes the raw decoder feature
+    model = {"integration_scale": "none", **meta["model"]}
+    return build_ctr_model(from_dict(ModelConfig, model), None, for_loading=True)
 
 
 def _dgenctr(meta: dict[str, Any], model_dir: Path) -> nn.Module:

@@ -20,6 +20,7 @@ SIMILARITIES = ("dot", "cosine")
 TRANSFERS = ("none", "share", "integrate")
 POOLINGS = ("sum", "mean")  # target-attention pooling (see TargetAttention)
 INITS = ("xavier", "torch")  # Linear-layer init of the backbones (see ModelConfig.init)
+INTEGRATION_SCALES = ("match", "none")  # the integration feature's scale (see ModelConfig.integration_scale)
 
 
 def _positive_dims(name: str, dims: tuple[int, ...]) -> tuple[int, ...]:
@@ -83,8 +84,22 @@ class ModelConfig:
     n_negatives: int = 20  # K sampled negatives per position
     temperature: float = 0.1  # logits = similarity / temperature (for dot as well as cosine)
     similarity: str = "cosine"  # cosine | dot between the decoder output and item embeddings
+    # log-Q correction of the sampled softmax: each negative's logit minus log(K q(negative)), so the
+    # loss estimates the softmax over the sampler's whole support (for rs: every item) instead of
+    # one over K + 1 candidates. None = on for rs, off for cs (whose support is one category)
+    logq_correction: bool | None = None
+    # share of a pretraining window that the next window (one `stride` = L (1 - overlap) further back)
+    # also covers, in [0, 1): with 0.5 every behaviour past a user's first L/2 is predicted at least
+    # once with >= L/2 behaviours of context; 0 = the non-overlapping windows, whose first position
+    # is predicted from nothing
+    window_overlap: float = 0.5
     # fine-tuning
     transfer: str = "none"  # none | share (embedding init) | integrate (share + decoder feature)
+    # integrate: "match" = the decoder feature is RMS-normalised per row and multiplied by a learned
+    # scalar initialised to the per-dim RMS of the backbone's embedding tables, so it enters x0 at the
+    # scale of the inputs beside it (the LayerNorm output is ~1 per dim, the embeddings ~0.02-0.1);
+    # "none" = the raw LayerNorm output (what artifacts written before this option hold)
+    integration_scale: str = "match"
 
     def __post_init__(self) -> None:
         coerce_fields(self, "model")  # types first (a decoder mapping becomes a DecoderConfig)
@@ -94,6 +109,7 @@ class ModelConfig:
         self._check_choice("transfer", TRANSFERS)
         self._check_choice("init", INITS)
         self._check_choice("attention_pooling", POOLINGS)
+        self._check_choice("integration_scale", INTEGRATION_SCALES)
         self.mlp_dims = _positive_dims("mlp_dims", self.mlp_dims)
         self.attention_dims = _positive_dims("attention_dims", self.attention_dims)
         for name in ("embed_dim", "cross_layers", "max_seq_len", "n_negatives"):
@@ -107,10 +123,21 @@ class ModelConfig:
                 )
         check_range("model.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         check_range("model.temperature", self.temperature, lo=0.0, lo_open=True)
+        check_range("model.window_overlap", self.window_overlap, lo=0.0, hi=1.0, hi_open=True)
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         if getattr(self, name) not in choices:
             raise ConfigError(f"model.{name} must be one of {choices}, got {describe(getattr(self, name))}")
+
+    @property
+    def uses_logq(self) -> bool:
+        """Whether pretraining applies the log-Q correction (``logq_correction``, None = on for rs)."""
+        return self.negatives == "rs" if self.logq_correction is None else self.logq_correction
+
+    def window_stride(self, max_seq_len: int | None = None) -> int:
+        """Behaviours between the ends of consecutive pretraining windows: L (1 - overlap), >= 1."""
+        L = self.max_seq_len if max_seq_len is None else max_seq_len
+        return max(1, round(L * (1.0 - self.window_overlap)))
 
     def with_vocab(self, n_users: int, n_items: int, n_cates: int) -> ModelConfig:
         """A copy with the vocabulary table sizes set (validated again)."""
@@ -126,4 +153,5 @@ class ModelConfig:
                 )
 
 
-__all__ = ["BACKBONES", "INITS", "NEGATIVES", "POOLINGS", "SIMILARITIES", "TRANSFERS", "DecoderConfig", "ModelConfig"]
+__all__ = ["BACKBONES", "INITS", "INTEGRATION_SCALES", "NEGATIVES", "POOLINGS", "SIMILARITIES", "TRANSFERS",
+           "DecoderConfig", "ModelConfig"]

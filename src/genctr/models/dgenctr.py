@@ -3,14 +3,16 @@
 A sample is the unordered set of its field tokens (``FIELDS``: user, item, cate, price
 bucket, the behaviour sequence pooled into one token, and the click label). Pretraining
 masks each field with probability λ(t) and asks a bidirectional transformer to recover
-the masked ones; each field is scored by its own head G_k with a cosine sampled softmax
-over in-batch negatives. Fine-tuning runs the same network with only the label masked.
+the masked ones; each field is scored by its own head G_k with a cosine softmax, over its
+whole vocabulary for small fields (the label, price buckets) and over in-batch values for
+large ones (``genctr.models.dgenctr_scoring``). Fine-tuning runs the same network with only
+the label masked.
 
 Training loop:
 
     pre = DGenCTR(cfg, n_users=..., n_items=..., n_cates=...)
     out = pre.pretrain_logits(batch, generator)            # generator on the batch's device
-    loss = dgenctr_loss(out.logits, out.target_mask, out.weights)
+    loss = dgenctr_loss(out.logits, out.targets, out.target_mask, out.weights)
 
     ft = DGenCTR(cfg, n_users=..., n_items=..., n_cates=...)
     transfer(pre, ft)                                      # mode = cfg.transfer
@@ -18,14 +20,14 @@ Training loop:
 
 Batch: ``user``/``item``/``cate`` [B] long, ``price`` [B] float, ``hist_item``/``hist_cate``
 [B, L] long (left-aligned, oldest first), ``hist_len`` [B] long, and for pretraining
-``label`` [B] float 0/1 (fine-tuning never reads it).
+``label`` [B] float 0/1 (fine-tuning never reads it) and optionally ``label_known`` [B] bool:
+a sample whose label is not known has its label token masked and is no label target.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genctr.errors import ConfigError, DataValidationError
@@ -40,11 +42,19 @@ from genctr.models.dgenctr_config import (
 )
 from genctr.models.dgenctr_layers import Denoiser, FieldEmbedding, ScoringHeads
 from genctr.models.dgenctr_noise import FINETUNE_T, draw_noise, loss_weight
+from genctr.models.dgenctr_scoring import (
+    cosine,
+    dgenctr_loss,
+    field_losses,
+    full_vocab_logits,
+    in_batch_logits,
+    same_sequence,
+    stack_fields,
+)
 
 FINETUNE_KEYS = ("user", "item", "cate", "price", "hist_item", "hist_cate", "hist_len")
 PRETRAIN_KEYS = FINETUNE_KEYS + ("label",)
 ITEM, CATE = FIELD_INDEX["item"], FIELD_INDEX["cate"]
-SEQ_DUP_TOL = 1e-5  # pooled sequence targets whose cosine is within this of 1 count as equal
 
 # Parameter-name prefixes copied by each transfer mode ("" matches every tensor).
 TRANSFER_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -57,8 +67,10 @@ TRANSFER_PREFIXES: dict[str, tuple[str, ...]] = {
 class PretrainOutput(NamedTuple):
     """What ``pretrain_logits`` returns; fields in canonical ``FIELDS`` order."""
 
-    logits: Tensor  # (F, B, B): cos(G_k(X_t)_i, e(f_k of sample j)) / τ; the true value is j = i,
-    #                 in-batch copies of it are -inf (never negatives)
+    logits: Tensor  # (F, B, C): cos(G_k(X_t)_i, candidate c) / τ; candidates are the field's table rows
+    #                 (full-vocabulary fields) or the batch's values (in-batch copies of the true value
+    #                 -inf); columns past a field's candidates -inf
+    targets: Tensor  # (F, B) long: the true value's column (its value, or i for in-batch fields)
     target_mask: Tensor  # (F, B) bool: field k of sample i is masked and a loss target
     weights: Tensor  # (F, B) float: loss = Σ weights · CE; zero off target_mask
     t: Tensor  # (B,) long: diffusion step of each sample (for logging)
@@ -84,6 +96,11 @@ class DGenCTR(nn.Module):
         self.denoiser = Denoiser(cfg)
         self.heads = ScoringHeads(cfg)
         self.field_order: tuple[str, ...] = FIELDS
+        # fields scored against their whole table (see DGenCTRConfig.full_softmax_vocab)
+        self.full_vocab_fields: tuple[str, ...] = tuple(
+            n for n in FIELDS if n in vocab and vocab[n] <= cfg.full_softmax_vocab)
+        # parameter names of the embedding tables copied from pretraining (set by ``transfer``)
+        self.transferred_tables: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------- pretraining
     def pretrain_logits(
@@ -94,7 +111,7 @@ class DGenCTR(nn.Module):
         t: Tensor | None = None,
         masked: Tensor | None = None,
     ) -> PretrainOutput:
-        """Noise the batch, denoise it and score every field against in-batch candidates.
+        """Noise the batch, denoise it and score every field against its candidates.
 
         ``t`` [B] and ``masked`` [B, F] override the random draw (evaluation, tests).
         """
@@ -104,9 +121,13 @@ class DGenCTR(nn.Module):
             t_draw, m_draw = draw_noise(bsz, self.cfg, generator, device)
             t = t_draw if t is None else t
             masked = m_draw if masked is None else masked
+        known = batch.get("label_known")  # [B] bool or None (every label known)
         if not self.cfg.label_in_pretraining:
             masked = masked.clone()
             masked[:, LABEL] = True  # the denoiser never sees the label
+        elif known is not None:
+            masked = masked.clone()
+            masked[:, LABEL] |= ~known  # nor an unlabelled sample's
         ids = self.embedding.value_ids(batch, with_label=True)
         vals = self.embedding.lookup(ids)  # each (B, d)
         # The sequence token attends with the *noised* item/cate as query, so a masked target
@@ -120,14 +141,36 @@ class DGenCTR(nn.Module):
 
         values = torch.stack([seq_in if n == "seq" else vals[n] for n in FIELDS], dim=1)  # (B, F, d)
         out = self.heads(self._denoise(values, masked, t))  # (B, F, d)
-        targets = torch.stack([seq_target if n == "seq" else vals[n] for n in FIELDS])  # (F, B, d)
-        logits = _cosine(out.transpose(0, 1), targets) / self.cfg.temperature  # (F, B, B)
-        logits = logits.masked_fill(_duplicates(ids, seq_target), float("-inf"))
+        targets = {**vals, "seq": seq_target}
+        logits, columns = self._score(out, targets, ids)
 
         target_mask = masked.T.clone()  # (F, B)
         if not self.cfg.label_in_pretraining:
             target_mask[LABEL] = False
-        return PretrainOutput(logits, target_mask, self._weights(t, target_mask), t)
+        elif known is not None:
+            target_mask[LABEL] &= known
+        return PretrainOutput(logits, columns, target_mask, self._weights(t, target_mask), t)
+
+    def _score(self, out: Tensor, targets: dict[str, Tensor], ids: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Head outputs (B, F, d) -> logits (F, B, C) and the true columns (F, B), FIELDS order."""
+        bsz = out.shape[0]
+        in_batch = [k for k, n in enumerate(FIELDS) if n not in self.full_vocab_fields]
+        same = torch.stack([same_sequence(targets["seq"]) if FIELDS[k] == "seq"
+                            else ids[FIELDS[k]][:, None] == ids[FIELDS[k]][None, :] for k in in_batch])
+        batched = in_batch_logits(out[:, in_batch].transpose(0, 1),
+                                  torch.stack([targets[FIELDS[k]] for k in in_batch]), same,
+                                  self.cfg.temperature)  # (F_in, B, B), one batched matmul
+        per_field, columns = [], []
+        diagonal = torch.arange(bsz, device=out.device)
+        for k, name in enumerate(FIELDS):
+            if name in self.full_vocab_fields:
+                table = cast(nn.Embedding, self.embedding.tables[name])  # every table is an nn.Embedding
+                per_field.append(full_vocab_logits(out[:, k], table, ids[name], self.cfg.temperature))
+                columns.append(ids[name])
+            else:
+                per_field.append(batched[in_batch.index(k)])
+                columns.append(diagonal)
+        return stack_fields(per_field), torch.stack(columns)
 
     def _weights(self, t: Tensor, target_mask: Tensor) -> Tensor:
         """(F, B) coefficients: schedule weight, normalised to a mean over (field, sample)."""
@@ -156,7 +199,7 @@ class DGenCTR(nn.Module):
         t = torch.full((bsz,), FINETUNE_T, dtype=torch.long, device=values.device)
         h = self._denoise(values, masked, t)
         g = self.heads(h[:, LABEL : LABEL + 1], fields=[LABEL])[:, 0]  # (B, d)
-        cos = _cosine(g, self.embedding.label_table())  # (B, 2): against e(0), e(1)
+        cos = cosine(g, self.embedding.label_table())  # (B, 2): against e(0), e(1)
         return (cos[:, 1] - cos[:, 0]) / self.cfg.temperature
 
     # ----------------------------------------------------------------- shared
@@ -166,41 +209,6 @@ class DGenCTR(nn.Module):
         perm = torch.tensor([FIELD_INDEX[n] for n in self.field_order], device=values.device)
         h = self.denoiser(tokens[:, perm], t)  # tokens stacked in field_order
         return h[:, torch.argsort(perm)]  # back to FIELDS order
-
-
-def _cosine(a: Tensor, b: Tensor) -> Tensor:
-    """[..., n, d] x [..., m, d] -> [..., n, m] cosines, in float32 even under autocast
-    (bf16 would blur scores that are then scaled by 1/τ)."""
-    with torch.autocast(device_type=a.device.type, enabled=False):
-        return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).transpose(-1, -2)
-
-
-def _duplicates(ids: dict[str, Tensor], seq_target: Tensor) -> Tensor:
-    """(F, B, B) bool: candidate j carries the same value as sample i's true value (j != i)."""
-    bsz = seq_target.shape[0]
-    off_diag = ~torch.eye(bsz, dtype=torch.bool, device=seq_target.device)
-    rows = []
-    for name in FIELDS:
-        if name == "seq":
-            z = F.normalize(seq_target.detach().float(), dim=-1)
-            same = (z @ z.T) > 1.0 - SEQ_DUP_TOL
-        else:
-            same = ids[name][:, None] == ids[name][None, :]
-        rows.append(same & off_diag)
-    return torch.stack(rows)
-
-
-def dgenctr_loss(logits: Tensor, target_mask: Tensor, weights: Tensor) -> Tensor:
-    """Scalar pretraining loss: Σ_k,i weights[k, i] · CE(logits[k, i], i) over target_mask.
-
-    logits (F, B, B) with the true value on the diagonal; fields off ``target_mask`` get
-    neither loss nor gradient.
-    """
-    n_fields, bsz, _ = logits.shape
-    target = torch.arange(bsz, device=logits.device).repeat(n_fields)
-    ce = F.cross_entropy(logits.float().reshape(n_fields * bsz, bsz), target, reduction="none")
-    ce = ce.view(n_fields, bsz)
-    return (torch.where(target_mask, ce, torch.zeros_like(ce)) * weights).sum()
 
 
 @torch.no_grad()
@@ -228,6 +236,7 @@ def transfer(pretrained: DGenCTR, finetune_model: DGenCTR, mode: str | None = No
             )
     for name in names:
         dst[name].copy_(src[name])  # state_dict tensors share storage with the parameters
+    finetune_model.transferred_tables = tuple(n for n in names if n.startswith("embedding.tables."))
     return names
 
 
@@ -242,6 +251,7 @@ __all__ = [
     "DGenCTRConfig",
     "PretrainOutput",
     "dgenctr_loss",
+    "field_losses",
     "transfer",
     "TRANSFER_PREFIXES",
     "FIELDS",

@@ -59,11 +59,17 @@ class DGenCTRConfig:
     fixed_mask_ratio: float = 0.5  # the ratio when diffusion=False (0.5 = the linear schedule's mean)
     feature_specific_heads: bool = True  # False: one scoring head shared by every field
     price_boundaries: tuple[float, ...] = DEFAULT_PRICE_BOUNDARIES  # price bucket edges, increasing
+    # fields whose vocabulary (table rows) is at most this are scored against every value of their
+    # table (a full softmax), larger ones against the values in the batch. In-batch candidates of a
+    # small field are mostly copies of a few values: the label's would be one true logit against ~B/2
+    # copies of the opposite label (a loss of ~log B at init, not log 2). >= 2, so the label always is
+    full_softmax_vocab: int = 64
 
     def __post_init__(self) -> None:
         coerce_fields(self, "dgenctr")  # types first: bools are not ints, floats are finite
         for name in ("embed_dim", "n_layers", "n_heads", "ffn_mult", "head_hidden", "timesteps"):
             check_range(f"dgenctr.{name}", getattr(self, name), lo=1)
+        check_range("dgenctr.full_softmax_vocab", self.full_softmax_vocab, lo=2)
         if self.embed_dim % self.n_heads:
             raise ConfigError(
                 f"dgenctr.embed_dim ({self.embed_dim}) must be divisible by n_heads ({self.n_heads})"

@@ -18,6 +18,10 @@ from genctr.models.layers.lookup import lookup
 
 TABLE_FIELDS = ("user", "item", "cate", "price", "label")  # fields looked up in a table
 INIT_STD = 0.02
+# The label rows start as one shared random vector plus per-value noise of this relative size, so
+# cos(G, e(1)) - cos(G, e(0)) ~ 0 for any head output G: p(y | ...) starts at 1/2 (a label loss of
+# log 2 and a CTR logit of ~0), not at a random bias of ~sqrt(2/d)/τ (1.8 logits at d = 64, τ = 0.1).
+LABEL_INIT_SPREAD = 0.05
 
 
 class SeqPool(nn.Module):
@@ -63,6 +67,9 @@ class FieldEmbedding(nn.Module):
             if table.padding_idx is not None:
                 with torch.no_grad():
                     table.weight[table.padding_idx].zero_()
+        with torch.no_grad():  # see LABEL_INIT_SPREAD
+            label = tables["label"].weight  # (2, d)
+            label.copy_(label[:1] + LABEL_INIT_SPREAD * label)
         self.tables = nn.ModuleDict(tables)
         self.mask = nn.Parameter(torch.randn(N_FIELDS, d) * INIT_STD)  # per-field [MASK]
         self.field_type = nn.Parameter(torch.randn(N_FIELDS, d) * INIT_STD)  # slot identity, no order

@@ -133,16 +133,16 @@ class GenCTR(nn.Module):
         src = (torch.arange(keep, device=item.device) + drop.unsqueeze(1)).clamp_max(item.shape[1] - 1)
         return item.gather(1, src), cate.gather(1, src), length - drop  # [B, keep] x2, [B]
 
-    def pretrain_logits(
+    def candidate_scores(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Next-item sampled-softmax logits over every position of a batch of user sequences.
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Next-item scores of the true item and K sampled negatives at every position of a batch.
 
         batch: ``seq_item``/``seq_cate`` [B, T] long, ``seq_len`` [B] long (left-aligned).
-        Returns ``logits`` [N = B*T, 1+K] (column 0 = the true item t, columns 1.. = K sampled
-        negatives, accidental hits set to -inf) and ``valid`` [N] bool (t < seq_len and item t
-        is a real item, index >= FIRST_ID). Rows that are not valid hold finite garbage.
-        ``generator`` must live on the batch's device.
+        Returns ``scores`` [N = B*T, 1+K] (similarity / temperature; no correction, hits not
+        masked), ``cand`` [N, 1+K] (column 0 = the true item t, columns 1.. = the negatives) and
+        ``valid`` [N] bool (t < seq_len and item t is a real item, index >= FIRST_ID). Rows that
+        are not valid hold finite garbage. ``generator`` must live on the batch's device.
         """
         item, cate, length = batch["seq_item"], batch["seq_cate"], batch["seq_len"]
         B, T = item.shape
@@ -153,13 +153,34 @@ class GenCTR(nn.Module):
         cand = torch.cat([pos.unsqueeze(1), neg], dim=1)  # [N, 1+K]
         table = self.item_embedding
         # one fused gather + dot for positives and negatives; on CPU it never holds [N, 1+K, E]
-        logits = gather_dot(table, cand, h.to(table.weight.dtype))  # [N, 1+K]
+        scores = gather_dot(table, cand, h.to(table.weight.dtype))  # [N, 1+K]
         if self.cfg.similarity == "cosine":
-            norms = self._item_norms(cand) * h.norm(dim=-1, keepdim=True).to(logits.dtype)  # [N, 1+K]
-            logits = logits / norms.clamp_min(1e-6)
-        logits = logits / self.cfg.temperature
-        hits = F.pad(neg == pos.unsqueeze(1), (1, 0))  # [N, 1+K]; column 0 never masked
-        return logits.masked_fill(hits, float("-inf")), valid
+            norms = self._item_norms(cand) * h.norm(dim=-1, keepdim=True).to(scores.dtype)  # [N, 1+K]
+            scores = scores / norms.clamp_min(1e-6)
+        return scores / self.cfg.temperature, cand, valid
+
+    def pretrain_logits(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Next-item sampled-softmax logits over every position of a batch of user sequences.
+
+        batch as in :meth:`candidate_scores`. Returns ``logits`` [N = B*T, 1+K] (column 0 = the
+        true item t, columns 1.. = K sampled negatives, accidental hits set to -inf; with
+        ``cfg.uses_logq`` each negative minus log(K q), see ``NegativeSampler.log_expected_count``)
+        and ``valid`` [N] bool.
+        """
+        scores, cand, valid = self.candidate_scores(batch, generator)
+        return self.correct_scores(scores, cand), valid
+
+    def correct_scores(self, scores: Tensor, cand: Tensor) -> Tensor:
+        """``candidate_scores``' scores and candidates [N, 1+K] -> sampled-softmax logits [N, 1+K]:
+        the log-Q correction (``cfg.uses_logq``) and accidental hits masked to -inf."""
+        if self.cfg.uses_logq:
+            # importance weight 1/(K q) of each sampled term of the softmax's normaliser, in log space
+            correction = self.sampler.log_expected_count(cand[:, 0]).to(scores.dtype)  # [N, 1]
+            scores = torch.cat([scores[:, :1], scores[:, 1:] - correction], dim=1)
+        hits = F.pad(cand[:, 1:] == cand[:, :1], (1, 0))  # [N, 1+K]; column 0 never masked
+        return scores.masked_fill(hits, float("-inf"))
 
     def _item_norms(self, cand: Tensor) -> Tensor:
         """|e(item)| of every candidate [N, 1+K]: from the table's row norms when there are more

@@ -9,8 +9,14 @@ Both consume exactly one ``torch.rand`` of shape [N, K] from ``generator``. A po
 category has no items (category pad/OOV, or an item missing from the item table) falls back to
 uniform draws. Negatives equal to the positive ("accidental hits") are *not* removed here: the
 caller masks them (a category with one item yields only hits).
+
+Both draws are uniform over their support (all real items, or the positive's category), so the
+probability q of drawing a given negative is one number per row: :meth:`log_expected_count`
+gives log(K q), the log-Q correction a caller subtracts from the negatives' logits.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +70,16 @@ class NegativeSampler(nn.Module):
         counts[PAD] = 0  # bucket 0 holds pad/OOV items and items without a category
         counts[OOV] = 0  # "same category" means nothing for the OOV category
         self.cate_count.copy_(counts)
+
+    def log_expected_count(self, pos: Tensor) -> Tensor:
+        """log(K q) [N, 1] for positives ``pos`` [N]: how often, in expectation, each negative of the
+        row is drawn among the K (q = 1 / support size; rs and cs rows that fall back to uniform
+        draw from the n_items - FIRST_ID real items, cs rows from their category's items)."""
+        support = torch.full(pos.shape, float(self.n_items - FIRST_ID), device=pos.device)  # [N]
+        if self.mode == "cs":
+            count = self.cate_count[self.item_cate[pos]]  # [N]
+            support = torch.where(count > 0, count.to(support.dtype), support)
+        return (math.log(self.k) - torch.log(support)).unsqueeze(1)  # [N, 1]
 
     def forward(self, pos: Tensor, generator: torch.Generator | None = None) -> Tensor:
         u = torch.rand((pos.shape[0], self.k), generator=generator, device=pos.device)  # [N, K]

@@ -65,7 +65,7 @@ def save_checkpoint(ckpt_dir: str | Path, epoch: int, model: torch.nn.Module, op
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
         for f in tmp.iterdir():  # on disk before the rename makes the checkpoint visible
             _fsync(f)
-        final = ckpt_dir / f"epoch-{epoch:04d}"
+        final = checkpoint_path(ckpt_dir, epoch)
         publish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -146,6 +146,18 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
                             f"({describe(str(exc), raw=True)})") from exc
     model.load_state_dict(weights)  # names, shapes and dtypes checked above
     return meta
+
+
+def checkpoint_path(ckpt_dir: str | Path, epoch: int) -> Path:
+    """Directory of the checkpoint written at the end of 0-based ``epoch``."""
+    return Path(ckpt_dir) / f"epoch-{epoch:04d}"
+
+
+def load_model_weights(path: Path, model: torch.nn.Module) -> None:
+    """Load only the model weights of checkpoint ``path`` (checked first; ArtifactError if unusable)."""
+    weights = _read_tensors(path / "model.safetensors")
+    check_tensors(path / "model.safetensors", weights, model.state_dict())
+    model.load_state_dict(weights)
 
 
 def clear_checkpoints(ckpt_dir: str | Path) -> list[Path]:

@@ -7,6 +7,8 @@ from genctr.config import check_range, coerce_fields
 from genctr.errors import ConfigError, describe
 
 DEVICES = ("auto", "cpu", "cuda")
+EARLY_STOP_METRICS = ("logloss", "auc")  # fine-tuning's monitored valid metric (lower | higher is better)
+LABEL_SAMPLINGS = ("impression", "user")  # the unit ``label_fraction`` draws
 
 
 @dataclass
@@ -24,11 +26,36 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = 8192  # >= 1 samples per scoring batch
     progress: bool = True
+    # -- budget and early stopping (every arm of a comparison gets the same budget and rule)
+    # >= 0 optimizer steps: 0 = `epochs` full passes; > 0 = exactly this many steps, in as many passes
+    # as that takes (the last one cut short), and `epochs` is not used
+    max_steps: int = 0
+    # >= 0: stop once this many epochs in a row brought no better held-out value, then restore the
+    # best epoch's weights (fine-tuning monitors valid `early_stop_metric`; GenCTR pretraining the
+    # held-out next-item loss, DGenCTR pretraining the held-out denoising loss); 0 = no early
+    # stopping: the whole budget is trained and the last weights kept
+    patience: int = 0
+    early_stop_metric: str = "logloss"  # logloss (lower is better) | auc (higher is better)
+    # -- transferred embedding tables (share / integrate / DGenCTR transfer; no effect without one)
+    transfer_lr_mult: float = 1.0  # >= 0: their learning rate is lr * this (0 = frozen for the whole run)
+    transfer_freeze_steps: int = 0  # >= 0: they get no update in the first N optimizer steps
+    # -- labelled data: fine-tuning (and DGenCTR pretraining's label field) uses the labels of this
+    # share of the training impressions, in (0, 1]; pretraining still sees all training-period
+    # behaviour and every history stays complete (what the behaviour log holds, not what is labelled)
+    label_fraction: float = 1.0
+    label_sampling: str = "impression"  # impression | user: what the fraction draws, seeded by `seed`
 
     def __post_init__(self) -> None:
         coerce_fields(self, "train")  # types first: bools are not ints, floats are finite
         for name in ("epochs", "batch_size", "eval_batch_size"):
             check_range(f"train.{name}", getattr(self, name), lo=1)
+        for name in ("max_steps", "patience", "transfer_freeze_steps"):
+            check_range(f"train.{name}", getattr(self, name), lo=0)
+        check_range("train.transfer_lr_mult", self.transfer_lr_mult, lo=0.0)
+        check_range("train.label_fraction", self.label_fraction, lo=0.0, hi=1.0, lo_open=True)
+        for name, choices in (("early_stop_metric", EARLY_STOP_METRICS), ("label_sampling", LABEL_SAMPLINGS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"train.{name} must be one of {choices}, got {describe(getattr(self, name))}")
         check_range("train.lr", self.lr, lo=0.0, lo_open=True)
         check_range("train.weight_decay", self.weight_decay, lo=0.0)
         check_range("train.grad_clip", self.grad_clip, lo=0.0)  # 0 = off, documented above

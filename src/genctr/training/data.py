@@ -18,6 +18,7 @@ from torch import Tensor
 
 from genctr.errors import ArtifactError
 from genctr.features.layout import SPLITS, BuildLayout
+from genctr.training.windows import heldout_windows, strided_windows
 
 SAMPLE_COLUMNS = ["user_id", "user_idx", "item_idx", "cate_idx", "price", "label", "hist_end", "seq_len"]
 
@@ -105,24 +106,46 @@ class FeatureData:
             "hist_item": hist_item, "hist_cate": hist_cate, "hist_len": length,
         }
 
-    def pretrain_windows(self) -> tuple[Tensor, Tensor]:
+    def pretrain_windows(self, stride: int | None = None) -> tuple[Tensor, Tensor]:
         """Training-period behaviour windows for sequence pretraining: (ends, lengths), each (W,).
 
-        Each user's training behaviours are cut, from the most recent backwards, into
-        windows of at most L, so every training behaviour is a next-item target once.
+        Each user's training behaviours are cut, from the most recent backwards, into windows of
+        at most L whose ends lie ``stride`` apart (default L: no overlap), the oldest one starting
+        at the user's first behaviour, so every training behaviour is a next-item target at least
+        once (see ``genctr.training.windows``).
         """
         L = self.max_seq_len
-        n = self.n_train_behaviors
-        n_win = -(-n // L)  # ceil; users without behaviours get none
-        user = np.repeat(np.arange(len(n)), n_win)
-        k = np.arange(n_win.sum()) - np.repeat(np.cumsum(n_win) - n_win, n_win)  # window number per user
-        end_local = n[user] - k * L
-        length = np.minimum(end_local, L)
-        keep = length >= 2  # a window needs one context item and one target
-        ends = self._user_start[user] + end_local
-        dev = self.device
-        return (torch.as_tensor(ends[keep], device=dev, dtype=torch.long),
-                torch.as_tensor(length[keep], device=dev, dtype=torch.long))
+        user, end, length = strided_windows(self.n_train_behaviors, L, L if stride is None else stride)
+        return self._on_device(self._user_start[user] + end, length)
+
+    def heldout_windows(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Windows whose targets are the valid period's behaviours: (ends, lengths, target_from).
+
+        A user's valid-period behaviours (the clicks of their valid impressions) directly follow
+        their training behaviours. Each is a target once, with at least L/2 earlier behaviours as
+        context where the user has them; ``target_from`` [W] is the window-relative index of the
+        first target (positions before it are context only).
+        """
+        valid = self.splits["valid"]
+        rows = self._user_index.get_indexer(valid.user_raw)
+        clicks = np.bincount(rows, weights=valid.label.cpu().numpy(), minlength=len(self._user_start))
+        L = self.max_seq_len
+        user, end, length, target_from = heldout_windows(self.n_train_behaviors, clicks.astype(np.int64), L,
+                                                         max(1, L // 2))
+        ends, lengths = self._on_device(self._user_start[user] + end, length)
+        return ends, lengths, torch.as_tensor(target_from, device=self.device, dtype=torch.long)
+
+    def train_item_counts(self) -> Tensor:
+        """(n_items,) how often each item index occurs among training-period behaviours."""
+        lengths = self.hist_lengths
+        local = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        is_train = local < np.repeat(self.n_train_behaviors, lengths)  # (sum n_behaviors,)
+        items = self.hist_item[1:][torch.as_tensor(is_train, device=self.device)]  # flat position 0: sentinel
+        return torch.bincount(items, minlength=self.vocab_sizes["item"])
+
+    def _on_device(self, ends: np.ndarray, lengths: np.ndarray) -> tuple[Tensor, Tensor]:
+        return (torch.as_tensor(ends, device=self.device, dtype=torch.long),
+                torch.as_tensor(lengths, device=self.device, dtype=torch.long))
 
     def sequence_batch(self, ends: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         seq_item, seq_cate = self.gather_history(ends, lengths)

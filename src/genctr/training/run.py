@@ -26,10 +26,19 @@ from genctr.models.config import ModelConfig
 from genctr.models.dgenctr_config import DGenCTRConfig
 from genctr.models.genctr import GenCTR
 from genctr.models.losses import sampled_softmax_loss
-from genctr.models.transfer import build_ctr_model
+from genctr.models.transfer import CTRModel, build_ctr_model
 from genctr.training.checkpoint import clear_checkpoints
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
+from genctr.training.diagnostics import (
+    embedding_drift,
+    integration_norm_ratio,
+    next_item_heldout,
+    snapshot,
+    summarize,
+)
+from genctr.training.early_stopping import Monitor
+from genctr.training.labelled import labelled_rows
 from genctr.training.loop import fit, predict_logits
 
 if TYPE_CHECKING:
@@ -38,6 +47,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METHODS = ("none", "genctr", "dgenctr")
+PROBE_ROWS = 4096  # valid rows the integration norm ratio is measured on
+HELDOUT_LOSS = Monitor("heldout_loss", "min")  # what pretraining early-stops on
+# Pretraining TrainConfig defaults (for the fields a caller leaves out). GenCTR on MovieLens
+# latest-small (L = 50, 1,511 windows at overlap 0.5, batch 64 = 24 steps a pass, lr 1e-3): the
+# held-out next-item loss falls from 4.98 to 2.33 in 72 steps, reaches its best (2.27) near step
+# 300, and patience 3 ends the run by step ~400; 600 steps leaves room for larger data.
+PRETRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "genctr": {"batch_size": 64, "max_steps": 600, "patience": 3},
+    "dgenctr": {"epochs": 3},
+}
 
 
 def with_vocab(cfg: ModelConfig, data: FeatureData) -> ModelConfig:
@@ -65,18 +84,32 @@ def ctr_objective(model: nn.Module, batch: dict[str, Tensor], gen: torch.Generat
 
 def train_genctr(data: FeatureData, cfg: ModelConfig, train: TrainConfig,
                  ckpt_dir: str | Path | None = None, on_epoch_end=None, fp: str = "") -> tuple[GenCTR, list[dict]]:
-    """Next-item pretraining on the training period's behaviour windows."""
+    """Next-item pretraining on the training period's (overlapping) behaviour windows.
+
+    The history holds, from the untrained model (epoch 0) on, the held-out next-item loss and
+    AUC on the valid period's behaviours and the AUC of item popularity on the same candidates;
+    with ``train.patience`` the held-out loss decides when to stop.
+    """
     cfg = with_vocab(cfg, data)
     torch.manual_seed(train.seed)
     model = GenCTR(cfg, item_cate=data.item_categories()).to(data.device)
-    ends, lengths = data.pretrain_windows()
+    ends, lengths = data.pretrain_windows(cfg.window_stride())
     if len(ends) == 0:
-        raise ConfigError("pretraining: the training period holds no behaviour sequence of length >= 2")
+        raise ConfigError("pretraining: the training period holds no behaviour (no clicked training impression)")
+    heldout = data.heldout_windows()
+    evaluate = None
+    if len(heldout[0]):
+        popularity = data.train_item_counts()
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            return next_item_heldout(cast(GenCTR, m), data, heldout, popularity, train.seed)
+
     path, tmp = _ckpt(ckpt_dir)
     try:
         history = fit(model, genctr_objective, len(ends),
                       lambda idx: data.sequence_batch(ends[idx], lengths[idx]),
-                      train, path, on_epoch_end=on_epoch_end, desc="pretrain", fingerprint=fp)
+                      train, path, evaluate=evaluate, on_epoch_end=on_epoch_end, desc="pretrain", fingerprint=fp,
+                      monitor=HELDOUT_LOSS if evaluate is not None else None, evaluate_at_start=True)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -103,19 +136,43 @@ def init_ctr(data: FeatureData, cfg: ModelConfig, pretrained: GenCTR | None, see
     return build_ctr_model(with_vocab(cfg, data), pretrained).to(data.device)
 
 
+def finetune_monitor(train: TrainConfig) -> Monitor:
+    """The valid metric fine-tuning early-stops on."""
+    return Monitor(f"valid_{train.early_stop_metric}", "min" if train.early_stop_metric == "logloss" else "max")
+
+
 def train_ctr(data: FeatureData, model: nn.Module, train: TrainConfig,
               ckpt_dir: str | Path | None = None, on_epoch_end=None, fp: str = "") -> list[dict]:
-    """Fine-tune ``model`` in place with BCE on the train split; validation metrics per epoch."""
-    s = data.splits["train"]
+    """Fine-tune ``model`` in place with BCE on the train split's labelled share; diagnostics per epoch.
+
+    Rows: ``train.label_fraction`` of the training impressions (histories untouched). Per epoch
+    (and for the untrained model, epoch 0): valid AUC / LogLoss / gAUC, the drift of every
+    transferred table (``model.transferred_tables``) and, for model integration, the integration
+    feature's norm ratio. ``train.patience`` early-stops on ``train.early_stop_metric``.
+    """
+    s, valid = data.splits["train"], data.splits["valid"]
+    rows = labelled_rows(s, train.label_fraction, train.label_sampling, train.seed)  # (K,)
+    transferred: tuple[str, ...] = getattr(model, "transferred_tables", ())  # CTRModel and DGenCTR set it
+    reference = snapshot(model, transferred)  # the pretrained rows (taken before any resume moves them)
+    probe = data.batch(valid, torch.arange(min(PROBE_ROWS, len(valid)), device=data.device)) if len(valid) else None
 
     def valid_metrics(m: nn.Module) -> dict[str, float]:
-        return {f"valid_{k}": v for k, v in evaluate_split(m, data, "valid").items()}
+        row = {f"valid_{k}": v for k, v in evaluate_split(m, data, "valid").items()}
+        row.update(embedding_drift(m, reference))
+        ratio = integration_norm_ratio(m, probe) if probe is not None and isinstance(m, CTRModel) else None
+        if ratio is not None:
+            row["integration_norm_ratio"] = ratio
+        return row
 
+    if len(rows) < len(s):
+        log.info("fine-tuning on %d of %d training impressions (label_fraction %g by %s)", len(rows), len(s),
+                 train.label_fraction, train.label_sampling)
     path, tmp = _ckpt(ckpt_dir)
     try:
-        history = fit(model, ctr_objective, len(s), lambda idx: data.batch(s, idx), train, path,
+        history = fit(model, ctr_objective, len(rows), lambda idx: data.batch(s, rows[idx]), train, path,
                       evaluate=valid_metrics, on_epoch_end=on_epoch_end, desc="finetune",
-                      fingerprint=fp)
+                      fingerprint=fp, monitor=finetune_monitor(train) if len(valid) else None,
+                      transferred=transferred, evaluate_at_start=True)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -146,13 +203,22 @@ def _finish(out: str | Path, net: nn.Module, config: dict[str, Any], build: str 
     clear_checkpoints(_ckpt_beside(out))  # set-aside corrupt checkpoints stay, with a warning
 
 
+def pretrain_config(method: str, train: dict[str, Any]) -> TrainConfig:
+    """The pretraining TrainConfig: ``train`` over the method's defaults (``PRETRAIN_DEFAULTS``);
+    an explicit ``epochs`` keeps its meaning (the default step budget then does not apply)."""
+    defaults = dict(PRETRAIN_DEFAULTS.get(method, {}))
+    if "epochs" in train:
+        defaults.pop("max_steps", None)
+    return from_dict(TrainConfig, {**defaults, **train}, "train")
+
+
 def pretrain(build: str | Path, out: str | Path, method: str, model: dict[str, Any],
              train: dict[str, Any] | TrainConfig) -> dict[str, Any]:
     """Pretrain with ``method`` (genctr | dgenctr) and write the artifact to ``out``.
 
     ``model`` holds ModelConfig fields for genctr and DGenCTRConfig fields for dgenctr.
     """
-    tcfg = train if isinstance(train, TrainConfig) else from_dict(TrainConfig, {"epochs": 3, **train})
+    tcfg = train if isinstance(train, TrainConfig) else pretrain_config(method, train)
     net: GenCTR | DGenCTR
     config: dict[str, Any]
     if method == "genctr":
@@ -172,8 +238,9 @@ def pretrain(build: str | Path, out: str | Path, method: str, model: dict[str, A
     else:
         raise ConfigError(f"pretrain method must be 'genctr' or 'dgenctr', got {method!r}")
     config["train"] = dataclasses.asdict(tcfg)
-    _finish(out, net, config, build, {"history": history})
-    return {"history": history}
+    diagnostics = summarize(history, HELDOUT_LOSS, restored=tcfg.patience > 0)
+    _finish(out, net, config, build, {"history": history, "diagnostics": diagnostics})
+    return {"history": history, "diagnostics": diagnostics}
 
 
 def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
@@ -214,5 +281,6 @@ def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
     test = evaluate_split(net, data, "test")
     log.info("test: %s", test)
     config["train"] = dataclasses.asdict(tcfg)
-    _finish(out, net, config, build, {"history": history, "test": test})
-    return {"history": history, "test": test}
+    diagnostics = summarize(history, finetune_monitor(tcfg), restored=tcfg.patience > 0)
+    _finish(out, net, config, build, {"history": history, "test": test, "diagnostics": diagnostics})
+    return {"history": history, "test": test, "diagnostics": diagnostics}

@@ -16,15 +16,20 @@ from genctr.models.dgenctr import DGenCTR, dgenctr_loss, transfer
 from genctr.models.dgenctr_config import DGenCTRConfig
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
+from genctr.training.diagnostics import denoising_heldout
+from genctr.training.early_stopping import Monitor
+from genctr.training.labelled import label_known
 from genctr.training.loop import fit
 
 log = logging.getLogger(__name__)
+
+HELDOUT_LOSS = Monitor("heldout_loss", "min")  # what pretraining early-stops on
 
 
 def dgenctr_objective(model: nn.Module, batch: dict[str, Tensor], gen: torch.Generator) -> Tensor:
     # cast: fit hands back the model it trains, train_dgenctr's DGenCTR (a no-op under torch.compile too)
     out = cast(DGenCTR, model).pretrain_logits(batch, gen)
-    return dgenctr_loss(out.logits, out.target_mask, out.weights)
+    return dgenctr_loss(out.logits, out.targets, out.target_mask, out.weights)
 
 
 def build_dgenctr(cfg: DGenCTRConfig, data: FeatureData) -> DGenCTR:
@@ -34,12 +39,31 @@ def build_dgenctr(cfg: DGenCTRConfig, data: FeatureData) -> DGenCTR:
 
 def train_dgenctr(data: FeatureData, cfg: DGenCTRConfig, train: TrainConfig, ckpt_dir: str | Path,
                   on_epoch_end=None, fp: str = "") -> tuple[DGenCTR, list[dict]]:
-    """Masked-diffusion pretraining on the train split's samples (labels included)."""
+    """Masked-diffusion pretraining on the train split's samples (labels of the labelled share only).
+
+    Every training impression is a sample; with ``train.label_fraction`` < 1 the label of an
+    impression outside the labelled share (``genctr.training.labelled``, the rows fine-tuning
+    uses) is masked and never a target. The history holds the held-out (valid split) denoising
+    loss and per-field cross-entropies from the untrained model (epoch 0) on; with
+    ``train.patience`` the held-out loss decides when to stop.
+    """
     torch.manual_seed(train.seed)
     model = build_dgenctr(cfg, data)
-    s = data.splits["train"]
-    history = fit(model, dgenctr_objective, len(s), lambda idx: data.batch(s, idx), train, ckpt_dir,
-                  on_epoch_end=on_epoch_end, desc="pretrain dgenctr", fingerprint=fp)
+    s, valid = data.splits["train"], data.splits["valid"]
+    known = label_known(s, train.label_fraction, train.label_sampling, train.seed)  # (N,) bool or None
+
+    def make_batch(idx: Tensor) -> dict[str, Tensor]:
+        batch = data.batch(s, idx)
+        return batch if known is None else {**batch, "label_known": known[idx]}
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        # batches of the training size: in-batch fields then have as many candidates as in training
+        return denoising_heldout(cast(DGenCTR, m), data, valid, train.seed, train.batch_size)
+
+    has_valid = len(valid) > 0
+    history = fit(model, dgenctr_objective, len(s), make_batch, train, ckpt_dir,
+                  evaluate=evaluate if has_valid else None, on_epoch_end=on_epoch_end, desc="pretrain dgenctr",
+                  fingerprint=fp, monitor=HELDOUT_LOSS if has_valid else None, evaluate_at_start=True)
     return model, history
 
 

@@ -1,0 +1,182 @@
+"""Fine-tuning protocol: early stopping that restores the best epoch, the transferred tables' own
+learning rate / freeze and their drift, the labelled fraction, and the diagnostics every run writes."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_build import write_tiny_build
+
+from genctr.models import GenCTR, ModelConfig
+from genctr.training.config import TrainConfig
+from genctr.training.data import FeatureData
+from genctr.training.diagnostics import embedding_drift, snapshot
+from genctr.training.early_stopping import Monitor
+from genctr.training.labelled import labelled_rows
+from genctr.training.loop import fit
+from genctr.training.run import finetune, init_ctr, pretrain, train_ctr, train_genctr
+
+L = 8
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> Path:
+    return write_tiny_build(tmp_path_factory.mktemp("tiny") / "build", L)
+
+
+@pytest.fixture(scope="module")
+def data(build: Path) -> FeatureData:
+    return FeatureData(str(build), L)
+
+
+def _small(**kw: object) -> ModelConfig:
+    return ModelConfig(max_seq_len=L, mlp_dims=(16,), attention_dims=(8,), n_negatives=4, dropout=0.0,
+                       decoder={"d_model": 16, "n_heads": 2, "dropout": 0.0}, **kw)
+
+
+# ------------------------------------------------------------------ early stopping
+class _Line(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(3))
+
+
+def test_patience_stops_and_restores_the_best_epochs_weights(tmp_path) -> None:
+    script = iter([0.9, 0.5, 0.3, 0.4, 0.35, 0.1, 0.1])  # epoch 0 (untrained), 1, 2, ...: best is epoch 2
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        return {"valid_logloss": next(script)}
+
+    model = _Line()
+    history = fit(model, lambda m, b, g: (m.w - b["x"].float().mean()).pow(2).sum(), 64, lambda idx: {"x": idx},
+                  TrainConfig(epochs=10, batch_size=16, lr=0.1, patience=2, progress=False), tmp_path,
+                  evaluate=evaluate, monitor=Monitor("valid_logloss", "min"), evaluate_at_start=True)
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3, 4]  # stopped: epochs 3 and 4 did not beat epoch 2
+    best = load_file(str(tmp_path / "epoch-0001" / "model.safetensors"))  # end of epoch 2
+    last = load_file(str(tmp_path / "epoch-0003" / "model.safetensors"))
+    assert torch.equal(model.w.detach(), best["w"]) and not torch.equal(best["w"], last["w"])
+    again = _Line()  # a rerun over the same checkpoints trains nothing more and ends on the same weights
+    fit(again, lambda m, b, g: m.w.sum(), 64, lambda idx: {"x": idx},
+        TrainConfig(epochs=10, batch_size=16, lr=0.1, patience=2, progress=False), tmp_path,
+        evaluate=evaluate, monitor=Monitor("valid_logloss", "min"))
+    assert torch.equal(again.w.detach(), best["w"])
+
+
+def test_finetuning_early_stops_on_valid_auc(data: FeatureData, tmp_path) -> None:
+    model = init_ctr(data, _small(), None, seed=0)
+    history = train_ctr(data, model, TrainConfig(epochs=30, batch_size=64, lr=0.05, patience=1,
+                                                 early_stop_metric="auc", progress=False), tmp_path)
+    aucs = [r["valid_auc"] for r in history if r["epoch"] >= 1]
+    best = max(range(len(aucs)), key=aucs.__getitem__)
+    assert len(aucs) == best + 2 < 30  # one epoch past the best, far inside the budget
+
+
+# ------------------------------------------------------------------ transferred tables
+def _share(data: FeatureData) -> tuple[torch.nn.Module, GenCTR]:
+    cfg = _small(transfer="share")
+    torch.manual_seed(0)
+    pre, _ = train_genctr(data, _small(), TrainConfig(max_steps=2, batch_size=16, progress=False))
+    return init_ctr(data, cfg, pre, seed=0), pre
+
+
+@pytest.mark.parametrize(("mult", "freeze", "moved"), [(0.0, 0, False), (1.0, 0, True), (1.0, 10, False),
+                                                       (1.0, 4, True)])
+def test_transfer_lr_multiplier_and_freeze(data: FeatureData, tmp_path, mult: float, freeze: int,
+                                           moved: bool) -> None:
+    model, pre = _share(data)
+    item = "backbone.inputs.embedding.tables.item.weight"
+    assert item in model.transferred_tables
+    head = model.backbone.head.weight.detach().clone()
+    history = train_ctr(data, model, TrainConfig(max_steps=6, batch_size=64, lr=1e-2, transfer_lr_mult=mult,
+                                                 transfer_freeze_steps=freeze, progress=False), tmp_path)
+    table = model.get_parameter(item)
+    assert torch.equal(table, pre.item_embedding.weight) is not moved
+    assert not torch.equal(model.backbone.head.weight, head)  # the rest always trains
+    drift = history[-1]["drift_cos_item"]
+    assert (drift < 1.0) if moved else drift == pytest.approx(1.0, abs=1e-6)
+    assert history[0]["drift_cos_item"] == pytest.approx(1.0, abs=1e-6)  # logged from the untrained model on
+
+
+def test_embedding_drift_is_the_mean_row_cosine() -> None:
+    model = torch.nn.Embedding(4, 2, padding_idx=0)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    ref = snapshot(model, ("weight",))
+    with torch.no_grad():
+        model.weight[1] = torch.tensor([0.0, 2.0])  # row 1 turned by 90 degrees: cosine 0
+    assert embedding_drift(model, ref) == {"drift_cos_weight": pytest.approx(2 / 3)}  # padding row left out
+
+
+# ------------------------------------------------------------------ labelled fraction
+@pytest.mark.parametrize("unit", ["impression", "user"])
+def test_label_fraction_cuts_finetuning_rows_only(data: FeatureData, tmp_path, unit: str) -> None:
+    s = data.splits["train"]
+    rows = labelled_rows(s, 0.1, unit, seed=3)
+    assert 0.05 * len(s) <= len(rows) <= 0.15 * len(s)
+    assert torch.equal(rows, labelled_rows(s, 0.1, unit, seed=3))  # seeded
+    assert not torch.equal(rows, labelled_rows(s, 0.1, unit, seed=4))
+    if unit == "user":  # whole users: a kept user keeps every one of their impressions
+        kept = set(s.user_raw[rows.numpy()].tolist())
+        assert sum(u in kept for u in s.user_raw.tolist()) == len(rows)
+    full = train_ctr(data, init_ctr(data, _small(), None, seed=0),
+                     TrainConfig(epochs=1, batch_size=64, progress=False, label_sampling=unit), tmp_path / "a")
+    part = train_ctr(data, init_ctr(data, _small(), None, seed=0),
+                     TrainConfig(epochs=1, batch_size=64, progress=False, label_fraction=0.1, label_sampling=unit,
+                                 seed=3), tmp_path / "b")
+    assert full[-1]["rows"] == len(s) and part[-1]["rows"] == len(rows)
+    # the histories of kept rows are those of the full behaviour log, not of the labelled share
+    batch, ref = data.batch(s, rows), data.batch(s, torch.arange(len(s)))
+    for key in ("hist_item", "hist_cate", "hist_len"):
+        assert torch.equal(batch[key], ref[key][rows])
+    assert torch.equal(batch["hist_len"], s.seq_len[rows]) and int(batch["hist_len"].sum()) > 0
+    # pretraining sees every training-period behaviour whatever the fraction
+    _, pre_full = train_genctr(data, _small(), TrainConfig(max_steps=2, batch_size=16, progress=False))
+    _, pre_part = train_genctr(data, _small(), TrainConfig(max_steps=2, batch_size=16, label_fraction=0.1,
+                                                           progress=False))
+    assert pre_full[-1]["rows"] == pre_part[-1]["rows"] > 0
+
+
+def test_dgenctr_pretraining_hides_labels_outside_the_fraction(data: FeatureData, tmp_path, monkeypatch) -> None:
+    from genctr.models.dgenctr import DGenCTR
+    from genctr.models.dgenctr_config import DGenCTRConfig
+    from genctr.training.run_dgenctr import train_dgenctr
+
+    seen: list[torch.Tensor] = []
+    real = DGenCTR.pretrain_logits
+
+    def spy(self, batch, *a, **kw):
+        if self.training:
+            seen.append(batch["label_known"])
+        return real(self, batch, *a, **kw)
+
+    monkeypatch.setattr(DGenCTR, "pretrain_logits", spy)
+    cfg = DGenCTRConfig(embed_dim=16, n_layers=1, n_heads=2, head_hidden=16, timesteps=10)
+    train_dgenctr(data, cfg, TrainConfig(epochs=1, batch_size=1024, progress=False, label_fraction=0.1), tmp_path)
+    known = torch.cat(seen)
+    assert len(known) == len(data.splits["train"])  # every impression is a sample ...
+    assert int(known.sum()) == len(labelled_rows(data.splits["train"], 0.1, "impression", 0))  # ... 10 % labelled
+
+
+# ------------------------------------------------------------------ what every run records
+def test_every_run_writes_its_diagnostics(build: Path, tmp_path) -> None:
+    quick = {"max_steps": 3, "batch_size": 32, "progress": False}
+    small = {"max_seq_len": L, "n_negatives": 4, "decoder": {"d_model": 16, "n_heads": 2}}
+    pre = pretrain(build, tmp_path / "gen", "genctr", small, quick)
+    init, final = pre["diagnostics"]["init"], pre["diagnostics"]["final"]
+    for row in (init, final):
+        assert {"heldout_loss", "heldout_auc", "heldout_pop_auc"} <= set(row)
+    out = finetune(build, tmp_path / "ctr", {**small, "transfer": "integrate", "mlp_dims": [16]}, quick,
+                   pretrained=tmp_path / "gen")
+    metrics = json.loads((tmp_path / "ctr" / "metrics.json").read_text())
+    assert metrics["diagnostics"] == json.loads(json.dumps(out["diagnostics"]))
+    d = metrics["diagnostics"]
+    assert d["steps"] == 3 and d["init"]["integration_norm_ratio"] == pytest.approx(1.0, rel=0.5)
+    assert {"drift_cos_item", "drift_cos_cate", "drift_cos_decoder_item_embedding", "valid_auc"} <= set(d["final"])
+    assert all(math.isfinite(v) for k, v in d["final"].items() if k.startswith("drift_cos"))
+    dg = pretrain(build, tmp_path / "dgen", "dgenctr", {"max_seq_len": L, "embed_dim": 16, "n_layers": 1,
+                                                        "n_heads": 2, "head_hidden": 16}, quick)
+    assert abs(dg["diagnostics"]["init"]["heldout_ce_label"] - math.log(2)) < 0.05
