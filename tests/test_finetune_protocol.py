@@ -169,7 +169,8 @@ def test_every_run_writes_its_diagnostics(build: Path, tmp_path) -> None:
     init, final = pre["diagnostics"]["init"], pre["diagnostics"]["final"]
     for row in (init, final):
         assert {"heldout_loss", "heldout_auc", "heldout_pop_auc"} <= set(row)
-    out = finetune(build, tmp_path / "ctr", {**small, "transfer": "integrate", "mlp_dims": [16]}, quick,
+    out = finetune(build, tmp_path / "ctr",
+                   {**small, "transfer": "integrate", "integration_scale": "match", "mlp_dims": [16]}, quick,
                    pretrained=tmp_path / "gen")
     metrics = json.loads((tmp_path / "ctr" / "metrics.json").read_text())
     assert metrics["diagnostics"] == json.loads(json.dumps(out["diagnostics"]))

@@ -162,6 +162,6 @@ def test_new_option_defaults() -> None:
     t, m, d = TrainConfig(), ModelConfig(), DGenCTRConfig()
     assert (t.max_steps, t.patience, t.early_stop_metric, t.transfer_lr_mult, t.transfer_freeze_steps,
             t.label_fraction, t.label_sampling) == (0, 0, "logloss", 1.0, 0, 1.0, "impression")
-    assert (m.window_overlap, m.logq_correction, m.integration_scale, d.full_softmax_vocab) == (0.5, None, "match", 64)
+    assert (m.window_overlap, m.logq_correction, m.integration_scale, d.full_softmax_vocab) == (0.5, None, "none", 64)
     assert m.uses_logq is False and ModelConfig(negatives="rs").uses_logq is True
     assert ModelConfig(window_overlap=0.0).window_stride(50) == 50 and m.window_stride(50) == 25

@@ -149,7 +149,7 @@ def _rms(x: torch.Tensor) -> float:
 def test_integration_feature_enters_at_the_scale_of_the_other_inputs(backbone: str) -> None:
     """The decoder's LayerNorm output is ~1 per dim, the embeddings beside it 0.02: concatenated raw
     it was ~50x louder here (~13x on MovieLens after pretraining). At init it must be within 2x."""
-    cfg = make_cfg(backbone=backbone, transfer="integrate")
+    cfg = make_cfg(backbone=backbone, transfer="integrate", integration_scale="match")
     model = build_ctr_model(cfg, pretrained(cfg)).eval()
     seen: dict[str, torch.Tensor] = {}
     model.backbone.register_forward_pre_hook(lambda mod, args: seen.update(extra=args[1]))
@@ -190,7 +190,7 @@ def test_artifact_written_before_integration_scale_loads_with_the_raw_feature(tm
     assert loaded.cfg.integration_scale == "none" and loaded.integration is None
     batch = make_batch()
     torch.testing.assert_close(loaded(batch), model(batch))
-    new = build_ctr_model(make_cfg(transfer="integrate"), pretrained(cfg)).eval()  # default: "match"
+    new = build_ctr_model(make_cfg(transfer="integrate", integration_scale="match"), pretrained(cfg)).eval()
     save_artifact(tmp_path / "new", new, {"kind": "ctr", "model": dataclasses.asdict(new.cfg)}, None, {})
     again = load_model(tmp_path / "new")
     assert again.integration is not None and torch.equal(again.integration.scale, new.integration.scale)
