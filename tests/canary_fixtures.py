@@ -10,6 +10,7 @@ stopped when the session ends. Every test sets the deployment's state up itself.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pandas as pd
@@ -51,10 +52,15 @@ def _build(synthetic_build: dict[str, Any], tmp_path_factory: pytest.TempPathFac
     versions = {name: reg.register(root / name, MODEL) for name in ("random", "trained", "twin")}
     materialize(build, work_dir=root / "feast")
     state_dir = root / "deploy"
-    deployer = LocalDeployer(state_dir / f"{MODEL}.json", name=MODEL, feast=FeastConfig(str(root / "feast")))
+    # user-sticky: every plant() puts the router back, whatever design a test switched the deployment to
+    deployer = LocalDeployer(state_dir / f"{MODEL}.json", name=MODEL, feast=FeastConfig(str(root / "feast")),
+                             randomisation="user")
     n_events = len(pd.read_parquet(synthetic_build["events"], columns=["request_id"]))
+    # ads clicked at the feed's rate (no ad offset): the click volume these tests' thresholds and
+    # traffic sizes were set for; the world's default ad rates are the demo's (test_demo.py)
+    world = dataclasses.replace(synthetic_build["world"], ad_logit_offset=0.0)
     return {"root": root, "reg": reg, "v": versions, "deployer": deployer, "state_dir": state_dir,
-            "world": synthetic_build["world"], "n_events": n_events}
+            "world": world, "n_events": n_events}
 
 
 def uri(ctx: dict[str, Any], name: str) -> str:

@@ -1,4 +1,5 @@
-"""Traffic simulator: GSP auction, arm split, scorers, logs, and a run against a real local ModelServer."""
+"""Traffic simulator: GSP auction, arm split and routing, scorers, the headers the sink reads. (Its runs
+against a real ModelServer, payload logger and sink are tests/test_ab_loop_e2e.py and test_canary_loop.py.)"""
 from __future__ import annotations
 
 import dataclasses
@@ -6,22 +7,18 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-import requests
 from conftest import free_port
 
 from genctr.data.sources.synthetic import SyntheticConfig, SyntheticWorld, end_time, iter_events, replay_world
-from genctr.deploy.base import CANARY, CHAMPION, assign_arm
+from genctr.deploy.base import CANARY, CHAMPION, assign_arm, assign_arms
 from genctr.errors import ConfigError
-from genctr.monitoring.logs import read_logs
 from genctr.simulation import (
     STATUS_BAD_RESPONSE,
-    STATUS_CONNECTION_ERROR,
     STATUS_TIMEOUT,
     HttpScorer,
     OracleScorer,
@@ -31,8 +28,6 @@ from genctr.simulation import (
     assign_users,
     gsp_auction,
     run_traffic,
-    simulate,
-    simulate_deployment,
 )
 from genctr.simulation.auction import first_occurrence
 
@@ -122,55 +117,125 @@ def test_arm_assignment_is_stable_and_matches_the_percent() -> None:
 
 # -- the loop with in-process scorers --------------------------------------------------------
 
-def test_run_traffic_splits_users_and_writes_valid_logs(tmp_path: Path) -> None:
+class Recording:
+    """Wraps a scorer and keeps what each call carried: the headers and the users (an observer)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[dict[str, str], list[int]]] = []
+        self._lock = threading.Lock()
+
+    def score(self, batch: ScoreBatch, headers: Any = None) -> Any:
+        with self._lock:
+            self.calls.append((dict(headers or {}), batch.user_ids.tolist()))
+        return self.inner.score(batch, headers)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_user_randomised_calls_hold_one_arm_and_carry_the_sinks_headers() -> None:
     world, state, _ = replay_world(WORLD, 4_000)
     cfg = fast(n_requests=4_000, sim_rate=20.0, instances_per_call=16, concurrency=3)
-    s = run_traffic({CHAMPION: OracleScorer(world, state), CANARY: RandomScorer(1)}, 30, world, state, cfg, tmp_path)
-    logs = read_logs(tmp_path)
-    req, imp = logs.requests, logs.impressions
-    assert len(req) == 4_000 and req["request_id"].is_unique and (req["status"] == 200).all()
-    assert (req.groupby("user_id")["arm"].nunique() == 1).all()  # a user stays on one arm
+    arms = {CHAMPION: Recording(OracleScorer(world, state)), CANARY: Recording(RandomScorer(1))}
+    s = run_traffic(arms, 30, world, state, cfg)
+    canary_users = {u for _, users in arms[CANARY].calls for u in users}
+    champion_users = {u for _, users in arms[CHAMPION].calls for u in users}
+    assert not canary_users & champion_users  # a user stays on one arm
+    assert assign_arms(np.array(sorted(canary_users)), 30).all()
+    assert not assign_arms(np.array(sorted(champion_users)), 30).any()
+    calls = [h for a in arms.values() for h, _ in a.calls]
+    assert len(calls) == s.calls and all(len(users) <= 16 for a in arms.values() for _, users in a.calls)
+    ids = [h["X-Request-Id"] for h in calls]
+    assert len(set(ids)) == len(ids) and all(h["Ce-Id"] == h["X-Request-Id"] for h in calls)
+    assert all(i.startswith(f"{s.run_id}-") for i in ids)
+    assert {h["X-Genctr-Randomisation"] for h in calls} == {"user"}
+    times = [int(h["X-Genctr-Request-Time"]) for h in calls]
+    assert min(times) == 1_700_000_000 and max(times) <= 1_700_000_000 + 3_999 // 20 and s.end_ts == max(times)
+    share = s.arms[CANARY].requests / s.requests
     user_share = assign_users(np.arange(1, WORLD.n_users + 1), 30).mean()
-    share = (req["arm"] == CANARY).mean()
-    assert abs(share - user_share) < 4 * np.sqrt(user_share * (1 - user_share) / len(req))
-    assert abs(user_share - 0.30) < 4 * np.sqrt(0.3 * 0.7 / WORLD.n_users)
-    assert (req["ts"].diff().dropna() >= 0).all() and req["ts"].iloc[-1] == 1_700_000_000 + 3_999 // 20
-    assert len(imp) == 3 * 4_000 and imp.groupby("request_id")["position"].apply(lambda p: sorted(p) == [0, 1, 2]).all()
-    assert not imp.duplicated(["request_id", "item_id"]).any()
-    assert (imp["cpc"] <= imp["bid"]).all() and (imp["cpc"] >= cfg.reserve_price).all()
-    # the summary and the logs agree
-    by_arm = imp.groupby("arm").agg(clicks=("clicked", "sum"), revenue=("revenue", "sum"))
-    for arm in (CHAMPION, CANARY):
-        assert s.arms[arm].clicks == by_arm.loc[arm, "clicks"]
-        assert s.arms[arm].revenue == pytest.approx(by_arm.loc[arm, "revenue"])
+    assert abs(share - user_share) < 4 * np.sqrt(user_share * (1 - user_share) / s.requests)
+    for a in (CHAMPION, CANARY):  # every request shows its 3 slots; the summary counts each once
+        assert s.arms[a].impressions == 3 * s.arms[a].requests and s.arms[a].errors == 0
+        assert 0 < s.arms[a].clicks < s.arms[a].impressions and s.arms[a].revenue > 0
+    assert s.arms[CHAMPION].ctr > s.arms[CANARY].ctr  # the oracle ranks better than chance
 
 
-def test_oracle_beats_random_on_the_same_traffic(tmp_path: Path) -> None:
-    results = {}
+def test_request_randomised_requests_draw_their_arm_so_users_meet_both() -> None:
+    world, state, _ = replay_world(WORLD, 4_000)
+    cfg = fast(n_requests=6_000, instances_per_call=8, concurrency=2)
+    arms = {CHAMPION: Recording(RandomScorer(0)), CANARY: Recording(RandomScorer(1))}
+    s = run_traffic(arms, 25, world, state, cfg, randomisation="request")
+    assert {h["X-Genctr-Randomisation"] for a in arms.values() for h, _ in a.calls} == {"request"}
+    n_canary = sum(len(us) for _, us in arms[CANARY].calls)
+    # each ad request drew its arm: the canary share is binomial over requests (what the SRM check assumes),
+    # not over calls of 8 (whose spread would be sqrt(8) times wider)
+    assert n_canary == s.arms[CANARY].requests and abs(n_canary / 6_000 - 0.25) < 3 * np.sqrt(0.25 * 0.75 / 6_000)
+    both = {u for _, us in arms[CANARY].calls for u in us} & {u for _, us in arms[CHAMPION].calls for u in us}
+    assert len(both) > WORLD.n_users / 2  # one user meets both arms
+    assert s.requests == 6_000 and s.calls == len(arms[CANARY].calls) + len(arms[CHAMPION].calls)
+    n_waves = 6_000 // (cfg.concurrency * cfg.instances_per_call)  # waves of 16 requests
+    assert s.calls <= 4 * n_waves  # requests of one arm share calls: at most 2 per arm and wave
+    with pytest.raises(ConfigError, match="randomisation"):
+        run_traffic(arms, 25, world, state, cfg, randomisation="session")
+
+
+def test_a_skewed_split_sends_leaked_users_straight_to_the_canary() -> None:
+    world, state, _ = replay_world(WORLD, 4_000)
+    router = Recording(RandomScorer(0))
+    arms = {"router": router, CHAMPION: Recording(RandomScorer(0)), CANARY: Recording(RandomScorer(1))}
+    s = run_traffic(arms, 20, world, state, fast(n_requests=3_000, srm_skew=0.3, seed=4))
+    direct = {u for _, us in arms[CANARY].calls for u in us}
+    assert not arms[CHAMPION].calls and direct  # everything else went through the router
+    assert not assign_arms(np.array(sorted(direct)), 20).any()  # champion-bucket users, bypassing the split
+    routed = {u for _, us in router.calls for u in us}
+    assert not routed & direct
+    want = 0.2 + 0.8 * 0.3
+    assert abs(s.arms[CANARY].requests / s.requests - want) < 0.08
+
+
+def oracle_and_random(world_cfg: SyntheticConfig) -> tuple[Any, Any, dict[str, list[int]]]:
+    results, users = {}, {}
     for name in ("oracle", "random"):
-        world, state, _ = replay_world(WORLD, 4_000)
-        scorer = OracleScorer(world, state) if name == "oracle" else RandomScorer(0)
-        results[name] = run_traffic({CHAMPION: scorer}, 0, world, state, fast(n_requests=3_000), tmp_path / name)
-    users = {n: read_logs(tmp_path / n).requests["user_id"].tolist() for n in results}
+        world, state, _ = replay_world(world_cfg, 4_000)
+        scorer = Recording(OracleScorer(world, state) if name == "oracle" else RandomScorer(0))
+        results[name] = run_traffic({CHAMPION: scorer}, 0, world, state, fast(n_requests=3_000))
+        users[name] = [u for _, us in scorer.calls for u in us]
+    return results["oracle"].arms[CHAMPION], results["random"].arms[CHAMPION], users
+
+
+def test_oracle_beats_random_on_the_same_traffic() -> None:
+    # ads clicked at the feed's rate (ad_logit_offset=0: the rate these margins were set at)
+    oracle, rand, users = oracle_and_random(dataclasses.replace(WORLD, ad_logit_offset=0.0))
     assert users["oracle"] == users["random"]  # the same users in the same order
-    oracle, rand = results["oracle"].arms[CHAMPION], results["random"].arms[CHAMPION]
     assert oracle.impressions == rand.impressions == 9_000
     assert oracle.ctr > rand.ctr + 0.1
     assert oracle.rpm > 1.2 * rand.rpm
 
 
-def test_a_failing_arm_is_logged_and_the_run_goes_on(tmp_path: Path) -> None:
+def test_ads_are_clicked_at_ad_rates_and_ranking_still_pays() -> None:
+    oracle, rand, _ = oracle_and_random(WORLD)  # the world's default: ads, clicked at a few per cent
+    assert 0.001 < rand.ctr < 0.02 and 0.01 < oracle.ctr < 0.08
+    assert oracle.ctr > 3 * rand.ctr and oracle.rpm > 2 * rand.rpm
+    feed = SyntheticWorld(WORLD)  # the world's own impressions keep the feed's rate: the training data
+    events = pd.concat(list(iter_events(WORLD, 4_000)), ignore_index=True)
+    assert 0.2 < events["clicked"].mean() < 0.45
+    state = feed.init_state()
+    users, items = np.zeros(50, int), np.arange(50)
+    np.testing.assert_allclose(feed.click_logit(state, users, items, ad=True),
+                               feed.click_logit(state, users, items) + WORLD.ad_logit_offset)
+    with pytest.raises(ConfigError, match="ad_logit_offset"):
+        SyntheticConfig(ad_logit_offset=1.0)
+
+
+def test_a_failing_arm_is_counted_and_the_run_goes_on() -> None:
     world, state, _ = replay_world(WORLD, 4_000)
     dead = HttpScorer(f"http://127.0.0.1:{free_port()}/v1/models/ctr-canary:predict", timeout=2.0)
-    s = run_traffic({CHAMPION: OracleScorer(world, state), CANARY: dead}, 50, world, state,
-                    fast(n_requests=600), tmp_path)
-    logs = read_logs(tmp_path)
-    failed = logs.requests[logs.requests["arm"] == CANARY]
-    assert len(failed) > 100 and (failed["status"] == STATUS_CONNECTION_ERROR).all()
-    assert (logs.requests.loc[logs.requests["arm"] == CHAMPION, "status"] == 200).all()
-    assert set(logs.impressions["arm"]) == {CHAMPION}  # no impressions for failed requests
-    assert s.arms[CANARY].errors == s.arms[CANARY].requests == len(failed) and s.arms[CANARY].revenue == 0
-    assert s.requests == 600
+    s = run_traffic({CHAMPION: OracleScorer(world, state), CANARY: dead}, 50, world, state, fast(n_requests=600))
+    assert s.arms[CANARY].requests > 100
+    assert s.arms[CANARY].errors == s.arms[CANARY].requests and s.arms[CANARY].impressions == 0
+    assert s.arms[CANARY].revenue == 0 and s.arms[CHAMPION].errors == 0
+    assert s.arms[CHAMPION].impressions == 3 * s.arms[CHAMPION].requests and s.requests == 600
 
 
 class _StubHandler(BaseHTTPRequestHandler):
@@ -178,8 +243,11 @@ class _StubHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
+    seen: list[dict[str, str]] = []
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append(dict(self.headers))
         inst = body["instances"]
         if inst[0]["user_id"] == 1:
             code, out = 503, b'{"error": "overloaded"}'
@@ -212,8 +280,9 @@ def test_http_scorer_maps_failures_to_statuses() -> None:
         assert scorer.score(batch(1)).status == 503
         assert scorer.score(batch(2)).status == STATUS_BAD_RESPONSE
         assert scorer.score(batch(3)).status == STATUS_TIMEOUT
-        ok = scorer.score(batch(4))  # a fresh connection after the timeout dropped the old one
+        ok = scorer.score(batch(4), {"Ce-Id": "call-7", "X-Genctr-Randomisation": "user"})  # a fresh connection
         assert ok.status == 200 and ok.pctr is not None and ok.pctr.shape == (2, 3) and ok.latency_ms > 0
+        assert _StubHandler.seen[-1]["Ce-Id"] == "call-7" and _StubHandler.seen[-1]["X-Genctr-Randomisation"] == "user"
     finally:
         scorer.close()
         server.shutdown()
@@ -234,62 +303,3 @@ def test_replay_continues_the_event_stream() -> None:
     assert start == cfg.start_time + 5 * cfg.seconds_per_round
     assert events["event_time"].between(start, start + cfg.seconds_per_round - 1).all()
     assert isinstance(world, SyntheticWorld)
-
-
-# -- against a real local ModelServer --------------------------------------------------------
-
-@pytest.mark.slow
-def test_simulation_against_a_real_local_model_server(synthetic_build: dict[str, Any], tmp_path: Path) -> None:
-    from serving_fixtures import perturbed_copy
-
-    from genctr.deploy.local import LocalDeployer
-    from genctr.features.feast_sync import materialize
-    from genctr.serving.online import FeastConfig
-    from genctr.training.run import finetune
-
-    build, world_cfg = synthetic_build["build"], synthetic_build["world"]
-    assert world_cfg == WORLD  # the served users and items are the simulator's
-    n_events = len(pd.read_parquet(synthetic_build["events"], columns=["request_id"]))
-    finetune(build, tmp_path / "a", {"max_seq_len": synthetic_build["max_seq_len"], "backbone": "dnn",
-                                     "embed_dim": 8, "mlp_dims": [32]},
-             {"epochs": 1, "progress": False, "device": "cpu", "seed": 0})
-    perturbed_copy(tmp_path / "a", tmp_path / "b")
-    materialize(build, work_dir=tmp_path / "feast")
-    deployer = LocalDeployer(tmp_path / "state.json", feast=FeastConfig(str(tmp_path / "feast")))
-    try:
-        deployer.deploy(str(tmp_path / "a"))
-        status = deployer.start_canary(str(tmp_path / "b"), 30)
-        cfg = fast(n_requests=2_000, start_ts=None, seed=5)
-        s = simulate_deployment(deployer, world_cfg, n_events, cfg, tmp_path / "logs", tmp_path / "summary.json")
-        logs = read_logs(tmp_path / "logs")
-        req, imp = logs.requests, logs.impressions
-        assert (req["status"] == 200).all() and len(req) == 2_000 and len(imp) == 3 * 2_000
-        assert req["ts"].min() == end_time(world_cfg, n_events)  # traffic follows the training data
-        user_share = assign_users(np.arange(1, world_cfg.n_users + 1), 30).mean()
-        share = (req["arm"] == CANARY).mean()
-        assert abs(share - user_share) < 4 * np.sqrt(user_share * (1 - user_share) / len(req))
-        assert json.loads((tmp_path / "summary.json").read_text())["requests"] == 2_000
-
-        # the logged pCTR is what the arm answers when asked directly
-        sample = imp[imp["request_id"].isin(req.groupby("arm")["request_id"].head(10))]
-        for (_rid, arm), rows in sample.groupby(["request_id", "arm"]):
-            cands = [{"item_id": int(r.item_id), "category_id": int(r.category_id), "price": float(r.bid)}
-                     for r in rows.itertuples()]
-            r = requests.post(status.urls[arm], json={"instances": [{"user_id": int(rows["user_id"].iloc[0]),
-                                                                      "candidates": cands}]}, timeout=30)
-            assert r.status_code == 200, r.text
-            np.testing.assert_allclose(r.json()["predictions"][0], rows["pctr"], rtol=1e-4, atol=1e-6)
-        assert sample["arm"].nunique() == 2
-
-        # a canary that is not there: its requests fail with a status, the champion's go on
-        world, state, _ = replay_world(world_cfg, n_events)
-        broken = dataclasses.replace(status, urls={**status.urls,
-                                                    CANARY: f"http://127.0.0.1:{free_port()}/v1/models/x:predict"})
-        s2 = simulate(broken, world, state, fast(n_requests=300), tmp_path / "logs2")
-        bad = read_logs(tmp_path / "logs2").requests
-        assert (bad.loc[bad["arm"] == CANARY, "status"] == STATUS_CONNECTION_ERROR).all()
-        assert (bad.loc[bad["arm"] == CHAMPION, "status"] == 200).all() and s2.errors == (bad["arm"] == CANARY).sum()
-        print(f"simulated {s.requests} requests through the local ModelServer at {s.requests_per_second:.0f} req/s")
-    finally:
-        deployer.stop()
-    assert not deployer.status().ready  # the server is gone

@@ -10,9 +10,15 @@
 3. **The candidate** — the pipeline again on the full event stream with GenCTR pretraining
    shared into DCN-V2 + target attention; the gate compares it with the champion on the same test
    rows, and the deploy step starts it as a canary.
-4. **The canary** — simulated traffic from the same world (ground-truth clicks, GSP auction)
-   through both arms over HTTP; the canary loop analyses the A/B logs (delta-method CIs, SRM,
-   Evidently drift), decides, and promotes or rolls back through the deployer and registry.
+4. **The canary** — the path a cluster takes: an A/B log sink starts (a subprocess), the model
+   server's payload logger (KServe's agent on a cluster) is pointed at it, and simulated ad
+   traffic from the same world, its ads clicked at ad rates, goes through the user-hash router
+   to both arms over HTTP (or, with ``randomisation="request"``, split per request as Knative's
+   ``canaryTrafficPercent`` splits it); the simulator reports its clicks (ground truth, GSP
+   auction) to the sink. The canary loop then
+   reads the tables the sink wrote (clicks attributed by the Spark join), analyses them
+   (sequential CIs, SRM, Evidently drift), decides, and promotes or rolls back through the
+   deployer and registry.
 5. One HTML report with the ROC curves, training curves, A/B uplift over time and the decision.
 
 Everything lives under ``$GENCTR_HOME/demo`` (``./.genctr/demo`` by default), the deployment's
@@ -25,6 +31,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +60,9 @@ class DemoConfig:
     seq_len: int = 30
     canary_percent: int = 50
     requests: int = 40_000  # simulated ad requests during the canary
+    # "user": user-sticky, through the user-hash router in front of the arms (the analysis unit is
+    # the user); "request": each ad request draws its arm, as Knative's canaryTrafficPercent splits
+    randomisation: str = "user"
     # The simulator scores 32 users per HTTP call, so a call's p99 is far above a one-user
     # request's; the latency guardrail is set for that (the policy default suits real traffic).
     max_p99_latency_ms: float = 1_000.0
@@ -89,18 +99,33 @@ class DemoResult:
         return lines
 
 
-def _pipeline(params: dict[str, Any], root: Path) -> Any:
+class _Stages:
+    """The demo's progress: one line per stage, ``[n/total] what``."""
+
+    def __init__(self, total: int, say: Callable[[str], None]) -> None:
+        self.n, self.total, self.say = 0, total, say
+
+    def __call__(self, what: str) -> None:
+        self.n += 1
+        self.say(f"[{self.n}/{self.total}] {what}")
+
+
+def _pipeline(params: dict[str, Any], root: Path, stage: _Stages | None = None, what: str = "pipeline") -> Any:
     from genctr.orchestration.local import run_local
 
-    return run_local(params, root / "pipeline-runs")
+    log_file = root / "logs" / f"{what.split()[0]}-pipeline.log"  # movielens | champion | candidate
+    if stage is not None:
+        stage(f"{what}; step logs: {log_file}")
+    return run_local(params, root / "pipeline-runs", log_file=log_file)
 
 
 def _model_dir(run: Any) -> Path:
     return run.artifact_path("finetune", "model")
 
 
-def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
-    """Run the five stages above; returns what the report shows."""
+def run_demo(cfg: DemoConfig | None = None, progress: Callable[[str], None] | None = None) -> DemoResult:
+    """Run the five stages above; returns what the report shows. ``progress`` gets one line per
+    stage (default: the log); kfp.local's output goes to ``$GENCTR_HOME/demo/logs/``."""
     from genctr.data.sources.synthetic import SyntheticConfig
     from genctr.deploy.factory import DeployTarget, make_deployer
     from genctr.monitoring.canary import run_canary_step
@@ -109,13 +134,15 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     from genctr.simulation import SimulationConfig, simulate_deployment
 
     cfg = cfg or DemoConfig()
+    stage = _Stages(5 if cfg.skip_movielens else 6, progress or log.info)
     root = home() / "demo"
     _stop_old_server()
     if root.exists():
         shutil.rmtree(root)  # a demo starts from nothing: no champion, no deployment
     root.mkdir(parents=True)
     registry = root / "registry"
-    target = DeployTarget(kind="local", name=DEPLOYMENT)  # the deploy step's default: $GENCTR_HOME/deploy
+    # the deploy step's default state dir ($GENCTR_HOME/deploy); the demo's own design for the canary
+    target = DeployTarget(kind="local", name=DEPLOYMENT, randomisation=cfg.randomisation)
     result = DemoResult(root=root, report=root / "report.html")
     common = {"registry_root": str(registry), "spark_master": "local[2]", "device": "cpu", "seed": cfg.seed,
               "batch_size": 512}
@@ -126,7 +153,7 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
                          "pretrain_method": "genctr", "backbone": "dcnv2_ta", "transfer": "share",
                          "pretrain_epochs": 1, "finetune_epochs": 2, "finetune_lr": 2e-3,
                          "model_name": MOVIELENS_MODEL, "promote_without_canary": True, "deploy_target": "none"},
-                        root)
+                        root, stage, "movielens pipeline (offline quality, GenCTR into DCN-V2 + TA)")
         result.seconds["movielens pipeline"] = time.perf_counter() - t0
         result.movielens = run.decision
         result.artifacts["movielens_model"] = str(_model_dir(run))
@@ -138,7 +165,8 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     t0 = time.perf_counter()
     # yesterday's model is deliberately weak: its floor only asks for better than chance
     run = _pipeline({**common, **world, "synthetic_events": cfg.champion_events, "pretrain_method": "none",
-                     "backbone": "dnn", "transfer": "none", "finetune_epochs": 2, "floor_auc": 0.51}, root)
+                     "backbone": "dnn", "transfer": "none", "finetune_epochs": 2, "floor_auc": 0.51}, root,
+                    stage, f"champion pipeline (synthetic world, first {cfg.champion_events:,} events, DNN)")
     result.seconds["champion pipeline"] = time.perf_counter() - t0
     result.champion = {"gate": run.decision, "deployment": run.deployment}
     if run.deployment is None:
@@ -148,7 +176,8 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     t0 = time.perf_counter()
     run = _pipeline({**common, **world, "synthetic_events": cfg.candidate_events, "pretrain_method": "genctr",
                      "backbone": "dcnv2_ta", "transfer": "share", "pretrain_epochs": 1,
-                     "finetune_epochs": 2}, root)
+                     "finetune_epochs": 2}, root,
+                    stage, f"candidate pipeline ({cfg.candidate_events:,} events, GenCTR pretraining, gate, canary)")
     result.seconds["candidate pipeline"] = time.perf_counter() - t0
     result.candidate = {"gate": run.decision, "deployment": run.deployment}
     result.artifacts["candidate_model"] = str(_model_dir(run))
@@ -159,14 +188,19 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
         if run.deployment is None or run.deployment.get("action") != "start_canary":
             log.warning("the candidate did not reach the canary (gate: %s); no traffic to simulate",
                         (run.decision or {}).get("reason"))
+            stage("canary traffic: skipped (no canary)")
+            stage("canary analysis: skipped (no canary)")
         else:
+            stage(f"canary traffic ({cfg.requests:,} simulated requests, {cfg.randomisation}-randomised; the "
+                  "server's payload logger and the clicks go to the A/B log sink)")
             t0 = time.perf_counter()
             world_cfg = SyntheticConfig(n_users=cfg.world_users, n_items=cfg.world_items, seed=cfg.seed)
-            logs = root / "ab-logs"
+            logs = root / "ab-logs"  # written by the sink that simulate_deployment starts for the run
             sim = simulate_deployment(deployer, world_cfg, cfg.candidate_events,
                                       SimulationConfig(n_requests=cfg.requests, seed=cfg.seed, progress=True),
                                       logs, root / "simulation.json")
             result.seconds["canary traffic"] = time.perf_counter() - t0
+            stage("canary analysis and decision (delta-method uplift, SRM, drift)")
             t0 = time.perf_counter()
             policy = CanaryPolicy(max_p99_latency_ms=cfg.max_p99_latency_ms)
             turn = run_canary_step(logs, deployer, policy, root / "canary", registry=ModelRegistry(str(registry)),
@@ -175,6 +209,7 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
             # the report reads the decision's fields, what was done and the files' paths
             result.canary = {**turn.to_dict(), "acted": turn.result.acted, "paths": turn.paths,
                              "simulation": sim.to_dict()}
+        stage(f"report ({result.report})")
         t0 = time.perf_counter()
         from genctr.demo_report import write_demo_report
 

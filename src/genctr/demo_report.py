@@ -75,16 +75,18 @@ def _canary_section(canary: dict[str, Any], root: Path) -> str:
                  f"<td>[{_num(u.get('lo'), '+.2%')}, {_num(u.get('hi'), '+.2%')}]</td>"
                  f"<td>{_num(u.get('p_value'), '.3g')}</td></tr>"
                  for name, u in (("ctr", a["ctr"]), ("rpm", a["rpm"])))
+    unit = a.get("unit", "user")  # the randomisation unit: "user" (the router's hash) or "request"
     uplift = (f"<table><tr><th>metric</th><th>relative uplift (canary vs champion)</th>"
-              f"<th>{100 * (1 - a['alpha']):.0f}% CI (delta method, user level)</th><th>p</th></tr>{up}</table>")
+              f"<th>{100 * (1 - a['alpha']):.0f}% CI (delta method, {unit} level)</th><th>p</th></tr>{up}</table>")
     srm = a["srm"]
     paths = canary.get("paths", {})
     drift = "".join(f'<li><a href="{esc(os.path.relpath(p, root))}">{esc(k.replace("_", " "))}</a></li>'
                     for k, p in paths.items() if k.startswith("drift_"))
     sim = canary.get("simulation") or {}
-    return (f"<h2>Canary A/B test</h2><p>Canary at {a['canary_percent']}% of users (stable hash); "
+    split = "users (stable hash)" if unit == "user" else "requests (drawn per request)"
+    return (f"<h2>Canary A/B test</h2><p>Canary at {a['canary_percent']}% of {split}; "
             f"{esc(sim.get('requests', '?'))} simulated ad requests through both arms over HTTP.</p>{table}{uplift}"
-            f"<p>Sample-ratio check: users {esc(srm['observed'])} vs expected "
+            f"<p>Sample-ratio check: {unit}s {esc(srm['observed'])} vs expected "
             f"{esc({k: round(v) for k, v in srm['expected'].items()})}, "
             f"chi² = {srm['chi2']:.2f}, p = {srm['p_value']:.3g}</p>"
             + img(paths.get("uplift_png"), "uplift over time") + img(paths.get("arms_png"), "arms")

@@ -63,12 +63,13 @@ def validate_samples(build: str | Path, report_dir: str | Path) -> StepResult:
 
 
 def materialize(build: str | Path, work_dir: str | Path, online: str = "sqlite",
-                redis_url: str = "localhost:6379") -> StepResult:
-    """Feast: write sources, apply, materialise the online store."""
+                redis_url: str = "localhost:6379", registry: str = "", sources: str = "") -> StepResult:
+    """Feast: publish sources (to ``sources`` if given), apply to ``registry``, materialise the online store."""
     from genctr.features.feast_sync import materialize as _materialize
 
-    _materialize(build, online=online, redis_url=redis_url, work_dir=work_dir)
-    return StepResult(str(work_dir), {"online": online})
+    store = _materialize(build, online=online, redis_url=redis_url, work_dir=work_dir, registry=registry,
+                         sources=sources)
+    return StepResult(str(work_dir), {"online": online, "registry": str(store.config.registry.path)})
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -103,9 +104,9 @@ def evaluate_gate(build: str | Path, candidate: str | Path, registry_root: str, 
 def register(candidate: str | Path, registry_root: str, name: str, metadata: dict[str, Any],
              set_champion: bool = False) -> StepResult:
     """Register ``candidate`` as the next version of ``name`` (and make it champion if asked)."""
-    from genctr.registry import ModelRegistry
+    from genctr.registry import open_registry
 
-    reg = ModelRegistry(registry_root)
+    reg = open_registry(registry_root)
     version = reg.register(candidate, name, metadata)
     if set_champion:
         reg.set_champion(name, version, reason="passed the gate (no canary)")
@@ -118,9 +119,9 @@ def deploy_model(registry_root: str, name: str, version: int, canary_percent: in
     """Roll a registered version out: the first model becomes the champion (and the registry's
     champion); later ones start as a canary at ``canary_percent`` % for the canary loop to judge."""
     from genctr.deploy.factory import make_deployer
-    from genctr.registry import ModelRegistry
+    from genctr.registry import open_registry
 
-    reg = ModelRegistry(registry_root)
+    reg = open_registry(registry_root)
     mv = reg.get(name, int(version))
     deployer = make_deployer(target)
     try:
@@ -135,6 +136,7 @@ def deploy_model(registry_root: str, name: str, version: int, canary_percent: in
         status, action = deployer.status(), "unchanged"
     else:
         status = deployer.start_canary(mv.uri, canary_percent)
+        reg.set_canary(name, mv.version)  # the registry's @canary names the version being judged
         action = "start_canary"
     summary = {"action": action, "version": mv.version, "uri": mv.uri, "champion_uri": status.champion_uri,
                "canary_uri": status.canary_uri, "canary_percent": status.canary_percent, "urls": status.urls,

@@ -59,7 +59,7 @@ def main(
 
 @app.command("demo")
 def demo(
-    requests: int = typer.Option(80_000, help="Simulated ad requests during the canary."),
+    requests: int = typer.Option(40_000, help="Simulated ad requests during the canary."),
     canary_percent: int = typer.Option(50, help="Share of users on the canary."),
     skip_movielens: bool = typer.Option(False, help="Skip the offline MovieLens run (synthetic world only)."),
     keep_serving: bool = typer.Option(False, help="Leave the local model server running afterwards."),

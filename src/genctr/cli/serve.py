@@ -1,4 +1,5 @@
-"""``genctr serve``: run the KServe predictor locally (the same server a pod runs)."""
+"""``genctr serve``: run the KServe predictor locally (the same server a pod runs); ``genctr serve
+router``: the user-hash A/B router in front of a champion and a canary URL (:mod:`genctr.serving.router`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,16 @@ import typer
 from genctr.cli.errors import fail
 from genctr.errors import GenCTRError
 
+serve_app = typer.Typer(help="Serve a model over HTTP (KServe v1 and v2) with Feast online behaviour sequences; "
+                             "`genctr serve router`: the user-hash A/B router.")
 
+
+@serve_app.callback(invoke_without_command=True)
 def serve_cmd(
+    ctx: typer.Context,
     model_dir: Path | None = typer.Option(None, help="Model artifact directory (default: the registry's champion)."),
-    registry: str | None = typer.Option(None, help="Registry root, local path or fsspec URI "
+    registry: str | None = typer.Option(None, help="Registry: local path, fsspec URI, mlflow+http://HOST:PORT or "
+                                                     "kubeflow-mr://HOST:PORT?storage=URI "
                                                      "(default $GENCTR_HOME/registry)."),
     name: str = typer.Option("ctr", help="Registered model name (with --registry)."),
     version: int | None = typer.Option(None, help="Registered version (default: the champion)."),
@@ -30,6 +37,8 @@ def serve_cmd(
                                              "(0: 4 per forward thread)."),
 ) -> None:
     """Serve a model over HTTP (KServe v1 and v2) with Feast online behaviour sequences."""
+    if ctx.invoked_subcommand is not None:
+        return  # `genctr serve router ...`
     from genctr.serving.__main__ import main as serving_main
 
     try:
@@ -50,13 +59,37 @@ def serve_cmd(
 def _champion_dir(registry: str | None, name: str, version: int | None) -> str:
     """A local directory of the registered version (downloaded first when the registry is remote)."""
     from genctr.paths import home
-    from genctr.registry import ModelRegistry
+    from genctr.registry import open_registry
 
-    reg = ModelRegistry(registry or str(home() / "registry"))
+    reg = open_registry(registry or str(home() / "registry"))
     mv = reg.get(name, version)
     if "://" not in mv.uri:
         return mv.uri
     return str(reg.download(name, mv.version, home() / "serving-cache" / name / str(mv.version)))
 
 
-__all__ = ["serve_cmd"]
+@serve_app.command("router")
+def router_cmd(
+    champion: str = typer.Option("", help="The champion's v1 predict URL, http(s)://HOST/v1/models/NAME:predict "
+                                          "(on a cluster: the prev- tag URL of the InferenceService)."),
+    canary: str = typer.Option("", help="The canary's v1 predict URL ('' = no canary; on a cluster the latest- "
+                                        "tag URL)."),
+    percent: int = typer.Option(0, help="Share of users (0..100) on the canary, by a stable hash of the user id."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8090, help="HTTP port."),
+    timeout_s: float = typer.Option(10.0, help="Seconds an arm has to answer (else 504)."),
+    deploy_state: Path | None = typer.Option(None, help="Follow a local deployment's state file (its arms and "
+                                                          "split) instead of --champion/--canary/--percent."),
+) -> None:
+    """User-sticky A/B: each user's requests go to one arm (a request whose users fall on both arms: 400)."""
+    from genctr.serving.router import RouterConfig, serve_router
+
+    try:
+        cfg = RouterConfig(champion=champion, canary=canary, percent=percent, host=host, port=port,
+                           timeout_s=timeout_s, deploy_state=str(deploy_state) if deploy_state else "")
+    except GenCTRError as exc:
+        fail(exc)
+    serve_router(cfg)
+
+
+__all__ = ["router_cmd", "serve_app", "serve_cmd"]

@@ -13,16 +13,24 @@ receives ``canary_percent`` % of it::
 Implementations: :class:`genctr.deploy.kserve.KServeDeployer` (an InferenceService in
 Knative mode, patched through ``KServeClient``) and :class:`genctr.deploy.local.LocalDeployer`
 (both models in one local KServe ModelServer process, the split in a JSON state file).
+
+A deployment also records its *randomisation design* (``DeploymentStatus.randomisation``):
+
+* ``"request"``: every HTTP request is split at random, as Knative's ``canaryTrafficPercent``
+  does; one user meets both arms, so the analysis unit is the request.
+* ``"user"``: each user stays on one arm, :func:`assign_arms` of the user id; clients reach the
+  arms through the user-hash router (:mod:`genctr.serving.router`) in front of the arms' own
+  URLs (KServe's tag routing); the analysis unit is the user.
 """
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
 from genctr.errors import ConfigError, describe
-from genctr.serving.state import CANARY, CHAMPION, check_state  # noqa: F401 - part of this interface
+from genctr.serving.split import assign_arm, assign_arms, unit_hash  # noqa: F401 - part of this interface
+from genctr.serving.state import CANARY, CHAMPION, RANDOMISATIONS, check_state  # noqa: F401 - part of this interface
 
 
 @dataclass
@@ -34,8 +42,11 @@ class DeploymentStatus:
     canary_uri: str | None
     canary_percent: int  # 0..100 of the traffic the canary receives
     ready: bool
-    urls: dict[str, str] = field(default_factory=dict)  # arm -> URL a client can POST to
+    urls: dict[str, str] = field(default_factory=dict)  # arm -> URL a client can POST to (+ "router" / "service")
     detail: dict[str, Any] = field(default_factory=dict)  # implementation-specific extras
+    # "request": split per HTTP request (Knative canaryTrafficPercent, what a plain InferenceService
+    # does); "user": user-sticky through the user-hash router (see the module docstring)
+    randomisation: str = "request"
 
 
 class Deployer(ABC):
@@ -67,10 +78,3 @@ def check_percent(percent: Any) -> int:
         raise ConfigError(f"canary percent must be an integer in 1..99, got {describe(percent)} "
                           "(use promote() for 100 and rollback() for 0)")
     return percent
-
-
-def assign_arm(user_id: int, canary_percent: int, salt: str = "genctr") -> str:
-    """User-level traffic split: the same user always lands on the same arm for a given split
-    (a stable hash into 100 buckets; buckets < canary_percent go to the canary)."""
-    digest = hashlib.blake2b(f"{salt}:{user_id}".encode(), digest_size=8).digest()
-    return CANARY if int.from_bytes(digest, "big") % 100 < canary_percent else CHAMPION

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from genctr.deploy.base import Deployer
+from genctr.deploy.base import RANDOMISATIONS, Deployer
 from genctr.errors import ConfigError
 
 TARGETS = ("local", "kserve")
@@ -17,7 +17,11 @@ class DeployTarget:
     """Where models are served.
 
     ``local``: champion and canary in one KServe ModelServer on loopback; its state file is
-    ``<state_dir>/<name>.json`` and it reads the Feast store in ``feast_repo`` ('' = none).
+    ``<state_dir>/<name>.json`` and it reads the Feast store in ``feast_repo`` ('' = none); its
+    payload logger posts to the A/B log sink at ``logger_url`` and ``randomisation`` picks the
+    design, ``user`` (the user-hash router in front) or ``request`` (clients split per request);
+    '' for either keeps what the deployment recorded (``user`` for a new one). See
+    :class:`genctr.deploy.local.LocalDeployer`.
     ``kserve``: the InferenceService ``name`` in ``namespace`` (manifest defaults of ``env``).
     """
 
@@ -27,12 +31,17 @@ class DeployTarget:
     env: str = "prod"  # kserve: manifests.ENVIRONMENTS key supplying resources etc.
     state_dir: str = ""  # local: '' = $GENCTR_HOME/deploy
     feast_repo: str = ""  # local: feature_store.yaml directory for the server
+    logger_url: str = ""  # local: the A/B log sink the server's payload logger posts to ('' = as recorded)
+    randomisation: str = ""  # local: "user" | "request" ('' = as recorded; "user" for a new deployment)
 
     def __post_init__(self) -> None:
         if self.kind not in TARGETS:
             raise ConfigError(f"deploy target must be one of {TARGETS}, got {self.kind!r}")
         if not self.name or not self.name.replace("-", "").isalnum() or self.name != self.name.lower():
             raise ConfigError(f"deploy name must be a lower-case DNS label (letters, digits, '-'), got {self.name!r}")
+        if self.randomisation not in ("", *RANDOMISATIONS):
+            raise ConfigError(f"deploy randomisation must be one of {list(RANDOMISATIONS)} (or '' for the "
+                              f"deployment's own), got {self.randomisation!r}")
 
     def state_file(self) -> Path:
         from genctr.paths import home
@@ -46,7 +55,8 @@ def make_deployer(target: DeployTarget) -> Deployer:
         from genctr.serving.online import FeastConfig
 
         feast = FeastConfig(repo_path=target.feast_repo) if target.feast_repo else None
-        return LocalDeployer(target.state_file(), name=target.name, feast=feast)
+        return LocalDeployer(target.state_file(), name=target.name, feast=feast, logger_url=target.logger_url,
+                             randomisation=target.randomisation)
     from genctr.deploy.cluster import KServeDeployer
     from genctr.deploy.manifests import ENVIRONMENTS
 

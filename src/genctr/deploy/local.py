@@ -10,8 +10,17 @@ The server (``python -m genctr.serving --deploy_state STATE``) serves ``<name>-c
 during a rollout, ``<name>-canary``; its :class:`StateRepository` re-reads the file when asked
 to (re)load a model through KServe's repository endpoint
 ``POST /v2/repository/models/<model>/load``. The deployer writes the file, then asks for the
-reload (or unload). Clients (the traffic simulator) split by ``canary_percent``, e.g. with
-:func:`genctr.deploy.base.assign_arm`, and send each request to ``urls[arm]``.
+reload (or unload).
+
+Randomisation (``randomisation``, recorded in the file): ``"user"`` (the default) starts the
+user-hash router (:mod:`genctr.serving.router`, ``--deploy_state``: it follows the file's arms
+and split) in front of the server, as the router in front of KServe's tag-routed arm URLs on a
+cluster; clients send everything to ``urls["router"]``. ``"request"``: no router; clients split
+each request by ``canary_percent`` themselves (what Knative does on a cluster) and send it to
+``urls[arm]``. With ``logger_url`` the server runs the payload logger
+(:mod:`genctr.serving.payload_logger`, ``--logger_endpoint by_model``: the champion's events say
+``endpoint: default``, the canary's ``canary``), the local stand-in for KServe's agent, posting
+every scoring call's CloudEvents to the A/B log sink at that URL.
 
 The server is started with its repository API enabled behind a token: a random one per server
 start, in ``<state>.token`` (mode 0600, beside the state file) where the server reads it
@@ -36,22 +45,43 @@ from typing import Any
 from genctr.deploy.base import Deployer, DeploymentStatus, check_percent
 from genctr.errors import ArtifactError, ConfigError
 from genctr.serving.online import FeastConfig
-from genctr.serving.state import ARMS, CANARY, CHAMPION, model_name, read_state, token_file, write_state, write_token
+from genctr.serving.state import (
+    ARMS,
+    CANARY,
+    CHAMPION,
+    DEFAULT_RANDOMISATION,
+    RANDOMISATIONS,
+    model_name,
+    read_state,
+    token_file,
+    write_state,
+    write_token,
+)
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 200
+ROUTER = "router"  # key of the user-hash router in the state file and in DeploymentStatus.urls
 
 
 class LocalDeployer(Deployer):
     """Champion/canary on a local ModelServer (started on the first ``deploy``, or attached to).
 
     ``feast``: the Feast store the server reads (None: requests carry histories).
-    ``port``: 0 picks a free loopback port. The server's output goes to ``<state>.log``.
+    ``port``: 0 picks a free loopback port. The server's output goes to ``<state>.log``, the
+    router's to ``<state>.router.log``. ``logger_url``: the A/B log sink the server's payload
+    logger posts to; ``randomisation``: ``"user"`` | ``"request"`` (module docstring). For both,
+    '' keeps what the deployment recorded (a deployer attaching to a running deployment changes
+    nothing); a new value restarts the server (logger) or starts / stops the router.
     """
 
     def __init__(self, state_file: str | Path, name: str = "ctr", feast: FeastConfig | None = None, *,
                  host: str = "127.0.0.1", port: int = 0, server_args: tuple[str, ...] = (),
-                 start_timeout: float = 180.0) -> None:
+                 start_timeout: float = 180.0, logger_url: str = "", randomisation: str = "") -> None:
+        if randomisation and randomisation not in RANDOMISATIONS:
+            raise ConfigError(f"randomisation must be one of {list(RANDOMISATIONS)} (or '' to keep the "
+                              f"deployment's), got {randomisation!r}")
+        if logger_url and not logger_url.startswith(("http://", "https://")):
+            raise ConfigError(f"logger_url must be the A/B log sink's http(s)://host:port/ URL, got {logger_url!r}")
         self.state_file = Path(state_file)
         self.name = name
         self.feast = feast
@@ -59,24 +89,29 @@ class LocalDeployer(Deployer):
         self.port = port
         self.server_args = tuple(server_args)
         self.start_timeout = start_timeout
+        self.logger_url = logger_url
+        self.randomisation = randomisation
         self._proc: subprocess.Popen | None = None
+        self._router: subprocess.Popen | None = None
 
     # -- Deployer --------------------------------------------------------------------------
 
     def deploy(self, model_uri: str) -> DeploymentStatus:
         _check_model(model_uri)
         if not self._server_alive():
-            self._write({"name": self.name, CHAMPION: model_uri, CANARY: None, "canary_percent": 0}, "deploy",
+            kept = {k: v for k, v in self._recorded().items() if k in ("logger", "randomisation", ROUTER)}
+            self._write({"name": self.name, CHAMPION: model_uri, CANARY: None, "canary_percent": 0, **kept}, "deploy",
                         uri=model_uri)
             self._start_server()
         else:
             previous = self._state()
             self._write({**previous, CHAMPION: model_uri, CANARY: None, "canary_percent": 0}, "deploy", uri=model_uri)
-            if self._feast_changed(previous):
+            if self._settings_changed(previous):
                 self._restart()
             else:
                 self._reload_or_restore(CHAMPION, previous)
                 self._unload(CANARY, previous)
+                self._ensure_router()
         return self.status()
 
     def start_canary(self, model_uri: str, percent: int) -> DeploymentStatus:
@@ -86,7 +121,7 @@ class LocalDeployer(Deployer):
         previous = self._state()
         self._write({**previous, CANARY: model_uri, "canary_percent": percent}, "start_canary",
                     uri=model_uri, percent=percent)
-        if self._feast_changed(previous):
+        if self._settings_changed(previous):
             self._restart()  # both arms must read the newest materialisation, as they would share Redis
         elif previous.get(CANARY) != model_uri:
             self._reload_or_restore(CANARY, previous)
@@ -118,22 +153,60 @@ class LocalDeployer(Deployer):
         arms = [a for a in ARMS if state.get(a)]
         urls = {a: f"{base}/v1/models/{model_name(state['name'], a)}:predict" for a in arms}
         ready = self._server_alive(state) and all(self._model_ready(state, a) for a in arms)
+        randomisation = _randomisation(state)
+        if randomisation == "user" and state.get(ROUTER):
+            urls[ROUTER] = f"{_url(state[ROUTER])}/v1/models/{state['name']}:predict"
+            ready = ready and self._router_alive(state)
         return DeploymentStatus(name=state["name"], champion_uri=state[CHAMPION], canary_uri=state.get(CANARY),
                                 canary_percent=int(state.get("canary_percent", 0)), ready=ready, urls=urls,
-                                detail={"server": state.get("server"), "state_file": str(self.state_file),
+                                randomisation=randomisation,
+                                detail={"server": state.get("server"), "router": state.get(ROUTER),
+                                        "logger": state.get("logger"), "state_file": str(self.state_file),
                                         "v2_urls": {a: f"{base}/v2/models/{model_name(state['name'], a)}/infer"
                                                     for a in arms}})
 
     def ensure_running(self) -> None:
-        """Restart the server of an existing deployment whose process is gone (e.g. after a reboot)."""
+        """Start the server of an existing deployment whose process is gone (e.g. after a reboot), or
+        restart it when this deployer brings another payload-logger URL; start / stop the router as
+        the randomisation design asks."""
         state = self._state()
         if not self._server_alive(state):
             log.info("deployment %s: server not running, starting it on its recorded state", state["name"])
             self._start_server()
+        elif self._settings_changed(state):
+            self._restart()
+        else:
+            self._ensure_router()
+
+    def use_logger(self, url: str) -> None:
+        """Have the deployment's payload logger post to the A/B log sink at ``url`` (restarts the server
+        if it logged elsewhere, or not at all)."""
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"logger URL must be the A/B log sink's http(s)://host:port/, got {url!r}")
+        self.logger_url = url
+        self.ensure_running()
 
     def shutdown(self) -> None:
-        """Stop the deployment's server, whoever started it (the pid recorded in the state file)."""
+        """Stop the deployment's server and router, whoever started them (the pids in the state file)."""
         self.stop()
+        try:
+            state = self._state()
+        except ConfigError:
+            return
+        self._stop_router(state)
+        self._stop_server()
+
+    def _stop_server(self) -> None:
+        """Stop the deployment's server (this deployer's process, else the recorded pid); the router,
+        which follows the state file, stays up for the next one."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
         try:
             pid = int((self._state().get("server") or {}).get("pid") or 0)
         except ConfigError:
@@ -147,20 +220,28 @@ class LocalDeployer(Deployer):
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        """Stop the server this deployer started (a server it attached to is left running)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
+        """Stop the server and router this deployer started (ones it attached to are left running)."""
+        for proc in (self._router, self._proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self._proc = self._router = None
 
     # -- state -----------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
         return read_state(self.state_file)
+
+    def _recorded(self) -> dict[str, Any]:
+        """The state file's contents if it is a valid one, else nothing (a first deploy, or a broken file)."""
+        try:
+            return self._state() if self.state_file.exists() else {}
+        except ConfigError:
+            return {}
 
     def _write(self, state: dict[str, Any], action: str, **event: Any) -> None:
         now = datetime.now(UTC).isoformat()
@@ -200,10 +281,18 @@ class LocalDeployer(Deployer):
     def _feast_changed(self, state: dict[str, Any]) -> bool:
         return self.feast is not None and state.get("feast") != dataclasses.asdict(self.feast)
 
+    def _logger_of(self, state: dict[str, Any]) -> dict[str, str] | None:
+        """This deployer's payload-logger target, else the one the deployment's server runs with."""
+        return {"url": self.logger_url, "mode": "all"} if self.logger_url else state.get("logger")
+
+    def _settings_changed(self, state: dict[str, Any]) -> bool:
+        """Does the server need a restart: another Feast store or another payload-logger target?"""
+        return self._feast_changed(state) or state.get("logger") != self._logger_of(state)
+
     def _restart(self) -> None:
-        """Stop the running server and start one on the current state (used when the Feast store moves)."""
-        log.info("deployment %s: restarting the server on the new Feast store", self.name)
-        self.shutdown()
+        """Stop the running server and start one on the current state (a new Feast store or logger target)."""
+        log.info("deployment %s: restarting the server on its new settings", self.name)
+        self._stop_server()
         self._start_server()
 
     def _start_server(self) -> None:
@@ -212,16 +301,21 @@ class LocalDeployer(Deployer):
         feast = self._feast_of(state)
         tokens = token_file(self.state_file)
         write_token(tokens)  # a new token per server start; the server reads it once
+        logger = self._logger_of(state)
+        logging_args = ["--logger_url", logger["url"], "--logger_mode", logger.get("mode", "all"),
+                        "--logger_endpoint", "by_model", "--logger_service", state["name"]] if logger else []
         cmd = [sys.executable, "-m", "genctr.serving", "--deploy_state", str(self.state_file),
                "--host", self.host, "--http_port", str(port), "--enable_repository_api", "true",
-               "--repository_token_file", str(tokens), *(feast.cli_args() if feast else []), *self.server_args]
+               "--repository_token_file", str(tokens), *(feast.cli_args() if feast else []), *logging_args,
+               *self.server_args]
         log_path = self.state_file.with_suffix(".log")
         with log_path.open("ab") as out:
             # its own session and no inherited stdin: the server outlives a pipeline step that started it
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                           start_new_session=True)
         write_state(self.state_file, {**state, "server": {"host": self.host, "port": port, "pid": self._proc.pid},
-                                      "feast": dataclasses.asdict(feast) if feast else None})
+                                      "feast": dataclasses.asdict(feast) if feast else None, "logger": logger,
+                                      "randomisation": self.randomisation or _randomisation(state)})
         deadline = time.monotonic() + self.start_timeout
         while not self._model_ready(self._state(), CHAMPION):
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -229,7 +323,71 @@ class LocalDeployer(Deployer):
                 tail = log_path.read_text(errors="replace")[-3000:]
                 raise ArtifactError(f"local model server did not become ready on port {port}; log {log_path}:\n{tail}")
             time.sleep(0.2)
-        log.info("local model server pid %d on %s", self._proc.pid, self._base_url(self._state()))
+        log.info("local model server pid %d on %s%s", self._proc.pid, self._base_url(self._state()),
+                 f" (payload logger -> {logger['url']})" if logger else "")
+        self._ensure_router()
+
+    # -- the user-hash router ----------------------------------------------------------------
+
+    def _ensure_router(self) -> None:
+        """Record the randomisation design; run the router for ``user``, none for ``request``."""
+        state = self._state()
+        design = self.randomisation or _randomisation(state)
+        if state.get("randomisation") != design:
+            write_state(self.state_file, {**state, "randomisation": design})
+            state = self._state()
+        if design == "request":
+            self._stop_router(state)
+        elif not self._router_alive(state):
+            self._start_router(state)
+
+    def _router_alive(self, state: dict[str, Any]) -> bool:
+        entry = state.get(ROUTER) or {}
+        if not entry.get("port"):
+            return False
+        try:
+            with urllib.request.urlopen(f"{_url(entry)}/v2/health/live", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _start_router(self, state: dict[str, Any]) -> None:
+        port = int((state.get(ROUTER) or {}).get("port") or 0) or _free_port(self.host)  # a stable URL
+        cmd = [sys.executable, "-m", "genctr.serving.router", "--deploy_state", str(self.state_file),
+               "--host", self.host, "--port", str(port)]
+        log_path = self.state_file.with_suffix(".router.log")
+        with log_path.open("ab") as out:
+            self._router = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        write_state(self.state_file, {**state, ROUTER: {"host": self.host, "port": port, "pid": self._router.pid}})
+        deadline = time.monotonic() + min(self.start_timeout, 120.0)
+        while not self._router_alive(self._state()):
+            if self._router.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise ArtifactError(f"the user-hash router did not start on port {port}; log {log_path}:\n{tail}")
+            time.sleep(0.2)
+        log.info("user-hash router pid %d on %s (following %s)", self._router.pid, _url(state.get(ROUTER) or
+                                                                                         {"host": self.host,
+                                                                                          "port": port}),
+                 self.state_file)
+
+    def _stop_router(self, state: dict[str, Any]) -> None:
+        """Stop the deployment's router (the pid the state file records) and forget it."""
+        import signal
+
+        entry = state.get(ROUTER) or {}
+        pid = int(entry.get("pid") or 0)
+        if pid and self._router_alive(state):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 30
+            while self._router_alive(state) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if self._router is not None and self._router.pid == pid:
+            self._router.wait(timeout=30)
+            self._router = None
 
     def _model_ready(self, state: dict[str, Any], arm: str) -> bool:
         url = f"{self._base_url(state)}/v2/models/{model_name(state['name'], arm)}/ready"
@@ -267,6 +425,14 @@ class LocalDeployer(Deployer):
     def _unload(self, arm: str, previous: dict[str, Any]) -> None:
         if previous.get(arm) and self._model_ready(previous, arm):
             self._post(previous, f"/v2/repository/models/{model_name(previous['name'], arm)}/unload")
+
+
+def _randomisation(state: dict[str, Any]) -> str:
+    return str(state.get("randomisation") or DEFAULT_RANDOMISATION)
+
+
+def _url(entry: dict[str, Any]) -> str:
+    return f"http://{entry.get('host', '127.0.0.1')}:{entry.get('port')}"
 
 
 def _check_model(uri: str) -> None:

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from genctr.errors import ConfigError, GenCTRError
+from genctr.serving import payload_logger
 from genctr.serving.request import Limits
 from genctr.serving.server import DEFAULT_MAX_BODY_BYTES, IN_FLIGHT_PER_FORWARD_THREAD, ServeConfig, serve
 
@@ -78,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
                         "per forward pass); ignored where MALLOC_*_/GLIBC_TUNABLES are set.")
     p.add_argument("--fast_v1", type=_bool, default=True,
                    help="Answer POST /v1/models/<name>:predict through KServe's DataPlane without FastAPI's "
-                        "routing (same responses; see genctr.serving.fastpath).")
+                        "routing (same responses; see genctr.serving.tuning).")
     p.add_argument("--enable_repository_api", type=_bool, default=False,
                    help="Serve KServe's POST /v2/repository/models/<name>/load|unload (off: 403), behind "
                         f"'Authorization: Bearer <token>' (token from --repository_token_file or ${TOKEN_ENV}).")
@@ -91,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
                    help="A request must arrive completely within this many seconds (else 408, connection closed).")
     p.add_argument("--keep_alive_s", type=int, default=65, help="Idle keep-alive connections closed after this.")
     p.add_argument("--max_connections", type=int, default=1024, help="Open connections at most (503 past it).")
+    payload_logger.add_arguments(p)
     return p
 
 
@@ -123,7 +125,24 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         keep_heap=args.keep_heap, enable_repository_api=args.enable_repository_api,
         repository_token=repository_token(args) if args.enable_repository_api else "",
         max_in_flight=args.max_in_flight, read_timeout_s=args.read_timeout_s, keep_alive_s=args.keep_alive_s,
-        max_connections=args.max_connections)
+        max_connections=args.max_connections, payload_logger=payload_logger.config_from_args(args))
+
+
+def log_like_kserve() -> None:
+    """genctr's own lines (model loading, the tuning in effect, warnings) on stderr in KServe's
+    format: KServe configures only its own loggers, so without this they would be lost."""
+    import logging
+
+    from kserve.logging import KSERVE_LOGGER_DATE_FORMAT, KSERVE_LOGGER_FORMAT
+
+    from genctr.logging_setup import StderrHandler
+
+    handler = StderrHandler()  # sys.stderr at each write: it may be swapped (a test runner) and closed
+    handler.setFormatter(logging.Formatter(KSERVE_LOGGER_FORMAT, KSERVE_LOGGER_DATE_FORMAT))
+    logger = logging.getLogger("genctr")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,4 +156,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    log_like_kserve()  # the process is the server (`genctr serve` has configured logging already)
     sys.exit(main())

@@ -27,6 +27,7 @@ import torch
 
 from genctr.errors import ConfigError
 from genctr.serving.online import FeastConfig
+from genctr.serving.payload_logger import PayloadLoggerConfig
 from genctr.serving.request import Limits
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class ServeConfig:
     read_timeout_s: float = 10.0  # a request must arrive completely within this (slow/stalled clients: 408)
     keep_alive_s: int = 65  # idle keep-alive connections closed after this (longer than a proxy's idle timeout)
     max_connections: int = 1024  # open connections at most (uvicorn answers 503 past it)
+    # KServe's inference logger stand-in: CloudEvents of every scoring call to a sink (None: off)
+    payload_logger: PayloadLoggerConfig | None = None
 
     def __post_init__(self) -> None:
         if bool(self.model_dir) == bool(self.deploy_state):
@@ -142,11 +145,16 @@ def serve(cfg: ServeConfig) -> None:
                                timeout_keep_alive=cfg.keep_alive_s)
     # KServe builds its FastAPI app at import (kserve.model_server.app) and adds its own
     # middleware when the server starts; ours goes on the same app, first (the last added is
-    # the outermost). Outermost first: repository guard (nothing read), size guard, load
-    # shedder (reads the bounded body, then admits or sheds), the v1 short route, KServe.
+    # the outermost). Outermost first: repository guard (nothing read), size guard, payload
+    # logger (if on), load shedder (reads the bounded body, then admits or sheds), the v1 short
+    # route, KServe.
     app = model_server.app
     tuning.tune_app(app, server.dataplane, fast_v1=cfg.fast_v1, log_requests=cfg.log_requests)
     app.add_middleware(LoadShedder, max_in_flight=cfg.in_flight_limit)
+    if cfg.payload_logger is not None:  # where KServe's agent sits on a cluster: sees shed calls, not oversized ones
+        from genctr.serving import payload_logger
+
+        payload_logger.install(app, cfg.payload_logger)
     app.add_middleware(RequestGuard, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RepositoryGuard, enabled=cfg.enable_repository_api, token=cfg.repository_token)
     if cfg.enable_grpc:  # allowed only with the repository API on (ServeConfig), said once more here

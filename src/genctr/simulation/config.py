@@ -13,7 +13,9 @@ class SimulationConfig:
     One *request* is one ad auction for one user: ``candidates_per_request`` ads are scored by
     the user's arm, ranked by pCTR x bid, and the top ``slots`` are shown. ``instances_per_call``
     requests of the same arm travel in one v1 HTTP call (several ``instances``), and
-    ``concurrency`` calls are in flight at once.
+    ``concurrency`` calls are in flight at once. The A/B log sink replays the auction on what it
+    logs, so it must run with the same ``slots`` and ``reserve_price`` (``simulate_deployment``'s
+    own sink does).
     """
 
     n_requests: int = 10_000  # ad requests (auctions) to simulate
@@ -22,18 +24,18 @@ class SimulationConfig:
     instances_per_call: int = 32  # requests batched into one HTTP call (v1 "instances")
     concurrency: int = 2  # HTTP calls in flight at once
     seed: int = 0  # users, candidates, clicks and preference drift all follow from it
-    srm_skew: float = 0.0  # share of champion-bucket users forced onto the canary (an SRM on purpose)
+    srm_skew: float = 0.0  # share of champion-bucket users sent straight to the canary's URL (an SRM on purpose)
     position_effect: bool = True  # lower slots are clicked less (the world's position term)
     reserve_price: float = 0.01  # minimum cpc; ads bidding less are not eligible
     timeout: float = 10.0  # socket timeout of an HTTP call, seconds (connecting, and each read)
-    start_ts: int | None = None  # epoch seconds of the first request; None: the wall clock at start
-    sim_rate: float = 10.0  # simulated requests per log second: request i is stamped start_ts + i // sim_rate
-    flush_every: int = 20_000  # requests buffered before a part file is appended to each log table
+    # the request time each call carries (X-Genctr-Request-Time; its clicks get the same): request i
+    # happens at start_ts + i // sim_rate; start_ts None: the wall clock at start
+    start_ts: int | None = None
+    sim_rate: float = 10.0  # simulated requests per second of request time
     progress: bool = True  # tqdm progress bar
 
     def __post_init__(self) -> None:
-        for name in ("n_requests", "candidates_per_request", "slots", "instances_per_call", "concurrency",
-                     "flush_every"):
+        for name in ("n_requests", "candidates_per_request", "slots", "instances_per_call", "concurrency"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ConfigError(f"simulation.{name} must be a positive integer, got {value!r}")

@@ -1,10 +1,11 @@
 """Who scores the candidates: a KServe v1 endpoint, the world's ground truth, or chance.
 
-Every scorer takes a :class:`ScoreBatch` (raw ids, as a client would send them) and returns a
-:class:`ScoreResult`; the simulator calls ``score`` from several threads at once, so scorers
-must be thread-safe. Client-side failures get HTTP-like status codes that the request log
-keeps: 597 (the server answered 200 with a body that is not one pCTR per candidate),
-598 (timeout) and 599 (connection error).
+Every scorer takes a :class:`ScoreBatch` (raw ids, as a client would send them) and the call's
+HTTP headers (request id, randomisation, request time: what the A/B log sink reads from the
+payload logger's events) and returns a :class:`ScoreResult`; the simulator calls ``score`` from
+several threads at once, so scorers must be thread-safe. Client-side failures get HTTP-like
+status codes that the simulation's summary counts as errors: 597 (the server answered 200 with
+a body that is not one pCTR per candidate), 598 (timeout) and 599 (connection error).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import http.client
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -50,7 +52,7 @@ class ScoreResult:
 
 
 class Scorer(Protocol):
-    def score(self, batch: ScoreBatch) -> ScoreResult: ...
+    def score(self, batch: ScoreBatch, headers: Mapping[str, str] | None = None) -> ScoreResult: ...
 
     def close(self) -> None: ...
 
@@ -101,12 +103,12 @@ class HttpScorer:
                 self._all.append(conn)
         return conn
 
-    def _post(self, body: bytes) -> tuple[int, bytes]:
+    def _post(self, body: bytes, headers: Mapping[str, str] | None) -> tuple[int, bytes]:
         conn = self._connection()
         for attempt in (0, 1):
             reused = conn.sock is not None
             try:
-                conn.request("POST", self._path, body, {"Content-Type": "application/json"})
+                conn.request("POST", self._path, body, {"Content-Type": "application/json", **(headers or {})})
                 resp = conn.getresponse()
                 return resp.status, resp.read()
             except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
@@ -118,11 +120,11 @@ class HttpScorer:
                 raise
         raise AssertionError("unreachable")
 
-    def score(self, batch: ScoreBatch) -> ScoreResult:
+    def score(self, batch: ScoreBatch, headers: Mapping[str, str] | None = None) -> ScoreResult:
         body = v1_body(batch)
         t0 = time.perf_counter()
         try:
-            status, data = self._post(body)
+            status, data = self._post(body, headers)
         except TimeoutError as exc:
             return ScoreResult(STATUS_TIMEOUT, None, _ms(t0), f"timeout after {self.timeout}s: {exc}")
         except (OSError, http.client.HTTPException) as exc:
@@ -144,7 +146,7 @@ class HttpScorer:
 
 
 class OracleScorer:
-    """The world's true click probability (at the top slot) as the pCTR: the best model possible.
+    """The world's true click probability of an ad (at the top slot) as the pCTR: the best model possible.
 
     Reads ``state`` as it is when called; the simulator updates it only between waves of calls.
     """
@@ -153,11 +155,11 @@ class OracleScorer:
         self.world = world
         self.state = state
 
-    def score(self, batch: ScoreBatch) -> ScoreResult:
+    def score(self, batch: ScoreBatch, headers: Mapping[str, str] | None = None) -> ScoreResult:
         t0 = time.perf_counter()
         n, k = batch.item_ids.shape
         users = np.repeat(batch.user_ids - 1, k)  # raw ids are index + 1
-        p = self.world.click_prob(self.state, users, batch.item_ids.reshape(-1) - 1)
+        p = self.world.click_prob(self.state, users, batch.item_ids.reshape(-1) - 1, ad=True)
         return ScoreResult(STATUS_OK, p.reshape(n, k), _ms(t0))
 
     def close(self) -> None:
@@ -171,7 +173,7 @@ class RandomScorer:
         self.seed = seed
         self.scale = scale
 
-    def score(self, batch: ScoreBatch) -> ScoreResult:
+    def score(self, batch: ScoreBatch, headers: Mapping[str, str] | None = None) -> ScoreResult:
         t0 = time.perf_counter()
         p = self.scale * unit_hash(batch.user_ids[:, None], batch.item_ids, self.seed)  # (n, K)
         return ScoreResult(STATUS_OK, p, _ms(t0))

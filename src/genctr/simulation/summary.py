@@ -1,4 +1,7 @@
-"""Counts of a simulation run, per arm."""
+"""Counts of a simulation run, per arm: what the simulator sent and saw, not what the sink logged.
+
+The A/B logs are the sink's (:mod:`genctr.monitoring.sink`); these figures are the client's side
+of the same traffic, which an end-to-end test reconciles with them."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -34,9 +37,11 @@ class ArmStats:
 
 @dataclass
 class SimulationSummary:
-    run_id: str  # prefix of every request_id of the run
-    log_dir: str
+    run_id: str  # prefix of every call id (X-Request-Id / Ce-Id: f"{run_id}-{n}") of the run
+    clicks_url: str = ""  # where the clicks were reported ('' = nowhere: counted only)
+    randomisation: str = "user"  # how calls were routed: "user" (the router) | "request" (per call)
     arms: dict[str, ArmStats] = field(default_factory=lambda: {a: ArmStats() for a in ARMS})
+    calls: int = 0  # scoring calls (HTTP requests) sent
     wall_seconds: float = 0.0
     start_ts: int = 0  # ts of the first request
     end_ts: int = 0  # ts of the last request
@@ -76,7 +81,8 @@ class SimulationSummary:
     def to_dict(self) -> dict[str, Any]:
         arms = {a: {**asdict(s), "ctr": s.ctr, "rpm": s.rpm, "mean_latency_ms": s.mean_latency_ms}
                 for a, s in self.arms.items()}
-        return {"run_id": self.run_id, "log_dir": self.log_dir, "requests": self.requests, "errors": self.errors,
+        return {"run_id": self.run_id, "clicks_url": self.clicks_url, "randomisation": self.randomisation,
+                "requests": self.requests, "calls": self.calls, "errors": self.errors,
                 "clicks": self.clicks, "revenue": self.revenue, "wall_seconds": self.wall_seconds,
                 "requests_per_second": self.requests_per_second, "start_ts": self.start_ts,
                 "end_ts": self.end_ts, "arms": arms}

@@ -9,9 +9,18 @@ The ground-truth click probability
               + a_cat * share of category(i) in the user's recent clicks + position effect
 
 depends on the user's recent behaviour sequence (h_u and the category share), so sequence
-models have something real to learn. Simulation is vectorised over users: each round every
-user sees one impression; events are yielded chunk by chunk so tens of millions of events
-never sit in memory at once. ``true_ctr`` is written beside each event for the simulator.
+models have something real to learn.
+
+Two kinds of impression, two click rates. The world's own impressions (the event log the models
+train on, and the behaviour sequences GenCTR pretrains on) are a content feed's: ``bias`` gives
+about 30 % clicks. An *ad* (what the traffic simulator's auction shows, ``click_prob(..., ad=True)``)
+is clicked far less: its logit gets ``ad_logit_offset`` on top, so the ads a trained model's
+pCTR x bid ranking picks are clicked at a few per cent, and a canary's A/B test on them has the
+statistics of a real one (small rates, heavy differences between users).
+
+Simulation is vectorised over users: each round every user sees one impression; events are
+yielded chunk by chunk so tens of millions of events never sit in memory at once. ``true_ctr``
+is written beside each event for the simulator.
 """
 from __future__ import annotations
 
@@ -31,7 +40,8 @@ class SyntheticConfig:
     n_cates: int = 50
     dim: int = 8  # latent dimension of users and items
     seed: int = 0
-    bias: float = -1.2  # base logit: ~30 % clicks overall
+    bias: float = -1.2  # base logit of the world's own (feed) impressions: ~30 % clicks overall
+    ad_logit_offset: float = -5.0  # added for an ad (the simulator's auction): the ads a model picks, 1-5 % clicked
     a_long: float = 0.6  # weight of the stable user-item affinity
     a_short: float = 1.2  # weight of the recent-behaviour interest (what sequences reveal)
     a_cat: float = 1.5  # weight of the category's share in recent clicks
@@ -49,6 +59,9 @@ class SyntheticConfig:
             raise ConfigError("synthetic.n_cates must not exceed n_items")
         if not 0 < self.ema <= 1 or not 0 <= self.explore <= 1:
             raise ConfigError("synthetic.ema must be in (0, 1] and explore in [0, 1]")
+        if not -20.0 <= self.ad_logit_offset <= 0.0:
+            raise ConfigError(f"synthetic.ad_logit_offset must be in [-20, 0] (ads are clicked less than the feed, "
+                              f"never more), got {self.ad_logit_offset!r}")
 
 
 @dataclass
@@ -90,8 +103,9 @@ class SyntheticWorld:
         return UserState(self._pref0.copy(), np.zeros((c.n_users, c.dim)), np.zeros((c.n_users, c.n_cates)))
 
     def click_logit(self, state: UserState, users: np.ndarray, items: np.ndarray,
-                    position: np.ndarray | None = None) -> np.ndarray:
-        """Ground-truth click logit for (user, item) pairs; arrays of equal shape (0-based)."""
+                    position: np.ndarray | None = None, ad: bool = False) -> np.ndarray:
+        """Ground-truth click logit for (user, item) pairs; arrays of equal shape (0-based). ``ad``:
+        the item is shown as an ad (``ad_logit_offset`` applies), not in the world's own feed."""
         c = self.cfg
         v = self.item_vec[items]
         logit = (c.bias + self.item_quality[items]
@@ -100,11 +114,11 @@ class SyntheticWorld:
                  + c.a_cat * state.cat_share[users, self.item_cate[items]] * 2)
         if position is not None:
             logit = logit - 0.3 * position  # lower slots are seen less
-        return logit
+        return logit + c.ad_logit_offset if ad else logit
 
     def click_prob(self, state: UserState, users: np.ndarray, items: np.ndarray,
-                   position: np.ndarray | None = None) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.click_logit(state, users, items, position)))
+                   position: np.ndarray | None = None, ad: bool = False) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.click_logit(state, users, items, position, ad)))
 
     def sample_items(self, state: UserState, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """What a recommender would show: a category from the user's preferences (or at random), then an item."""

@@ -121,8 +121,9 @@ class LogSink:
     async def stop(self) -> None:
         """Write what is buffered (pairs still open stay journaled for the next start) and close."""
         self.ready = False
-        for task in self._tasks:
-            task.cancel()
+        async with self._flush_lock:  # a timer flush half-way through its parts finishes first, not cancelled
+            for task in self._tasks:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             await self.flush(force=True)
