@@ -17,16 +17,13 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import free_port
 from typer.testing import CliRunner
 
-pytest.importorskip("kfp")
-
-from conftest import free_port  # noqa: E402
-
-from genctr.cli import app  # noqa: E402
-from genctr.errors import ConfigError  # noqa: E402
-from genctr.orchestration import remote  # noqa: E402
-from genctr.orchestration.connection import KFPConnection, KFPConnectionError, probe  # noqa: E402
+from genctr.cli import app
+from genctr.errors import ConfigError
+from genctr.orchestration import remote
+from genctr.orchestration.connection import KFPConnection, KFPConnectionError, probe
 
 HOST = "https://kfp.test/pipeline"
 

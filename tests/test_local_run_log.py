@@ -10,9 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytest.importorskip("kfp")
-
-from genctr.orchestration.local import PipelineRunError, last_error, run_local  # noqa: E402
+from genctr.orchestration.local import PipelineRunError, last_error, run_local
 
 pytestmark = pytest.mark.slow
 

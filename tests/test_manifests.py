@@ -19,12 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-
-from genctr.errors import ConfigError  # noqa: E402
+from genctr.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"

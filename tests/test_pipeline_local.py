@@ -7,15 +7,12 @@ until the library functions they need exist, and say which.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-
-pytest.importorskip("kfp")
 
 from genctr import workflow
 from genctr.orchestration.local import LocalRun, PipelineRunError, run_local
@@ -25,14 +22,6 @@ pytestmark = pytest.mark.slow
 
 FULL = ("export_events", "validate_events", "build_features", "validate_samples", "materialize", "pretrain",
         "finetune", "evaluate_gate", "register")
-
-
-def needs(*names: str) -> pytest.MarkDecorator:
-    missing = [f"genctr.workflow.{n}" for n in names if not hasattr(workflow, n)]
-    gx = {"validate_events", "validate_samples"} & set(names)
-    if gx and importlib.util.find_spec("genctr.features.checks") is None:
-        missing.append("genctr.features.checks")
-    return pytest.mark.skipif(bool(missing), reason="needs " + ", ".join(missing))
 
 
 # Tiny but learnable: the synthetic world's clicks depend on the user's recent behaviour.
@@ -69,7 +58,6 @@ def first_run(home: Path) -> tuple[LocalRun, Path]:
     return run, registry
 
 
-@needs(*FULL)
 def test_end_to_end_registers_a_model_with_metrics_and_a_decision(first_run: tuple[LocalRun, Path],
                                                                    home: Path) -> None:
     run, registry = first_run
@@ -99,7 +87,6 @@ def test_end_to_end_registers_a_model_with_metrics_and_a_decision(first_run: tup
     assert any((Path(storage["build"]) / "feast" / "user_behavior_seq").glob("*.parquet"))
 
 
-@needs(*FULL)
 def test_an_identical_candidate_is_rejected_and_the_champion_stays(first_run: tuple[LocalRun, Path],
                                                                   home: Path) -> None:
     _, registry = first_run
@@ -112,7 +99,6 @@ def test_an_identical_candidate_is_rejected_and_the_champion_stays(first_run: tu
     assert reg.list_versions("e2e") == [1] and reg.champion("e2e") == 1
 
 
-@needs(*FULL)
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(first_run: tuple[LocalRun, Path], home: Path) -> None:
     _, registry = first_run
     champion_auc = ModelRegistry(registry).get("e2e", 1).metadata["gate"]["candidate"]["auc"]
@@ -128,7 +114,6 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(first_run: tuple[L
     assert reg.list_versions("e2e") == [1] and reg.champion("e2e") == 1
 
 
-@needs("export_events", "validate_events")
 def test_bad_data_stops_at_the_gx_step_and_nothing_is_registered(home: Path, tmp_path: Path) -> None:
     events = canonical_events()
     events["clicked"] = 1  # every impression a click: valid schema, implausible click rate
@@ -146,7 +131,6 @@ def test_bad_data_stops_at_the_gx_step_and_nothing_is_registered(home: Path, tmp
     assert ModelRegistry(registry).names() == []
 
 
-@needs("export_events")
 def test_a_label_outside_0_1_stops_at_ingest_and_nothing_is_registered(home: Path, tmp_path: Path) -> None:
     events = canonical_events()
     events.loc[3, "clicked"] = 2
@@ -170,7 +154,6 @@ def test_unknown_parameter_fails_before_anything_runs(tmp_path: Path) -> None:
 
 
 
-@needs(*FULL, "deploy_model")
 def test_deploy_step_serves_the_first_model_and_a_later_one_as_canary(first_run: tuple[LocalRun, Path],
                                                                        home: Path, tmp_path: Path) -> None:
     import requests
@@ -199,7 +182,7 @@ def test_deploy_step_serves_the_first_model_and_a_later_one_as_canary(first_run:
                                        dataclasses.replace(target, state_dir=str(home / "deploy")))
         assert result.summary["action"] == "start_canary" and result.summary["canary_percent"] == 25
         status = deployer.status()
-        assert status.canary_uri == reg.get("e2e", v2).uri and set(status.urls) == {"champion", "canary"}
+        assert status.canary_uri == reg.get("e2e", v2).uri and set(status.urls) == {"champion", "canary", "router"}
         assert reg.champion("e2e") == 1  # the canary loop, not the deploy step, moves the champion
         assert requests.post(status.urls["canary"], json=body, timeout=30).status_code == 200
     finally:

@@ -7,9 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-
-pytest.importorskip("kfp")
-
 from typer.testing import CliRunner
 
 from genctr.cli.pipeline import pipeline_app

@@ -31,7 +31,6 @@ import pandas as pd
 import pytest
 import requests
 
-pytest.importorskip("kfp")
 pytest.importorskip("s3fs")
 
 from conftest import free_port
