@@ -57,6 +57,17 @@ TASKS = {"resolve-storage", "ingest-events", "validate-events", "build-features"
          "materialize-features", "pretrain", "finetune", "evaluate-and-gate", "register-model"}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_s3_clients() -> Iterator[None]:
+    """fsspec caches S3 filesystems by their arguments, not by the endpoint in the environment: a
+    client made for another test's S3 server (same worker, other port) must not be reused here."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server as its own process on a free loopback port; the AWS_* variables point every
