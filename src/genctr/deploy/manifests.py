@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Protocol
 
 import yaml
 
+from genctr.atomic import write_text
 from genctr.errors import ConfigError
 from genctr.monitoring.headers import (
     CANARY_URI_ANNOTATION,
@@ -360,18 +361,19 @@ def render_tree(base: ServingManifest = BASE, environments: dict[str, ServingMan
     return files
 
 
-def write_tree(root: str | Path) -> list[Path]:
-    """Write :func:`render_tree` under ``root`` (stale generated files are removed)."""
+def write_tree(root: str | Path, files: dict[str, str] | None = None, header: str = HEADER) -> list[Path]:
+    """Write ``files`` (default: :func:`render_tree`) under ``root``, each atomically; generated files
+    (starting with ``header``) that the tree no longer has are removed."""
     root = Path(root)
-    files = render_tree()
+    files = render_tree() if files is None else files
     for old in sorted(root.glob("**/*.yaml")) if root.exists() else []:
-        if old.relative_to(root).as_posix() not in files and old.read_text().startswith(HEADER):
+        if old.relative_to(root).as_posix() not in files and old.read_text().startswith(header):
             old.unlink()
     written = []
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_text(path, text)
         written.append(path)
     return written
 

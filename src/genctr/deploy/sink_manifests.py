@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genctr.deploy import manifests
 from genctr.deploy.manifests import BASE, PROD_STORAGE_ROOT, SINK_SERVICE, _yaml, to_dict
 from genctr.errors import ConfigError
 from genctr.storage import StorageLayout
@@ -137,18 +138,7 @@ def render_tree(cfg: SinkManifest | None = None) -> dict[str, str]:
 
 def write_tree(root: str | Path) -> list[Path]:
     """Write :func:`render_tree` under ``root`` (stale generated files are removed)."""
-    root = Path(root)
-    files = render_tree()
-    for old in sorted(root.glob("*.yaml")) if root.exists() else []:
-        if old.name not in files and old.read_text().startswith(HEADER):
-            old.unlink()
-    written = []
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
-    return written
+    return manifests.write_tree(root, render_tree(), HEADER)
 
 
 def main(argv: list[str] | None = None) -> int:
