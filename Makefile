@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/genctr demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests -n 2 --dist loadfile --durations=10
+	$(BIN)/python -m pytest -q tests -n 2 --dist loadfile --no-loadscope-reorder --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check src components pipelines tests benchmarks

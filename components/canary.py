@@ -64,6 +64,7 @@ def analyze_canary(
     canary_percent: int = 0,
     policy: Optional[dict] = None,  # noqa: UP045 - KFP reads typing.Optional, not `dict | None`
     drift: bool = True,
+    randomisation: str = "",
 ) -> str:
     """Uplift statistics, SRM, guardrails and drift of the running canary; return the action.
 
@@ -86,6 +87,9 @@ def analyze_canary(
         policy: The decision policy: genctr CanaryPolicy fields (thresholds, guardrails,
             ``duplicates``); fields left out, or None, take CanaryPolicy's defaults. Validated here.
         drift: Also write an Evidently drift report (canary vs champion impressions).
+        randomisation: The A/B design: user (the user-hash router; kserve: its split is set on
+            every rollout step) | request (Knative's per-request split) | '' (local: as recorded,
+            user when new; kserve: request).
     """
     import os
     import shutil
@@ -96,7 +100,8 @@ def analyze_canary(
     from genctr.monitoring.collect import read_collected, read_pre_period
 
     setup_logging()
-    where = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir)
+    where = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir,
+                         randomisation=randomisation)
     decision = judge(read_collected(logs.path), make_deployer(where).status(), load_policy(policy), analysis.path,
                      target=target, canary_percent=canary_percent, drift=drift, pre_period=read_pre_period(logs.path))
     shutil.move(os.path.join(analysis.path, "report.html"), report.path)  # the page embeds the rest
@@ -118,6 +123,7 @@ def act_on_canary(
     kserve_env: str = "prod",
     state_dir: str = "",
     dry_run: bool = False,
+    randomisation: str = "",
 ) -> str:
     """Promote or roll back the judged canary; on promotion move the registry's champion too.
 
@@ -135,6 +141,9 @@ def act_on_canary(
         kserve_env: Manifest defaults for kserve: dev | prod.
         state_dir: local: directory of the deployment's state file ('' = $GENCTR_HOME/deploy).
         dry_run: Log what would be done; change nothing.
+        randomisation: The A/B design: user (the user-hash router; kserve: its split is set on
+            every rollout step) | request (Knative's per-request split) | '' (local: as recorded,
+            user when new; kserve: request).
     """
     import json
 
@@ -146,7 +155,8 @@ def act_on_canary(
     from genctr.registry import open_registry
 
     setup_logging()
-    where = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir)
+    where = DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, state_dir=state_dir,
+                         randomisation=randomisation)
     result = act(read_decision(analysis.path), make_deployer(where),
                  registry=open_registry(registry_root or str(home() / "registry")), model_name=model_name,
                  dry_run=dry_run)

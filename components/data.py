@@ -71,6 +71,10 @@ def build_features(
     build: Output[Dataset],
     max_seq_len: int = 200,
     spark_master: str = "local[*]",
+    spark_submit: str = "local",
+    spark_build_uri: str = "",
+    spark_namespace: str = "genctr",
+    spark_image: str = "",
 ):
     """Spark feature build: samples, per-user histories, vocabularies, time-ordered splits.
 
@@ -78,18 +82,28 @@ def build_features(
         events: Canonical events Parquet.
         build: Output build directory (genctr.features.layout); its metadata holds the stats.
         max_seq_len: L, the number of most recent behaviours a model sees.
-        spark_master: Spark master URL (``local[*]`` inside the pod, or a cluster).
+        spark_master: Spark master URL: ``local[*]`` (Spark inside the pod), ``spark://host:port``
+            (a standalone cluster this pod drives) or ``sc://host:port`` (Spark Connect).
+        spark_submit: ``local`` (Spark as ``spark_master`` says) or ``operator`` (a SparkApplication
+            for the Kubeflow Spark Operator; ``spark_master`` is then not used).
+        spark_build_uri: Object-store URI that a cluster's executors or the SparkApplication's pods
+            read and write (events, build) when Spark does not run inside the pod; the storage
+            step's ``build`` output. Unused for a local master.
+        spark_namespace: Namespace of the SparkApplication (``operator``).
+        spark_image: Image of the SparkApplication's pods ('' = the genctr CPU image).
     """
     import json
 
-    from genctr import workflow
     from genctr.config import FeatureConfig
+    from genctr.features.build_step import run_build_step
     from genctr.logging_setup import setup_logging
 
     setup_logging()
-    result = workflow.build_features(events.path, build.path,
-                                     FeatureConfig(max_seq_len=max_seq_len, spark_master=spark_master))
-    build.metadata.update(json.loads(json.dumps(result.summary, default=str)))
+    stats = run_build_step(events.path, events.uri, build.path, FeatureConfig(max_seq_len=max_seq_len,
+                                                                              spark_master=spark_master),
+                           spark_submit=spark_submit, shared_uri=spark_build_uri, namespace=spark_namespace,
+                           image=spark_image)
+    build.metadata.update(json.loads(json.dumps(stats, default=str)))
 
 
 @component

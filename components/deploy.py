@@ -17,6 +17,7 @@ def deploy_model(
     deployment: str = "genctr-ctr",
     namespace: str = "genctr",
     kserve_env: str = "prod",
+    randomisation: str = "",
 ) -> str:
     """Serve the registered ``version``: the first model as champion, later ones as a canary.
 
@@ -32,6 +33,9 @@ def deploy_model(
         deployment: Deployment / InferenceService name.
         namespace: Kubernetes namespace (kserve).
         kserve_env: Manifest defaults for kserve: dev | prod.
+        randomisation: The A/B design: user (the user-hash router; kserve: its split is set on
+            every rollout step) | request (Knative's per-request split) | '' (local: as recorded,
+            user when new; kserve: request).
     """
     import json
 
@@ -43,7 +47,8 @@ def deploy_model(
     setup_logging()
     result = workflow.deploy_model(
         registry_root or storage_layout().registry, model_name, int(version), canary_percent,
-        DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, feast_repo=feast.path))
+        DeployTarget(kind=target, name=deployment, namespace=namespace, env=kserve_env, feast_repo=feast.path,
+                     randomisation=randomisation))
     with open(summary.path, "w") as f:
         f.write(f"# Deployment `{deployment}` ({target})\n\n```json\n{json.dumps(result.summary, indent=2)}\n```\n")
     return json.dumps(result.summary)

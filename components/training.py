@@ -1,4 +1,11 @@
-"""GPU training steps: generative pretraining (GenCTR / DGenCTR) and CTR fine-tuning."""
+"""GPU training steps: generative pretraining (GenCTR / DGenCTR) and CTR fine-tuning.
+
+Each trains in its own pod (``train_workers=1``) or, with ``train_workers > 1``, submits a
+Kubeflow TrainJob / PyTorchJob with that many nodes, waits for it and copies its model into the
+step's output (``genctr.orchestration.training_step``).
+"""
+
+from typing import Optional
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -18,6 +25,11 @@ def pretrain(
     batch_size: int = 1024,
     seed: int = 0,
     device: str = "auto",
+    train_workers: int = 1,
+    train_gpus_per_worker: int = 0,
+    trainer_api: str = "trainjob",
+    storage_root: str = "",
+    job_placement: Optional[dict] = None,  # noqa: UP045 - KFP reads typing.Optional, not `dict | None`
 ):
     """Pretrain on the build's train split; ``method="none"`` skips pretraining.
 
@@ -31,14 +43,21 @@ def pretrain(
             unused by DGenCTR.
         max_seq_len: L, as in the feature build.
         epochs, lr, batch_size, seed, device: Training settings (genctr TrainConfig).
+        train_workers: 1 = train in this pod; N > 1 = a training job with N nodes.
+        train_gpus_per_worker: GPUs of each job node (0 = CPU nodes); unused with one worker.
+        trainer_api: ``trainjob`` (Kubeflow Trainer v2) | ``pytorchjob`` (Training Operator v1).
+        storage_root: Object store the job's nodes read the build from and write the model to.
+        job_placement: The job pods' image, requests, node selector, tolerations, storage Secret
+            (``genctr.orchestration.trainer_job.JobPlacement``; set at compile time).
     """
     import json
     import os
 
-    from genctr import workflow
     from genctr.logging_setup import setup_logging
+    from genctr.orchestration.training_step import check_run_form, train_step
 
     setup_logging()
+    check_run_form(train_workers, train_gpus_per_worker, trainer_api)
     pretrained.metadata["method"] = method
     if method == "none":  # one DAG for every method: fine-tuning then starts from scratch
         os.makedirs(pretrained.path, exist_ok=True)
@@ -47,7 +66,11 @@ def pretrain(
     else:
         train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
         model = {"max_seq_len": max_seq_len, **({"negatives": negatives} if method == "genctr" else {})}
-        result = workflow.pretrain(build.path, pretrained.path, method=method, model=model, train=train)
+        result = train_step("pretrain", build.path, pretrained.path, method=method, model=model, train=train,
+                            workers=train_workers, gpus_per_worker=train_gpus_per_worker, trainer_api=trainer_api,
+                            storage_root=storage_root, placement=job_placement, job_key=pretrained.uri)
+        if "job" in result.summary:  # trained on a cluster job: which one, and where its model was copied from
+            pretrained.metadata["trainer_job"] = result.summary["job"]
         for key, value in (result.summary.get("history") or [{}])[-1].items():
             if isinstance(value, (int, float)):
                 metrics.log_metric(f"pretrain_{key}", float(value))
@@ -70,6 +93,11 @@ def finetune(
     batch_size: int = 1024,
     seed: int = 0,
     device: str = "auto",
+    train_workers: int = 1,
+    train_gpus_per_worker: int = 0,
+    trainer_api: str = "trainjob",
+    storage_root: str = "",
+    job_placement: Optional[dict] = None,  # noqa: UP045 - KFP reads typing.Optional, not `dict | None`
 ):
     """Fine-tune a CTR backbone (optionally from the pretrained model); test AUC/LogLoss/gAUC.
 
@@ -84,22 +112,27 @@ def finetune(
             ``embedding_only`` | ``scorer_only``. Without pretraining it must be ``none``.
         max_seq_len: L, as in the feature build.
         epochs, lr, batch_size, seed, device: Training settings (genctr TrainConfig).
+        train_workers, train_gpus_per_worker, trainer_api, storage_root, job_placement: As for
+            ``pretrain``: one worker trains in this pod, more run a training job.
     """
     import json
 
-    from genctr import workflow
     from genctr.logging_setup import setup_logging
+    from genctr.orchestration.training_step import train_step
 
     setup_logging()
     train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
     # DGenCTR fine-tunes its own pretrained network: only its transfer mode applies
     spec = {"transfer": transfer} if pretrain_method == "dgenctr" else {
         "backbone": backbone, "transfer": transfer, "max_seq_len": max_seq_len}
-    result = workflow.finetune(build.path, model.path, model=spec, train=train,
-                               pretrained=None if pretrain_method == "none" else pretrained.path)
+    result = train_step("finetune", build.path, model.path, model=spec, train=train,
+                        pretrained=None if pretrain_method == "none" else pretrained.path, workers=train_workers,
+                        gpus_per_worker=train_gpus_per_worker, trainer_api=trainer_api, storage_root=storage_root,
+                        placement=job_placement, job_key=model.uri)
     for key, value in result.summary["test"].items():
         metrics.log_metric(key, float(value))
     with open(metrics.path, "w") as f:  # a file too: kfp.local's cache treats a file-less artifact as missing
         json.dump(metrics.metadata, f)
     model.metadata.update({"backbone": backbone, "transfer": transfer, "pretrain_method": pretrain_method,
-                           **{f"test_{k}": float(v) for k, v in result.summary["test"].items()}})
+                           **{f"test_{k}": float(v) for k, v in result.summary["test"].items()},
+                           **({"trainer_job": result.summary["job"]} if "job" in result.summary else {})})

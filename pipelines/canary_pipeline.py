@@ -57,6 +57,7 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         deploy_state_dir: str = "",
         kserve_namespace: str = "genctr",
         kserve_env: str = "prod",
+        randomisation: str = "",
         registry_root: str = "",
         model_name: str = "genctr-ctr",
         policy: dict = default_policy,
@@ -79,6 +80,8 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
                 ('' = $GENCTR_HOME/deploy).
             kserve_namespace: Namespace of the InferenceService (deploy_target kserve).
             kserve_env: Manifest defaults for kserve: dev | prod.
+            randomisation: The A/B design: user (the user-hash router) | request (Knative's
+                per-request split) | '' (local: as recorded, user when new; kserve: request).
             registry_root: Model registry, overriding <storage_root>/registry ('' = derived); a
                 promotion moves its champion pointer to the canary's version.
             model_name: Registered model name.
@@ -103,12 +106,13 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
                                            deployment=deployment, policy=policy), "Collect A/B logs"))
         analysis = live(on_cpu(analyze_canary(
             logs=collect.outputs["logs"], target=deploy_target, deployment=deployment, namespace=kserve_namespace,
-            kserve_env=kserve_env, state_dir=deploy_state_dir, policy=policy, drift=drift), "Analyse canary"))
+            kserve_env=kserve_env, state_dir=deploy_state_dir, policy=policy, drift=drift,
+            randomisation=randomisation), "Analyse canary"))
         with dsl.If(analysis.outputs["Output"] != "continue", name="canary-decided"):
             live(on_cpu(act_on_canary(
                 analysis=analysis.outputs["analysis"], registry_root=storage.outputs["registry"], model_name=model_name,
                 target=deploy_target, deployment=deployment, namespace=kserve_namespace, kserve_env=kserve_env,
-                state_dir=deploy_state_dir, dry_run=dry_run), "Promote or roll back"))
+                state_dir=deploy_state_dir, dry_run=dry_run, randomisation=randomisation), "Promote or roll back"))
 
     return dsl.pipeline(name=PIPELINE_NAME, description="GenCTR canary loop: collect A/B logs, analyse "
                         "(delta-method uplift, SRM, guardrails, drift), then promote or roll back the canary.")(

@@ -17,6 +17,14 @@ later pod uses the same ones. The run form's defaults come from a compile profil
 (``genctr.orchestration.profiles``: ``local`` for a laptop, ``cluster`` for Kubeflow, where the
 storage root is required).
 
+Training runs in the step's pod (``train_workers=1``) or, with ``train_workers > 1``, as a
+Kubeflow Trainer ``TrainJob`` (``trainer_api="trainjob"``) or Training Operator ``PyTorchJob``
+(``"pytorchjob"``) of that many nodes with ``train_gpus_per_worker`` GPUs each, which the step
+submits and waits for (``genctr.orchestration.training_step``). The job's pods get the same image,
+requests, GPU node selector, tolerations and storage Secret as the training steps
+(:func:`job_placement`); the step's ServiceAccount needs the job and pod-log verbs of
+``manifests/rbac-pipeline-runner.yaml``.
+
 ``pretrain_method="none"`` is handled inside the pretrain component (it writes a marker and
 fine-tuning starts from scratch), which keeps one linear DAG that kfp.local runs as well.
 The gate returns its decision as its single ``Output`` parameter: kfp.local resolves a
@@ -47,6 +55,16 @@ from pipelines.placement import STORAGE_SECRET_KEYS, PlatformConfig, compile_mai
 PIPELINE_NAME = "genctr-training"
 
 
+def job_placement(platform: PlatformConfig) -> dict[str, Any]:
+    """Placement of a training job's pods (``genctr.orchestration.trainer_job.JobPlacement``): the
+    training steps' own, so a job lands where the step would have trained."""
+    return {"image": platform.train_image, "cpu": platform.train_cpu, "memory": platform.train_memory,
+            "accelerator": platform.accelerator_type, "node_selector": dict(platform.gpu_node_selector),
+            "tolerations": [{"key": t.key, "operator": t.operator, "effect": t.effect,
+                             **({"value": t.value} if t.value else {})} for t in platform.gpu_tolerations],
+            "storage_secret": platform.storage_secret}
+
+
 def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profile = "local") -> Any:
     """The training pipeline (a KFP GraphComponent) placed according to ``platform``, its run form's
     defaults from ``profile`` (``local`` | ``cluster``)."""
@@ -68,7 +86,8 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         return task
 
     def with_storage(task: dsl.PipelineTask) -> dsl.PipelineTask:
-        """Object-store credentials for steps that read or write URIs themselves (data, registry)."""
+        """Object-store credentials for steps that read or write URIs themselves (data, registry, the
+        training steps staging a training job's inputs and model)."""
         if platform.storage_secret:
             kubernetes.use_secret_as_env(task, secret_name=platform.storage_secret,
                                          secret_key_to_env={k: k for k in STORAGE_SECRET_KEYS}, optional=True)
@@ -86,6 +105,7 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         synthetic_items: int = 5_000,
         max_seq_len: int = 200,
         spark_master: str = "local[*]",
+        spark_submit: str = "local",
         online_store: str = "sqlite",
         redis_url: str = "localhost:6379",
         pretrain_method: str = "genctr",
@@ -99,6 +119,9 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         batch_size: int = 1024,
         seed: int = 0,
         device: str = "auto",
+        train_workers: int = 1,
+        train_gpus_per_worker: int = 0,
+        trainer_api: str = "trainjob",
         auc_margin: float = 0.001,
         alpha: float = 0.05,
         floor_auc: float = 0.55,
@@ -111,6 +134,7 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         deployment: str = "genctr-ctr",
         kserve_namespace: str = "genctr",
         kserve_env: str = "prod",
+        randomisation: str = "",
     ) -> None:
         """Train a generative-pretrained CTR model and register it if it beats the champion.
 
@@ -123,6 +147,9 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             synthetic_items: Synthetic source: number of items.
             max_seq_len: L, behaviours per sequence.
             spark_master: Spark master URL for the feature build.
+            spark_submit: Where the feature build runs: local (Spark as spark_master says, driven
+                from the step's pod) | operator (a SparkApplication for the Kubeflow Spark Operator,
+                which reads and writes the run's build location on the storage root).
             online_store: Feast online store: sqlite | redis.
             redis_url: Redis connection string (online_store=redis).
             pretrain_method: genctr | dgenctr | none.
@@ -137,6 +164,10 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             batch_size: Training batch size (both stages).
             seed: Random seed (synthetic data and training).
             device: auto | cpu | cuda.
+            train_workers: Training nodes: 1 = train in the step's pod; N > 1 = each training step
+                submits a Kubeflow training job with N nodes and waits (storage_root must be an object store).
+            train_gpus_per_worker: GPUs per job node (0 = CPU nodes); used when train_workers > 1.
+            trainer_api: Training job kind: trainjob (Kubeflow Trainer v2) | pytorchjob (Training Operator v1).
             auc_margin: Gate: the candidate's AUC must beat the champion's by more than this.
             alpha: Gate: significance level of DeLong's one-sided test.
             floor_auc: Gate: minimum AUC of a first model (no champion yet).
@@ -153,6 +184,8 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             deployment: Deployment / InferenceService name.
             kserve_namespace: Namespace of the InferenceService (deploy_target kserve).
             kserve_env: Manifest defaults for kserve: dev | prod.
+            randomisation: The A/B design: user (the user-hash router) | request (Knative's
+                per-request split) | '' (local: as recorded, user when new; kserve: request).
         """
         storage = with_storage(on_cpu(resolve_storage(
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, storage_root=storage_root, required=prof.storage_required,
@@ -164,8 +197,11 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
                                       synthetic_items=synthetic_items, seed=seed), "Ingest events")).after(storage)
         events = ingest.outputs["events"]
         checked_events = on_cpu(validate_events(events=events), "Validate events (GX)")
-        features = on_cpu(build_features(events=events, max_seq_len=max_seq_len, spark_master=spark_master),
-                          "Build features (Spark)").after(checked_events)
+        # with the storage Secret: off the pod (a cluster, Connect, the operator) Spark reads and
+        # writes the run's build location on the storage root
+        features = with_storage(on_cpu(build_features(
+            events=events, max_seq_len=max_seq_len, spark_master=spark_master, spark_submit=spark_submit,
+            spark_build_uri=where["build"]), "Build features (Spark)")).after(checked_events)
         features.set_cpu_request(platform.spark_cpu).set_memory_request(platform.spark_memory)
         build = features.outputs["build"]
         checked_samples = on_cpu(validate_samples(build=build), "Validate samples (GX)")
@@ -173,14 +209,17 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             build=build, online_store=online_store, redis_url=redis_url, feast_registry=where["feast_registry"],
             publish_to=where["build"]), "Materialise to Feast")).after(checked_samples)
         feast.set_caching_options(enable_caching=False)  # writes shared state: the Feast registry, the online store
-        pretrained = on_gpu(pretrain(build=build, method=pretrain_method, negatives=negatives,
-                                     max_seq_len=max_seq_len, epochs=pretrain_epochs, lr=pretrain_lr,
-                                     batch_size=batch_size, seed=seed, device=device),
-                            "Pretrain").after(checked_samples)
-        tuned = on_gpu(finetune(build=build, pretrained=pretrained.outputs["pretrained"],
-                                pretrain_method=pretrain_method, backbone=backbone, transfer=transfer,
-                                max_seq_len=max_seq_len, epochs=finetune_epochs, lr=finetune_lr,
-                                batch_size=batch_size, seed=seed, device=device), "Fine-tune")
+        cluster = {"train_workers": train_workers, "train_gpus_per_worker": train_gpus_per_worker,
+                   "trainer_api": trainer_api, "storage_root": where["root"], "job_placement": job_placement(platform)}
+        pretrained = with_storage(on_gpu(pretrain(build=build, method=pretrain_method, negatives=negatives,
+                                                  max_seq_len=max_seq_len, epochs=pretrain_epochs, lr=pretrain_lr,
+                                                  batch_size=batch_size, seed=seed, device=device, **cluster),
+                                         "Pretrain")).after(checked_samples)
+        tuned = with_storage(on_gpu(finetune(build=build, pretrained=pretrained.outputs["pretrained"],
+                                             pretrain_method=pretrain_method, backbone=backbone, transfer=transfer,
+                                             max_seq_len=max_seq_len, epochs=finetune_epochs, lr=finetune_lr,
+                                             batch_size=batch_size, seed=seed, device=device, **cluster),
+                                    "Fine-tune"))
         gate = reads_registry(on_cpu(evaluate_and_gate(
             build=build, candidate=tuned.outputs["model"], registry_root=where["registry"], model_name=model_name,
             min_auc_gain=auc_margin, alpha=alpha, floor_auc=floor_auc), "Evaluate and gate"))
@@ -194,7 +233,8 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
                     feast=feast.outputs["feast_repo"], version=registered.outputs["Output"],
                     canary_percent=canary_percent, registry_root=where["registry"], model_name=model_name,
                     target=deploy_target, deployment=deployment, namespace=kserve_namespace,
-                    kserve_env=kserve_env), "Deploy (champion or canary)"))  # never cached: an action
+                    kserve_env=kserve_env, randomisation=randomisation),
+                "Deploy (champion or canary)"))  # never cached: an action
 
     return dsl.pipeline(name=PIPELINE_NAME, description="GenCTR/DGenCTR training: data checks, features, "
                         "pretraining, fine-tuning, champion gate, registration.")(

@@ -355,3 +355,104 @@ def test_assign_arm_is_stable_and_splits_by_percent() -> None:
     assert 0.18 < arms.count(CANARY) / len(arms) < 0.22
     assert {assign_arm(u, 0) for u in range(1000)} == {CHAMPION}
     assert {assign_arm(u, 100) for u in range(1000)} == {CANARY}
+
+
+class FakeAppsApi:
+    """Records AppsV1Api calls on the router Deployment; applies strategic merge patches the way
+    the API server does for a container list (merge by name, ``args`` replaced whole)."""
+
+    def __init__(self, percent: int = 10, order: list[str] | None = None) -> None:
+        doc = yaml.safe_load((ROOT / "manifests" / "ab-router" / "deployment.yaml").read_text())
+        self.deployment = doc
+        self.order = order if order is not None else []  # "router" per patch, shared with the client's log
+        self.calls: list[tuple[str, str, str]] = []
+        self.patches: list[dict[str, Any]] = []
+        self._set(percent)
+
+    def _set(self, percent: int) -> None:
+        container = self.deployment["spec"]["template"]["spec"]["containers"][0]
+        container["args"] = [a for a in container["args"] if not a.startswith("--percent")] + [f"--percent={percent}"]
+
+    def read_namespaced_deployment(self, name: str, namespace: str) -> dict[str, Any]:
+        self.calls.append(("read", name, namespace))
+        if name != self.deployment["metadata"]["name"]:
+            raise RuntimeError("(404) Reason: Not Found")
+        return copy.deepcopy(self.deployment)
+
+    def patch_namespaced_deployment(self, name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", name, namespace))
+        self.order.append("router")
+        self.patches.append(body)
+        (patch,) = body["spec"]["template"]["spec"]["containers"]
+        (live,) = [c for c in self.deployment["spec"]["template"]["spec"]["containers"] if c["name"] == patch["name"]]
+        live["args"] = list(patch["args"])
+        return copy.deepcopy(self.deployment)
+
+    def percent(self) -> int:
+        args = self.deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        return int(next(a for a in args if a.startswith("--percent=")).split("=")[1])
+
+
+class OrderedKServeClient(FakeKServeClient):
+    """Also logs "isvc" per patch into a list shared with :class:`FakeAppsApi`."""
+
+    def __init__(self, order: list[str]) -> None:
+        super().__init__()
+        self.order = order
+
+    def patch(self, name: str, inferenceservice: Any, namespace: str | None = None) -> dict[str, Any]:
+        self.order.append("isvc")
+        return super().patch(name, inferenceservice, namespace=namespace)
+
+
+def test_user_sticky_rollouts_move_the_routers_split_in_a_safe_order() -> None:
+    from genctr.deploy.base import ROUTER
+
+    order: list[str] = []
+    client, apps = OrderedKServeClient(order), FakeAppsApi(percent=10, order=order)
+    manifest = dataclasses.replace(ENVIRONMENTS["prod"], randomisation="user")
+    d = KServeDeployer(manifest, client=client, apps=apps)
+
+    st = d.deploy("s3://m/1")
+    assert apps.percent() == 0 and st.randomisation == "user"
+    assert st.urls[ROUTER] == "http://genctr-ab-router.genctr.svc.cluster.local/v1/models/genctr-ctr:predict"
+    assert st.detail["router_percent"] == 0
+    order.clear()
+    st = d.start_canary("s3://m/2", 25)
+    assert apps.percent() == 25 and order == ["isvc", "router"]  # the canary's revision exists before users go
+    assert st.detail["router_percent"] == 25 == st.canary_percent
+    order.clear()
+    d.rollback()
+    assert apps.percent() == 0 and order == ["router", "isvc"]  # users leave before its revision's traffic does
+    d.start_canary("s3://m/3", 10)
+    order.clear()
+    d.promote()
+    assert apps.percent() == 100 and order == ["isvc", "router"]
+    # the other args travel unchanged (args is replaced whole by a strategic merge patch)
+    args = apps.deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert any(a.startswith("--champion=http://prev-") for a in args) and args.count("--percent=100") == 1
+    assert all(ns == "genctr" and name == "genctr-ab-router" for _, name, ns in apps.calls)
+
+
+def test_request_randomised_rollouts_leave_the_router_alone_and_a_missing_router_is_named() -> None:
+    from genctr.deploy.base import ROUTER
+
+    client, apps = FakeKServeClient(), FakeAppsApi()
+    d = KServeDeployer(ENVIRONMENTS["prod"], client=client, apps=apps)
+    d.deploy("s3://m/1")
+    st = d.start_canary("s3://m/2", 25)
+    assert apps.calls == [] and st.randomisation == "request" and ROUTER not in st.urls
+    sticky = dataclasses.replace(ENVIRONMENTS["prod"], randomisation="user", router_name="no-such-router")
+    with pytest.raises(ConfigError, match="needs the router Deployment genctr/no-such-router"):
+        KServeDeployer(sticky, client=FakeKServeClient(), apps=apps).deploy("s3://m/1")
+    with pytest.raises(ConfigError, match="randomisation must be one of"):
+        dataclasses.replace(ENVIRONMENTS["prod"], randomisation="users")
+
+
+def test_the_deploy_target_carries_the_design_to_the_cluster_deployer() -> None:
+    from genctr.deploy.factory import DeployTarget, make_deployer
+
+    sticky, plain = make_deployer(DeployTarget(kind="kserve", randomisation="user")), make_deployer(
+        DeployTarget(kind="kserve"))
+    assert isinstance(sticky, KServeDeployer) and isinstance(plain, KServeDeployer)
+    assert (sticky.manifest.randomisation, plain.manifest.randomisation) == ("user", "request")

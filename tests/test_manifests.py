@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,14 @@ def validate_object(doc: dict[str, Any], where: str) -> None:
     if api.split("/")[0] == KSERVE_GROUP:
         try:
             check_manifest(doc)
+        except ConfigError as exc:
+            raise AssertionError(f"{where}: {exc}") from None
+        return
+    if api.split("/")[0] == "sparkoperator.k8s.io":  # the Spark Operator's kind: genctr's field-level check
+        from genctr.features.spark_application import check_manifest as check_spark_application
+
+        try:
+            check_spark_application(doc)
         except ConfigError as exc:
             raise AssertionError(f"{where}: {exc}") from None
         return
@@ -288,7 +297,28 @@ def test_the_argo_executor_minimum_and_the_inferenceservice_verbs_are_granted() 
 # the Kubernetes API calls KServeClient makes -> the RBAC verb each needs (Kubernetes' REST semantics)
 VERB_OF = {"get_namespaced_custom_object": "get", "list_namespaced_custom_object": "list",
            "create_namespaced_custom_object": "create", "patch_namespaced_custom_object": "patch",
-           "replace_namespaced_custom_object": "update", "delete_namespaced_custom_object": "delete"}
+           "replace_namespaced_custom_object": "update", "delete_namespaced_custom_object": "delete",
+           "read_namespaced_deployment": "get", "patch_namespaced_deployment": "patch"}
+
+
+class RecordingApps:
+    """Stands in for kubernetes' AppsV1Api on the user-hash router's Deployment (the user-sticky
+    design's rollouts set its --percent); records each call as (method, group, plural)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.deployment = yaml.safe_load((MANIFESTS / "ab-router" / "deployment.yaml").read_text())
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"KServeDeployer called AppsV1Api.{name}: map it to an RBAC verb in VERB_OF")
+
+    def read_namespaced_deployment(self, name: str, namespace: str) -> Any:
+        self.calls.append(("read_namespaced_deployment", "apps", "deployments"))
+        return copy.deepcopy(self.deployment)
+
+    def patch_namespaced_deployment(self, name: str, namespace: str, body: Any) -> Any:
+        self.calls.append(("patch_namespaced_deployment", "apps", "deployments"))
+        return copy.deepcopy(self.deployment)
 
 
 class RecordingCustomObjects:
@@ -367,18 +397,27 @@ def deployer_calls(monkeypatch: pytest.MonkeyPatch) -> tuple[set[str], list[tupl
     deployer.rollback()
     deployer.status()
     deployer.wait_ready(timeout_seconds=10)
-    return used, api.calls
+    apps = RecordingApps()  # the user-sticky design also moves the router's split
+    sticky = KServeDeployer(dataclasses.replace(BASE, name="sticky", randomisation="user"), client=client, apps=apps)
+    sticky.deploy("s3://m/1")
+    sticky.start_canary("s3://m/2", 10)
+    sticky.promote()
+    sticky.start_canary("s3://m/3", 10)
+    sticky.rollback()
+    used |= {f"apps.{method}" for method, _, _ in apps.calls}
+    return used, api.calls + apps.calls
 
 
 def client_calls_in_cluster_py() -> set[str]:
-    """Every ``self.client.<method>(...)`` call in genctr/deploy/cluster.py."""
+    """Every ``self.client.<method>(...)`` call in genctr/deploy/cluster.py, and every
+    ``self.apps.<method>(...)`` call as ``apps.<method>``."""
     found = set()
     for node in ast.walk(ast.parse(CLUSTER_PY.read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             owner = node.func.value
-            if isinstance(owner, ast.Attribute) and owner.attr == "client" and \
+            if isinstance(owner, ast.Attribute) and owner.attr in ("client", "apps") and \
                     isinstance(owner.value, ast.Name) and owner.value.id == "self":
-                found.add(node.func.attr)
+                found.add(node.func.attr if owner.attr == "client" else f"apps.{node.func.attr}")
     return found
 
 

@@ -187,8 +187,41 @@ def test_every_parameter_exposed_with_its_default(tmp_path: Path) -> None:
     for must in ("data_source", "data_path", "max_seq_len", "pretrain_method", "backbone", "transfer", "negatives",
                  "pretrain_epochs", "finetune_epochs", "pretrain_lr", "finetune_lr", "batch_size", "seed",
                  "auc_margin", "alpha", "floor_auc", "storage_root", "registry_root", "model_name", "canary_percent",
-                 "promote_without_canary", "deploy_target", "deployment", "kserve_namespace"):
+                 "promote_without_canary", "deploy_target", "deployment", "kserve_namespace", "train_workers",
+                 "train_gpus_per_worker", "trainer_api"):
         assert must in declared
+    # one worker = train in the step's pod, as before the training-job parameters existed
+    assert (declared["train_workers"]["defaultValue"], declared["train_gpus_per_worker"]["defaultValue"],
+            declared["trainer_api"]["defaultValue"]) == (1, 0, "trainjob")
+
+
+def test_training_steps_get_the_job_parameters_placement_and_storage(tmp_path: Path) -> None:
+    """Both training steps take the run form's job parameters, the storage root the first step resolved,
+    and a job placement equal to their own pod's, so a job lands where the step would have trained."""
+    from pipelines.training_pipeline import job_placement
+
+    platform = PlatformConfig(train_image="registry.example/genctr:cuda", train_cpu="6", train_memory="24Gi",
+                              gpu_node_selector={"pool": "gpu"}, storage_secret="genctr-storage",
+                              gpu_tolerations=(Toleration("nvidia.com/gpu"), Toleration("team", value="ml")))
+    spec = compiled(tmp_path, platform)
+    tasks = spec["root"]["dag"]["tasks"]
+    want_placement = {"image": "registry.example/genctr:cuda", "cpu": "6", "memory": "24Gi",
+                      "accelerator": "nvidia.com/gpu", "node_selector": {"pool": "gpu"},
+                      "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                      {"key": "team", "operator": "Equal", "effect": "NoSchedule", "value": "ml"}],
+                      "storage_secret": "genctr-storage"}
+    assert job_placement(platform) == want_placement
+    from genctr.orchestration.trainer_job import JobPlacement
+
+    JobPlacement.from_dict(want_placement)  # what the step builds from it
+    for name in TRAIN_TASKS:
+        params = tasks[name]["inputs"]["parameters"]
+        for p in ("train_workers", "train_gpus_per_worker", "trainer_api"):
+            assert params[p] == {"componentInputParameter": p}, (name, p)
+        assert params["storage_root"]["taskOutputParameter"] == {"producerTask": "resolve-storage",
+                                                                 "outputParameterKey": "root"}
+        assert params["job_placement"]["runtimeValue"]["constant"] == want_placement
+        assert k8s(spec)[name]["secretAsEnv"][0]["secretName"] == "genctr-storage"  # it stages through the root
 
 
 def test_images_come_from_the_environment_at_compile_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -325,12 +358,15 @@ def test_submit_and_schedule_call_the_kfp_client(monkeypatch: pytest.MonkeyPatch
 
 def test_manifests_grant_inferenceservice_patching() -> None:
     docs = list(yaml.safe_load_all((ROOT / "manifests" / "rbac-pipeline-runner.yaml").read_text()))
-    kinds = {d["kind"]: d for d in docs}
-    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding"}
-    rule = kinds["Role"]["rules"][0]
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding"}
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    rule = roles["genctr-inferenceservice-editor"]["rules"][0]
     assert rule["apiGroups"] == ["serving.kserve.io"] and rule["resources"] == ["inferenceservices"]
     assert {"get", "patch"} <= set(rule["verbs"])
-    assert kinds["RoleBinding"]["subjects"][0]["name"] == kinds["ServiceAccount"]["metadata"]["name"]
+    sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert {b["roleRef"]["name"] for b in bindings} == set(roles)  # every Role is bound to the runner
+    assert all(b["subjects"][0]["name"] == sa for b in bindings)
     secret = yaml.safe_load((ROOT / "manifests" / "storage-secret.yaml").read_text())
     assert secret["kind"] == "Secret" and set(secret["stringData"]) >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     assert secret["stringData"]["AWS_SECRET_ACCESS_KEY"] == "REPLACE_ME"

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from genctr.config import FeatureConfig
-from genctr.errors import DataValidationError
+from genctr.errors import ConfigError, DataValidationError
 from genctr.features import spark_ops
 from genctr.features.layout import BuildLayout
 from genctr.features.spark_build import build_features
@@ -200,3 +200,123 @@ def test_failed_build_leaves_nothing(spark, tiny_build: BuildLayout, tmp_path: P
     assert (good / "stats.json").read_text() == stats_before
     assert not (tmp_path / "fresh").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet", "build", "ok.parquet"]
+
+
+# ----------------------------------------------------------------------------- masters and locations
+@pytest.mark.parametrize("master", ["local", "local[*]", "local[2]", "local[2,3]", "spark://127.0.0.1:7077",
+                                    "spark://a:7077,b:7077", "sc://localhost", "sc://h:15002/;token=abc",
+                                    "k8s://https://10.0.0.1:443", "yarn"])
+def test_accepted_masters(master: str) -> None:
+    from genctr.features.spark_session import check_master
+
+    assert check_master(f" {master} ") == master
+
+
+@pytest.mark.parametrize("master", ["", "local[0]", "spark://host", "sc:/host:1", "http://h:1", "local[*"])
+def test_refused_masters_name_the_accepted_forms(master: str) -> None:
+    from genctr.features.spark_session import check_master
+
+    with pytest.raises(ConfigError, match=r"spark://host:port, sc://host:port"):
+        check_master(master)
+
+
+def test_an_unreachable_master_is_a_config_error_before_any_jvm_starts() -> None:
+    from conftest import free_port
+
+    from genctr.features.spark_session import get_spark
+
+    for master, what in ((f"spark://127.0.0.1:{free_port()}", "standalone master"),
+                         (f"sc://127.0.0.1:{free_port()}", "Connect server")):
+        with pytest.raises(ConfigError, match=f"no Spark {what} answers at 127.0.0.1"):
+            get_spark(master)
+
+
+def test_locations_as_this_process_and_spark_see_them(tmp_path: Path) -> None:
+    from genctr.features.build_store import Location
+
+    local = Location.parse(tmp_path / "b")
+    assert local.local and local.path == str(tmp_path / "b") and local.spark == (tmp_path / "b").as_uri()
+    assert Location.parse((tmp_path / "b").as_uri()).path == str(tmp_path / "b")
+    s3 = Location.parse("s3://bucket/builds/1")
+    assert (s3.local, s3.path, s3.spark) == (False, "bucket/builds/1", "s3a://bucket/builds/1")
+    assert s3.join("samples/train").spark == "s3a://bucket/builds/1/samples/train"
+    assert Location.parse("memory://x/y").spark is None  # no Hadoop connector: only a local Spark can use it
+    for bad, needle in (("s3://bucket", "no prefix"), ("nosuchscheme://a/b", "no filesystem"), ("  ", "empty")):
+        with pytest.raises(ConfigError, match=needle):
+            Location.parse(bad)
+
+
+def test_copy_tree_replaces_the_old_build_and_writes_stats_last(tmp_path: Path) -> None:
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    from genctr.errors import ArtifactError
+    from genctr.features.build_store import copy_tree, download_build
+
+    src = tmp_path / "src"
+    (src / "samples" / "train").mkdir(parents=True)
+    (src / "samples" / "train" / "part-0.parquet").write_bytes(b"p0")
+    (src / "samples" / "train" / ".part-0.parquet.crc").write_bytes(b"crc")
+    (src / "samples" / "train" / "_SUCCESS").write_bytes(b"")
+    (src / "stats.json").write_text('{"n": 1}')
+    mem = fsspec.filesystem("memory")
+    mem.pipe_file("/store/build/stats.json", b"old")
+    mem.pipe_file("/store/build/samples/train/part-9.parquet", b"old part")
+    order: list[str] = []
+    real_put = mem.put_file
+    mem.put_file = lambda a, b, **kw: (order.append(b), real_put(a, b, **kw))[1]  # type: ignore[method-assign]
+    try:
+        assert copy_tree(LocalFileSystem(), str(src), mem, "/store/build") == 3
+    finally:
+        del mem.put_file
+    assert order[-1] == "/store/build/stats.json" and len(order) == 3  # the marker last; no .crc
+    assert sorted(mem.find("/store/build")) == ["/store/build/samples/train/_SUCCESS",
+                                                "/store/build/samples/train/part-0.parquet", "/store/build/stats.json"]
+    out = download_build("memory:///store/build", tmp_path / "copy")
+    assert (out / "samples" / "train" / "part-0.parquet").read_bytes() == b"p0"
+    (src / "stats.json").unlink()
+    with pytest.raises(ArtifactError, match="incomplete"):
+        copy_tree(LocalFileSystem(), str(src), mem, "/store/other")
+    mem.rm("/store/build/stats.json")
+    with pytest.raises(ArtifactError, match="no complete feature build"):
+        download_build("memory:///store/build", tmp_path / "copy")
+    assert (out / "stats.json").read_text() == '{"n": 1}'  # the earlier copy is untouched
+    mem.rm("/store", recursive=True)
+
+
+def test_a_table_spark_wrote_elsewhere_is_reported(tmp_path: Path) -> None:
+    from genctr.features.build_store import BuildWriter, Location
+
+    writer = BuildWriter(Location.parse(tmp_path / "build"), spark_local=False)  # as for a remote Connect server
+    with pytest.raises(ConfigError, match="cannot see it.*object-store URI"):
+        writer.check_visible("samples/train")
+    writer.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spark_without_the_s3a_connector_is_a_config_error(spark) -> None:
+    from genctr.features.spark_events import read_events
+
+    with pytest.raises(ConfigError, match="Spark cannot reach s3a://bucket/events.*hadoop-aws"):
+        read_events(spark, "s3a://bucket/events")
+
+
+def test_a_build_to_an_object_store_with_a_local_master(spark, tiny_build: BuildLayout, tmp_path: Path) -> None:
+    """Upload mode: Spark writes locally, fsspec uploads (memory:// stands in for a bucket here; the S3 case
+    runs against moto's server in tests/test_spark_application.py)."""
+    import fsspec
+    from build_compare import assert_same_build
+
+    from genctr.features.build_store import download_build
+
+    events = tmp_path / "events.parquet"
+    _events_frame(TINY).to_parquet(events)
+    mem = fsspec.filesystem("memory")
+    mem.put(str(events), "/bucket/events.parquet")
+    try:
+        stats = build_features("memory://bucket/events.parquet", "memory://bucket/builds/1", TINY_CFG, spark=spark)
+        assert stats["n_events"] == len(TINY)
+        assert not [p for p in mem.ls("/bucket/builds", detail=False) if p.rsplit("/", 1)[1].startswith(".")]
+        assert_same_build(download_build("memory://bucket/builds/1", tmp_path / "copy"), tiny_build.root)
+    finally:
+        mem.rm("/bucket", recursive=True)

@@ -19,8 +19,6 @@ for Feast's S3 registry, by dask/pyarrow for Feast's file sources); nothing sets
 # no `from __future__ import annotations`: KFP reads the contract test component's annotations as types
 
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -30,10 +28,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
-
-pytest.importorskip("s3fs")
-
-from conftest import free_port
+import s3fs
+from moto_s3 import moto_s3
 from serving_fixtures import model_server
 from test_feast import redis_url  # noqa: F401 - the real redis-server fixture, shared
 
@@ -61,8 +57,6 @@ TASKS = {"resolve-storage", "ingest-events", "validate-events", "build-features"
 def _fresh_s3_clients() -> Iterator[None]:
     """fsspec caches S3 filesystems by their arguments, not by the endpoint in the environment: a
     client made for another test's S3 server (same worker, other port) must not be reused here."""
-    import s3fs
-
     s3fs.S3FileSystem.clear_instance_cache()
     yield
     s3fs.S3FileSystem.clear_instance_cache()
@@ -71,42 +65,13 @@ def _fresh_s3_clients() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server as its own process on a free loopback port; the AWS_* variables point every
-    client at it. Yields the endpoint URL."""
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
+    client at it (and nothing else does: no Feast endpoint override, no storage root). Yields the
+    endpoint URL."""
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("FSSPEC_S3_ENDPOINT_URL", "FEAST_S3_ENDPOINT_URL", "AWS_PROFILE", STORAGE_ROOT_ENV):
+        for var in ("FEAST_S3_ENDPOINT_URL", STORAGE_ROOT_ENV):
             mp.delenv(var, raising=False)  # the endpoint comes from AWS_ENDPOINT_URL alone, as in the pod
-        mp.setenv("AWS_ACCESS_KEY_ID", "genctr-test")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "genctr-test-secret")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_ENDPOINT_URL", endpoint)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if requests.get(f"{endpoint}/moto-api/", timeout=1).status_code < 500:
-                        break
-                except requests.RequestException:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start: {log.read_text(errors='replace')[-2000:]}")
-                time.sleep(0.1)
-            import boto3
-
-            boto3.client("s3").create_bucket(Bucket=BUCKET)
+        with moto_s3(tmp_path_factory.mktemp("moto"), BUCKET) as endpoint:
             yield endpoint
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_each_task_runs_in_a_sandbox_of_its_own(tmp_path: Path) -> None:

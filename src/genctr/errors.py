@@ -41,3 +41,8 @@ class DataValidationError(GenCTRError):
 
 class ArtifactError(GenCTRError):
     """A model or feature artifact is missing, incomplete or of an unsupported version."""
+
+
+class TrainingJobError(GenCTRError):
+    """A Kubeflow training job (TrainJob / PyTorchJob) could not be submitted, failed or did not
+    finish in time; the message names the job and what its status or the API server said."""

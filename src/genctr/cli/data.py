@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import typer
 
@@ -49,10 +49,11 @@ def data_export(
 
 @features_app.command("build")
 def features_build(
-    events: Path = typer.Option(..., help="Canonical events (Parquet file or directory)."),
-    out: Path | None = typer.Option(None, help="Build directory (default $GENCTR_HOME/features/<events name>)."),
+    events: str = typer.Option(..., help="Canonical events (Parquet file or directory; a path or s3://... URI)."),
+    out: str | None = typer.Option(None, help="Build directory, a path or s3://... URI "
+                                              "(default $GENCTR_HOME/features/<events name>)."),
     max_seq_len: int = typer.Option(200, help="L: behaviours a model sees."),
-    master: str = typer.Option("local[*]", help="Spark master URL."),
+    master: str = typer.Option("local[*]", help="Spark master URL: local[*], spark://host:port, sc://host:port."),
     time_unit: str = typer.Option("s", help="Unit of numeric event_time in the events: s | ms | us | ns "
                                            "(converted to seconds)."),
 ) -> None:
@@ -62,7 +63,7 @@ def features_build(
 
     try:
         cfg = FeatureConfig(max_seq_len=max_seq_len, spark_master=master, time_unit=time_unit)
-        dest = out or _home_default("features", events.stem)
+        dest = out or str(_home_default("features", PurePosixPath(events.rstrip("/")).stem))
         stats = build_features(events, dest, cfg)
     except GenCTRError as exc:
         fail(exc)

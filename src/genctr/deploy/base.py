@@ -32,6 +32,8 @@ from genctr.errors import ConfigError, describe
 from genctr.serving.split import assign_arm, assign_arms, unit_hash  # noqa: F401 - part of this interface
 from genctr.serving.state import CANARY, CHAMPION, RANDOMISATIONS, check_state  # noqa: F401 - part of this interface
 
+ROUTER = "router"  # DeploymentStatus.urls key of the user-hash router (user-sticky designs)
+
 
 @dataclass
 class DeploymentStatus:

@@ -14,6 +14,13 @@ traffic split from the service's status. Every patch that makes a new revision (
 also sets ``spec.predictor.logger`` from the manifest, so each revision's pods post their calls to
 the A/B log sink (an InferenceService created before the logger existed gets it on its next
 rollout); the sink names the arm from those annotations and the model URI on each event. The
+randomisation design is the manifest's (``ServingManifest.randomisation``): ``"request"`` —
+clients call the InferenceService and Knative splits each request; ``"user"`` — clients call
+the user-hash router (``manifests/ab-router``, :mod:`genctr.serving.router`) in front of the
+tag-routed arm URLs, and every rollout step also sets the router Deployment's ``--percent``
+through the apps API (a new ReplicaSet; the router holds no state). The order keeps users off
+a canary that is not, or no longer, meant to get them: on ``start_canary`` and ``promote``
+the InferenceService first, then the router; on ``rollback`` the router first. The
 ServingRuntime and ServiceAccount come from the kustomize tree (``kubectl apply -k
 manifests/kserve/overlays/<env>``); ``deploy()`` creates the InferenceService if it is absent.
 """
@@ -23,7 +30,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from genctr.deploy.base import CANARY, CHAMPION, Deployer, DeploymentStatus, check_percent
+from genctr.deploy.base import CANARY, CHAMPION, ROUTER, Deployer, DeploymentStatus, check_percent
 from genctr.deploy.manifests import (
     ANN_CANARY,
     ANN_CHAMPION,
@@ -43,12 +50,15 @@ class KServeDeployer(Deployer):
     """Rollouts of the InferenceService ``manifest.name`` in ``manifest.namespace``.
 
     ``client``: a ``kserve.KServeClient`` (default: one built from the kubeconfig / in-cluster
-    config on first use), or any object with the same ``create/get/patch`` methods.
+    config on first use), or any object with the same ``create/get/patch`` methods. ``apps``: a
+    ``kubernetes.client.AppsV1Api`` (default: built after ``client`` loaded the configuration),
+    used only for the router of a user-sticky design.
     """
 
-    def __init__(self, manifest: ServingManifest, client: Any | None = None) -> None:
+    def __init__(self, manifest: ServingManifest, client: Any | None = None, apps: Any | None = None) -> None:
         self.manifest = manifest
         self._client = client
+        self._apps = apps
 
     @property
     def client(self) -> Any:
@@ -57,6 +67,19 @@ class KServeDeployer(Deployer):
 
             self._client = KServeClient()
         return self._client
+
+    @property
+    def apps(self) -> Any:
+        if self._apps is None:
+            from kubernetes.client import AppsV1Api
+
+            _ = self.client  # KServeClient loads the kubeconfig / in-cluster configuration
+            self._apps = AppsV1Api()
+        return self._apps
+
+    @property
+    def user_sticky(self) -> bool:
+        return self.manifest.randomisation == "user"
 
     # -- Deployer --------------------------------------------------------------------------
 
@@ -68,12 +91,14 @@ class KServeDeployer(Deployer):
                      self.manifest.namespace, self.manifest.name, model_uri)
         else:
             self._patch(self.patch_object(model_uri, 100, {ANN_CHAMPION: model_uri, ANN_CANARY: None}))
+        self._route(0)  # one model: every user on the champion's URL
         return self.status()
 
     def start_canary(self, model_uri: str, percent: int) -> DeploymentStatus:
         check_percent(percent)
         self._require()
         self._patch(self.patch_object(model_uri, percent, {ANN_CANARY: model_uri}))
+        self._route(percent)
         return self.status()
 
     def promote(self) -> DeploymentStatus:
@@ -81,12 +106,14 @@ class KServeDeployer(Deployer):
         if not canary:
             raise ConfigError(f"{self.manifest.name}: no canary in progress to promote")
         self._patch(self.patch_object(None, 100, {ANN_CHAMPION: canary, ANN_CANARY: None}))
+        self._route(100)  # the latest revision (the promoted model) for everyone
         return self.status()
 
     def rollback(self) -> DeploymentStatus:
         canary = self._annotations(self._require()).get(ANN_CANARY)
         if not canary:
             raise ConfigError(f"{self.manifest.name}: no canary in progress to roll back")
+        self._route(0)  # users off the canary before its revision loses its traffic
         self._patch(self.patch_object(None, 0, {ANN_CANARY: None}))
         return self.status()
 
@@ -107,9 +134,13 @@ class KServeDeployer(Deployer):
                 urls[CHAMPION] = t["url"]
             elif t.get("tag") == "latest" and t.get("url") and canary:
                 urls[CANARY] = t["url"]
+        detail: dict[str, Any] = {"traffic": traffic, "namespace": self.manifest.namespace}
+        if self.user_sticky:
+            urls[ROUTER] = self.manifest.router_url
+            detail["router_percent"] = self._router_percent()
         return DeploymentStatus(name=self.manifest.name, champion_uri=ann.get(ANN_CHAMPION), canary_uri=canary,
-                                canary_percent=percent, ready=ready, urls=urls,
-                                detail={"traffic": traffic, "namespace": self.manifest.namespace})
+                                canary_percent=percent, ready=ready, urls=urls, detail=detail,
+                                randomisation=self.manifest.randomisation)
 
     def wait_ready(self, timeout_seconds: int = 600) -> None:
         self.client.wait_isvc_ready(self.manifest.name, namespace=self.manifest.namespace,
@@ -141,6 +172,42 @@ class KServeDeployer(Deployer):
             api_version=KSERVE_API, kind="InferenceService",
             metadata=V1ObjectMeta(name=self.manifest.name, namespace=self.manifest.namespace, annotations=annotations),
             spec=V1beta1InferenceServiceSpec(predictor=predictor))
+
+    # -- the router (user-sticky design) ----------------------------------------------------
+
+    def router_patch(self, percent: int) -> dict[str, Any]:
+        """The strategic merge patch that sets the router's ``--percent``: containers merge by
+        name, and ``args`` (a plain list) is replaced whole, so the other args are sent as read."""
+        container = self._router_container()
+        args = [a for a in container.get("args") or [] if not a.startswith("--percent")]
+        return {"spec": {"template": {"spec": {"containers": [
+            {"name": container["name"], "args": [*args, f"--percent={percent}"]}]}}}}
+
+    def _route(self, percent: int) -> None:
+        if not self.user_sticky:
+            return
+        body = self.router_patch(percent)
+        self.apps.patch_namespaced_deployment(self.manifest.router_name, self.manifest.namespace, body)
+        log.info("router %s/%s: %d %% of users on the canary", self.manifest.namespace, self.manifest.router_name,
+                 percent)
+
+    def _router_container(self) -> dict[str, Any]:
+        name, ns = self.manifest.router_name, self.manifest.namespace
+        try:
+            dep = self.apps.read_namespaced_deployment(name, ns)
+        except Exception as exc:  # kubernetes.client.ApiException; any failure reads the same to a user
+            raise ConfigError(f"randomisation 'user' needs the router Deployment {ns}/{name} "
+                              f"(kubectl apply -k manifests/ab-router): {exc}") from exc
+        dep = dep.to_dict() if hasattr(dep, "to_dict") else dep
+        containers = ((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+        if not containers:
+            raise ConfigError(f"the router Deployment {ns}/{name} has no container")
+        return dict(containers[0])
+
+    def _router_percent(self) -> int | None:
+        args = self._router_container().get("args") or []
+        values = [a.split("=", 1)[1] for a in args if a.startswith("--percent=")]
+        return int(values[-1]) if values and values[-1].isdigit() else None
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -22,7 +22,10 @@ class DeployTarget:
     design, ``user`` (the user-hash router in front) or ``request`` (clients split per request);
     '' for either keeps what the deployment recorded (``user`` for a new one). See
     :class:`genctr.deploy.local.LocalDeployer`.
-    ``kserve``: the InferenceService ``name`` in ``namespace`` (manifest defaults of ``env``).
+    ``kserve``: the InferenceService ``name`` in ``namespace`` (manifest defaults of ``env``);
+    ``randomisation`` ``user`` sets the user-hash router's split on every rollout step, ``request``
+    (or '': the environment's, ``request``) leaves the split to Knative. See
+    :class:`genctr.deploy.cluster.KServeDeployer`.
     """
 
     kind: str = "local"
@@ -32,7 +35,7 @@ class DeployTarget:
     state_dir: str = ""  # local: '' = $GENCTR_HOME/deploy
     feast_repo: str = ""  # local: feature_store.yaml directory for the server
     logger_url: str = ""  # local: the A/B log sink the server's payload logger posts to ('' = as recorded)
-    randomisation: str = ""  # local: "user" | "request" ('' = as recorded; "user" for a new deployment)
+    randomisation: str = ""  # "user" | "request" (local: '' = as recorded, "user" when new; kserve: '' = "request")
 
     def __post_init__(self) -> None:
         if self.kind not in TARGETS:
@@ -62,5 +65,6 @@ def make_deployer(target: DeployTarget) -> Deployer:
 
     if target.env not in ENVIRONMENTS:
         raise ConfigError(f"kserve env must be one of {sorted(ENVIRONMENTS)}, got {target.env!r}")
-    manifest = dataclasses.replace(ENVIRONMENTS[target.env], name=target.name, namespace=target.namespace)
+    manifest = dataclasses.replace(ENVIRONMENTS[target.env], name=target.name, namespace=target.namespace,
+                                   randomisation=target.randomisation or ENVIRONMENTS[target.env].randomisation)
     return KServeDeployer(manifest)

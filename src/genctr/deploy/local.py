@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from genctr.deploy.base import Deployer, DeploymentStatus, check_percent
+from genctr.deploy.base import ROUTER, Deployer, DeploymentStatus, check_percent  # ROUTER: the state file key too
 from genctr.errors import ArtifactError, ConfigError
 from genctr.serving.online import FeastConfig
 from genctr.serving.state import (
@@ -60,7 +60,6 @@ from genctr.serving.state import (
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 200
-ROUTER = "router"  # key of the user-hash router in the state file and in DeploymentStatus.urls
 
 
 class LocalDeployer(Deployer):

@@ -1,58 +1,58 @@
 """Events -> samples, per-user histories, vocabularies and splits (PySpark).
 
-Reads canonical events (Parquet, ``genctr.data.schema`` columns) and writes a build
-directory laid out as ``genctr.features.layout`` describes. The build is atomic: it is
-written into a hidden sibling directory and renamed onto ``out_dir`` only once complete,
-so a failed build leaves nothing at ``out_dir`` and an earlier build stays untouched.
-``out_dir`` must be on the driver's local (or locally mounted) filesystem.
+Reads canonical events (Parquet, ``genctr.data.schema`` columns) and writes a build laid out
+as ``genctr.features.layout`` describes. Events and build are local paths or fsspec URIs
+(``s3://bucket/...``); ``genctr.features.build_store`` says how Spark and this process reach
+them for each master: ``local[*]``, a standalone cluster (``spark://``), Spark Connect
+(``sc://``: only the DataFrame API is used, no SparkContext), or ``spark-submit``'s master.
+The build is atomic: it is written beside ``out_dir`` and renamed onto it only once complete
+(on an object store, copied with ``stats.json`` last), so a failed build leaves nothing at
+``out_dir`` and an earlier build stays untouched.
 
     spark-submit src/genctr/features/spark_build.py --events EVENTS --out OUT [--master M]
-    python -m genctr.features.spark_build --events EVENTS --out OUT
+    python -m genctr.features.spark_build --events EVENTS --out OUT [--master sc://host:15002]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import shutil
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genctr.atomic import publish, temp_path
 from genctr.config import FeatureConfig
 from genctr.errors import ConfigError, GenCTRError
+from genctr.features.build_store import BuildWriter, Location, check_output, events_location, spark_io
 from genctr.features.layout import FIRST_ID, SPLITS, BuildLayout
-from genctr.features.spark_events import events_uri, read_events
+from genctr.features.spark_events import read_events
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("genctr.features.spark_build")  # by name: spark-submit runs this file as __main__
 
 FORMAT_VERSION = 1
+LAYOUT = BuildLayout("")  # relative names (samples/train, ...); a BuildWriter places them
 
 
-def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
+def build_features(events: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg: FeatureConfig,
                    spark: SparkSession | None = None) -> dict[str, Any]:
     """Build features from the canonical events at ``events`` into ``out_dir``; returns stats.
 
-    Raises ConfigError for an unusable ``out_dir`` and DataValidationError for missing or
-    malformed events (checked before any cast: ``genctr.features.spark_events``); numeric
-    event times are in ``cfg.time_unit``. ``spark`` defaults to a session built from
-    ``cfg`` (left running for reuse; the caller stops it). A crash that kills the process outright (SIGKILL) can leave
-    a hidden ``.<name>.tmp-*`` sibling behind; ``out_dir`` itself is never half-written.
+    Raises ConfigError for an unusable ``out_dir`` or master and DataValidationError for missing
+    or malformed events (checked before any cast: ``genctr.features.spark_events``); numeric
+    event times are in ``cfg.time_unit``. ``spark`` defaults to a session built from ``cfg``
+    (left running for reuse; the caller stops it). A crash that kills the process outright
+    (SIGKILL) can leave a hidden ``.<name>.*.tmp`` sibling behind; ``out_dir`` itself is never
+    half-written.
     """
-    from genctr.features.spark_session import get_spark
+    from genctr.features.spark_session import get_spark, session_is_local
 
-    out = Path(out_dir).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} exists and is not a directory")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the directory of output {out}: {exc.strerror or exc}") from exc
-    events_uri(events)  # a missing input fails before paying for a Spark start-up
+    target = Location.parse(out_dir)
+    check_output(target)
+    source = events_location(events)  # a missing input fails before paying for a Spark start-up
     if spark is None:
         spark = get_spark(cfg.spark_master, shuffle_partitions=cfg.shuffle_partitions,
                           driver_memory=cfg.spark_driver_memory)
@@ -61,24 +61,25 @@ def build_features(events: str | Path, out_dir: str | Path, cfg: FeatureConfig,
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
-    tmp = temp_path(out)
+    writer = BuildWriter(target, spark_local=session_is_local(spark))
     cached: list[DataFrame] = []
     try:
-        stats = _build_into(read_events(spark, events, time_unit=cfg.time_unit), BuildLayout(tmp), cfg, cached)
-        publish(tmp, out)
+        events_df = read_events(spark, writer.events_for_spark(source), time_unit=cfg.time_unit, label=source.uri)
+        stats = _build_into(events_df, writer, cfg, cached)
+        writer.publish()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        writer.discard()
         raise
     finally:
         for df in cached:
             df.unpersist()
-    log.info("feature build written to %s: %s", out, json.dumps(stats["splits"]))
+    log.info("feature build written to %s: %s", target.uri, json.dumps(stats["splits"]))
     return stats
 
 
-def _build_into(events: DataFrame, lay: BuildLayout, cfg: FeatureConfig,
+def _build_into(events: DataFrame, out: BuildWriter, cfg: FeatureConfig,
                 cached: list[DataFrame]) -> dict[str, Any]:
-    """Compute and write every table of the layout under ``lay.root``.
+    """Compute and write every table of the layout through ``out``.
 
     Frames read more than once are persisted and appended to ``cached`` for the caller to
     release. The events are shuffled and sorted by user once (split + history windows);
@@ -92,31 +93,33 @@ def _build_into(events: DataFrame, lay: BuildLayout, cfg: FeatureConfig,
         cached.append(df.persist())  # MEMORY_AND_DISK
         return df
 
-    L = cfg.max_seq_len
+    L, lay = cfg.max_seq_len, LAYOUT
     clock = _Clock()
     timed = keep(ops.split_and_history(events, cfg.split))
     vocabs = keep(ops.fit_vocabs(timed.filter(F.col("split") == "train")))
     indexed = keep(ops.apply_vocabs(timed, vocabs))
     samples = ops.samples(indexed, L)
     for split in SPLITS:  # filtered scans of the cached frame: cheaper than a partitioned write's sort
-        _write(samples.filter(F.col("split") == split).drop("split"), lay.samples(split))
+        _write(samples.filter(F.col("split") == split).drop("split"), out, lay.samples(split))
+        if split == SPLITS[0]:
+            out.check_visible(lay.samples(split))  # before hours of work land where nobody reads them
     clock.lap("samples")
     timed.unpersist()  # ``indexed`` is materialised now and holds all that follows needs
 
     users = keep(ops.user_behaviours(indexed))
     # one file in user_idx order: the CSR row order never depends on how a reader lists files
-    _write(ops.histories(users), lay.histories, sort_by=("user_idx", "user_id"))
-    _write(ops.feast_user_behavior_seq(users, L), lay.feast_user)
+    _write(ops.histories(users), out, lay.histories, sort_by=("user_idx", "user_id"))
+    _write(ops.feast_user_behavior_seq(users, L), out, lay.feast_user)
     clock.lap("histories")
     items = keep(ops.items(indexed, vocabs))
-    _write(items.drop("first_seen"), lay.items, sort_by=("item_idx", "item_id"))
-    _write(ops.feast_item_features(items), lay.feast_item, sort_by=("item_id",))
-    _write_by(vocabs, "kind", {k: lay.vocab(k) for k in ops.VOCABS}, sort_by=("kind", "idx"))
+    _write(items.drop("first_seen"), out, lay.items, sort_by=("item_idx", "item_id"))
+    _write(ops.feast_item_features(items), out, lay.feast_item, sort_by=("item_id",))
+    _write_by(vocabs, "kind", {k: lay.vocab(k) for k in ops.VOCABS}, out, sort_by=("kind", "idx"))
     clock.lap("items+vocab")
 
-    counts = {k: _parquet_rows(lay.vocab(k)) for k in ops.VOCABS}
-    stats = _stats(ops.split_stats(indexed, L).collect(), counts, _parquet_rows(lay.items), cfg)
-    lay.stats.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    counts = {k: out.rows(lay.vocab(k)) for k in ops.VOCABS}
+    stats = _stats(ops.split_stats(indexed, L).collect(), counts, out.rows(lay.items), cfg)
+    out.write_text(lay.stats, json.dumps(stats, indent=2, sort_keys=True) + "\n")
     clock.lap("stats")
     return stats
 
@@ -133,36 +136,34 @@ class _Clock:
         self.t = now
 
 
-def _write(df: DataFrame, path: Path, sort_by: tuple[str, ...] | None = None) -> None:
+def _write(df: DataFrame, out: BuildWriter, rel: Path, sort_by: tuple[str, ...] | None = None) -> None:
     """Write Parquet; ``sort_by`` makes one sorted file (for tables of ids, not of events)."""
     if sort_by is not None:
         df = df.coalesce(1).sortWithinPartitions(*sort_by)
-    df.write.mode("error").parquet(path.as_uri())
+    uri = out.spark_uri(rel)
+    with spark_io(uri):
+        df.write.mode("error").parquet(uri)
 
 
-def _parquet_rows(path: Path) -> int:
-    """Row count of a written table from its Parquet footers (no Spark job)."""
-    import pyarrow.parquet as pq
-
-    return sum(pq.read_metadata(f).num_rows for f in path.glob("*.parquet"))
-
-
-def _write_by(df: DataFrame, column: str, dest: dict[str, Path], sort_by: tuple[str, ...] | None = None) -> None:
-    """One pass partitioned by ``column``; each ``column=<value>`` folder is renamed to ``dest[value]``.
+def _write_by(df: DataFrame, column: str, dest: dict[str, Path], out: BuildWriter,
+              sort_by: tuple[str, ...] | None = None) -> None:
+    """One pass partitioned by ``column``; each ``column=<value>`` folder is moved to ``dest[value]``.
 
     A value without rows still gets a readable, typed, empty table.
     """
     staging = next(iter(dest.values())).parent / f"_by_{column}"
     if sort_by is not None:
         df = df.coalesce(1).sortWithinPartitions(*sort_by)
-    df.write.partitionBy(column).parquet(staging.as_uri())
+    uri = out.spark_uri(staging)
+    with spark_io(uri):
+        df.write.partitionBy(column).parquet(uri)
     for value, path in dest.items():
         part = staging / f"{column}={value}"
-        if part.exists():
-            part.rename(path)
+        if out.exists(part):
+            out.move(part, path)
         else:
-            _write(df.drop(column).limit(0).coalesce(1), path)
-    shutil.rmtree(staging)
+            _write(df.drop(column).limit(0).coalesce(1), out, path)
+    out.remove(staging)
 
 
 def _stats(rows: list[Any], vocab_counts: dict[str, int], n_items: int, cfg: FeatureConfig) -> dict[str, Any]:
@@ -188,13 +189,21 @@ def _stats(rows: list[Any], vocab_counts: dict[str, int], n_items: int, cfg: Fea
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m genctr.features.spark_build`` or ``spark-submit`` this file."""
+def _conf_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of this file (also what a SparkApplication's ``arguments`` must parse with)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events", required=True, help="canonical events: a Parquet file or directory")
-    p.add_argument("--out", required=True, help="build directory to (re)place")
+    p.add_argument("--events", required=True, help="canonical events: a Parquet file or directory, path or URI")
+    p.add_argument("--out", required=True, help="build directory to (re)place: path or URI (s3://bucket/...)")
     p.add_argument("--master", default=None,
-                   help="Spark master; default: spark-submit's --master, else local[*]")
+                   help="Spark master (local[*], spark://host:port, sc://host:port); default: spark-submit's "
+                        "--master, else local[*]")
     p.add_argument("--max-seq-len", type=int, default=FeatureConfig.max_seq_len)
     p.add_argument("--split", type=float, nargs=3, default=FeatureConfig.split,
                    metavar=("TRAIN", "VALID", "TEST"))
@@ -202,19 +211,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--driver-memory", default=FeatureConfig.spark_driver_memory)
     p.add_argument("--time-unit", default=FeatureConfig.time_unit, choices=("s", "ms", "us", "ns"),
                    help="unit of numeric event_time in the events (converted to seconds)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p.add_argument("--conf", type=_conf_pair, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Spark setting (repeatable); over Spark Connect only runtime SQL settings")
+    return p
 
+
+def config_from_args(args: argparse.Namespace) -> FeatureConfig:
+    """The FeatureConfig a parsed command line describes (ConfigError for bad values)."""
+    from genctr.features.spark_session import check_master
+
+    return FeatureConfig(max_seq_len=args.max_seq_len, split=tuple(args.split),
+                         spark_master=check_master(args.master) if args.master else "local[*]",
+                         spark_driver_memory=args.driver_memory, shuffle_partitions=args.shuffle_partitions,
+                         time_unit=args.time_unit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m genctr.features.spark_build`` or ``spark-submit`` this file.
+
+    Exit status 0 with the stats as JSON on stdout; 2 with the error logged for a problem the
+    user can fix (bad events, an unreachable master or store).
+    """
+    p = parser()
+    args = p.parse_args(argv)
+    from genctr.logging_setup import setup_logging
+
+    setup_logging()
     from genctr.features.spark_session import get_spark
 
     try:
-        cfg = FeatureConfig(max_seq_len=args.max_seq_len, split=tuple(args.split),
-                            spark_master=args.master or "local[*]", spark_driver_memory=args.driver_memory,
-                            shuffle_partitions=args.shuffle_partitions, time_unit=args.time_unit)
-        events_uri(args.events)  # fail before paying for a Spark start-up
+        cfg = config_from_args(args)
+        master = cfg.spark_master if args.master else None  # None: spark-submit's --master
+        check_output(Location.parse(args.out))
+        events_location(args.events)  # fail before paying for a Spark start-up
     except GenCTRError as exc:
         p.error(str(exc))
-    spark = get_spark(args.master, shuffle_partitions=cfg.shuffle_partitions, driver_memory=cfg.spark_driver_memory)
+    try:
+        spark = get_spark(master, shuffle_partitions=cfg.shuffle_partitions, driver_memory=cfg.spark_driver_memory,
+                          conf=dict(args.conf))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     try:
         stats = build_features(args.events, args.out, cfg, spark=spark)
     except GenCTRError as exc:
@@ -222,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         spark.stop()
-    print(json.dumps(stats, indent=2, sort_keys=True))
+    print(json.dumps(stats, indent=2, sort_keys=True))  # the command's result (logs go to stderr)
     return 0
 
 

@@ -45,24 +45,33 @@ def events_uri(events: str | Path) -> str:
 
 
 def read_events(spark: SparkSession, events: str | Path, *, time_unit: str = "s",
-                now: int | None = None) -> DataFrame:
+                now: int | None = None, label: str | None = None) -> DataFrame:
     """Events at ``events`` (Parquet), checked, in canonical types: ids/event_time long
-    (seconds), clicked int, price double. ``now`` (epoch seconds) bounds future times."""
+    (seconds), clicked int, price double. ``now`` (epoch seconds) bounds future times;
+    ``label`` names the events in errors (default ``events``: a staged copy has a temporary name)."""
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
+    from genctr.features.build_store import connector_error
+
     ticks = check_time_unit(time_unit)
+    where = label or str(events)
+    uri = events_uri(events)
     try:
-        df = spark.read.parquet(events_uri(events))
+        df = spark.read.parquet(uri)
+        columns = df.columns  # over Spark Connect the read is lazy: resolving the schema is what fails
     except (PySparkException, Py4JJavaError) as exc:
+        err = connector_error(exc, uri)
+        if err is not None:
+            raise err from exc
         reason = exc.java_exception.toString() if isinstance(exc, Py4JJavaError) else str(exc)
-        raise DataValidationError(f"events at {events} could not be read as Parquet: {reason[:200]}") from exc
-    missing = [c for c in REQUIRED if c not in df.columns]
+        raise DataValidationError(f"events at {where} could not be read as Parquet: {reason[:200]}") from exc
+    missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise DataValidationError(
-            f"events at {events}: missing required column(s) {missing}; expected {list(REQUIRED)}")
-    cols = _Columns(df, str(events), time_unit, ticks)
-    _check(df, cols, str(events), now)
+            f"events at {where}: missing required column(s) {missing}; expected {list(REQUIRED)}")
+    cols = _Columns(df, where, time_unit, ticks)
+    _check(df, cols, where, now)
     return df.select(*[cols.value[c].alias(c) for c in ID_COLUMNS], cols.seconds.alias("event_time"),
                      cols.value["clicked"].cast("int").alias("clicked"), cols.price.alias("price"))
 
