@@ -1,9 +1,11 @@
 """Shared fixtures: one Spark session per test run, free loopback ports, tiny datasets."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,50 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _reap_servers(basetemp: Path) -> None:
+    """Stop every ``python -m genctr...`` process still running on a path of this session's
+    temporary tree: a server or router that a pipeline step or CLI subprocess started for a
+    deployment and whose owner is gone (the fixtures stop what they start themselves; this is the
+    net under them, so no test run leaves a process behind)."""
+    import signal
+    import time
+
+    mine = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = b" ".join(argv).decode(errors="replace")
+        if "-m genctr" in text and str(basetemp) in text and int(proc.name) != os.getpid():
+            mine.append(int(proc.name))
+    for pid in mine:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while mine and time.monotonic() < deadline:
+        mine = [pid for pid in mine if _running(pid)]
+        time.sleep(0.1)
+    for pid in mine:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child of a live parent waits as one until reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_server_outlives_the_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # a config cleanup registered first runs last: after the fixtures' and helpers' own shutdowns
+    basetemp = tmp_path_factory.getbasetemp()
+    request.config.add_cleanup(lambda: _reap_servers(basetemp))
 
 
 @pytest.fixture(scope="session")

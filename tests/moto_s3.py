@@ -23,7 +23,9 @@ from conftest import free_port
 def moto_s3(log_dir: Path, bucket: str) -> Iterator[str]:
     import requests
 
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    # the project environment's server first: another one on PATH may be another moto version
+    venv = Path(sys.executable).with_name("moto_server")
+    exe = str(venv) if venv.exists() else shutil.which("moto_server") or "moto_server"
     port = free_port()
     log = log_dir / "moto.log"
     with log.open("wb") as out:
