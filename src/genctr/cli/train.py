@@ -3,16 +3,21 @@
 Options come from a config file's ``model``/``train`` sections, overridden by ``--model`` /
 ``--train`` ``key=value`` pairs typed from the config dataclass they set. Every config is
 built before any data is read, so a bad option fails at once.
+
+Both commands run unchanged under ``torchrun --nproc-per-node N [--nnodes M]`` (data-parallel,
+see ``genctr.training.distributed``); only rank 0 prints the result, so a job prints one JSON
+document.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from genctr.cli.errors import print_json
-from genctr.errors import ConfigError
+from genctr.cli.errors import fail, print_json
+from genctr.errors import ConfigError, GenCTRError
 
 train_app = typer.Typer(help="Pretraining (GenCTR / DGenCTR) and CTR fine-tuning.", no_args_is_help=True)
 
@@ -100,7 +105,7 @@ def pretrain_cmd(
         check_configs(method, m, t)
         return {"artifact": str(out), **pretrain(build, out, method, m, t)}
 
-    print_json(go)
+    report(go)
 
 
 @train_app.command("finetune")
@@ -124,7 +129,25 @@ def finetune_cmd(
         check_configs(method, m if base is None else {**base, **m}, t)
         return {"artifact": str(out), **finetune(build, out, m, t, pretrained)}
 
-    print_json(go)
+    report(go)
+
+
+def report(step: Callable[[], dict[str, Any]]) -> None:
+    """:func:`print_json` in a plain run and on torchrun's rank 0; the other ranks run ``step`` with
+    the same error exit but print nothing (their result is rank 0's)."""
+    from genctr.training.distributed import launch_env
+
+    try:
+        env = launch_env()
+    except GenCTRError as exc:
+        fail(exc)
+    if env is None or env.is_main:
+        print_json(step)
+        return
+    try:
+        step()
+    except GenCTRError as exc:
+        fail(exc)
 
 
 def _dgenctr_model(pretrained: Path | None) -> dict[str, Any] | None:
@@ -138,4 +161,4 @@ def _dgenctr_model(pretrained: Path | None) -> dict[str, Any] | None:
     return meta["model"] if meta["kind"] == KIND_DGENCTR else None
 
 
-__all__ = ["check_configs", "load_sections", "model_sets", "train_app", "train_sets"]
+__all__ = ["check_configs", "load_sections", "model_sets", "report", "train_app", "train_sets"]

@@ -11,6 +11,16 @@ for that many epochs, and ends with the best epoch's weights (read back from its
 checkpoint). Embedding tables transferred from pretraining form their own parameter group,
 with the learning rate ``lr * transfer_lr_mult`` and none in the first
 ``transfer_freeze_steps`` steps.
+
+Under ``torchrun`` (an initialised process group, see ``distributed.py``) the same loop runs on
+every rank: each takes its share of every global batch of the shared permutation, the objective
+runs inside DistributedDataParallel, rank 0 alone evaluates (broadcasting the values) and writes
+checkpoints, and every rank resumes from the checkpoint rank 0 chose. The step count, the history
+and every stopping decision are then identical on all ranks, and the weights equal those of one
+process at the same global batch up to float rounding, wherever the objective is a mean over
+the batch's rows with no randomness per row (the CTR objectives without dropout). Random draws
+inside a step (dropout, GenCTR's sampled negatives, DGenCTR's noise) come from a stream per rank;
+rank 0's is the single-process stream.
 """
 from __future__ import annotations
 
@@ -27,8 +37,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from genctr.errors import ArtifactError, ConfigError
-from genctr.training.checkpoint import checkpoint_path, load_model_weights, resume, save_checkpoint
+from genctr.training import distributed
+from genctr.training.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    load_model_weights,
+    resume,
+    save_checkpoint,
+)
 from genctr.training.config import TrainConfig
+from genctr.training.distributed import World
 from genctr.training.early_stopping import Monitor, best_epoch, should_stop
 
 log = logging.getLogger(__name__)
@@ -106,6 +124,41 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+def rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of rank ``rank``'s in-step random streams in ``epoch``: rank 0's is :func:`epoch_seed`
+    (a one-process run is rank 0), the others' are drawn from (seed, epoch, rank), so no two ranks
+    share a dropout mask or a negative sample."""
+    if rank == 0:
+        return epoch_seed(seed, epoch)
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _resume(ckpt_dir: str | Path, model: nn.Module, opt: torch.optim.Optimizer, fingerprint: str,
+            world: World) -> dict[str, Any] | None:
+    """:func:`resume` on rank 0 (which alone sets aside or clears checkpoints); the other ranks then
+    load the very checkpoint it chose, so every rank starts from the same epoch and state."""
+    if not world.active:
+        return resume(ckpt_dir, model, opt, fingerprint)
+    meta = resume(ckpt_dir, model, opt, fingerprint) if world.is_main else None
+    epoch = distributed.broadcast_json(None if meta is None else meta["epoch"], world)
+    if world.is_main or epoch is None:
+        return meta
+    path = checkpoint_path(ckpt_dir, epoch)
+    try:
+        return load_checkpoint(path, model, opt)
+    except ArtifactError as exc:
+        raise ArtifactError(f"rank {world.rank} cannot read the checkpoint rank 0 resumes from ({exc}); every "
+                            f"node must see {ckpt_dir} (shared storage)") from exc
+
+
+def _evaluate(evaluate: Callable[[nn.Module], dict[str, float]], model: nn.Module,
+              world: World) -> dict[str, float]:
+    """``evaluate`` on rank 0 only; every rank gets its values bit for bit, so decisions made from them agree."""
+    return distributed.broadcast_json(evaluate(model) if world.is_main else None, world)
+
+
 def fit(
     model: nn.Module,
     objective: Objective,
@@ -130,67 +183,93 @@ def fit(
     watches; ``transferred`` the parameters of the transfer group. ``fingerprint`` identifies the
     run's settings: checkpoints of a different run are discarded rather than resumed; one that
     fails to load is renamed ``*.corrupt`` and the epoch before it is resumed instead (see
-    :func:`genctr.training.checkpoint.resume`).
+    :func:`genctr.training.checkpoint.resume`). In a torchrun job every rank calls ``fit`` with the
+    same arguments (see the module docstring); ``on_epoch_end`` runs on every rank, ``evaluate`` on
+    rank 0 only.
     """
     if cfg.patience and (monitor is None or evaluate is None):
         raise ConfigError(f"train.patience = {cfg.patience} needs a held-out metric, and this {desc} run has "
                           "none (an empty valid split?); set train.patience to 0")
+    world = distributed.current()
+    distributed.check_batch(cfg.batch_size, world)
     device = next(model.parameters()).device
     opt = make_optimizer(model, cfg, transferred)
     history: list[dict[str, Any]] = []
     first = 0
-    meta = resume(ckpt_dir, model, opt, fingerprint)  # a checkpoint that fails to load is set aside
+    meta = _resume(ckpt_dir, model, opt, fingerprint, world)  # a checkpoint that fails to load is set aside
     if meta is not None:
         history, first = meta["history"], meta["epoch"] + 1
+        log.info("%s resumes after epoch %d at optimizer step %d", desc, first,
+                 int(history[-1].get("steps", 0)) if history else 0)
     elif evaluate is not None and evaluate_at_start:
-        history.append({"epoch": 0, "steps": 0, **evaluate(model)})
+        history.append({"epoch": 0, "steps": 0, **_evaluate(evaluate, model, world)})
     total, n_epochs = step_budget(n_rows, cfg)
     steps = int(history[-1].get("steps", 0)) if history else 0
     # Compile the whole objective, not only ``model.forward``: pretraining objectives call
     # other methods (``pretrain_logits``), and the loss fuses into the same graph.
     step = torch.compile(objective) if cfg.compile else objective
+    # every rank builds DDP at once; its constructor makes rank 0's weights everyone's
+    ddp = distributed.data_parallel(model, step, world) if world.active else None
     for epoch in range(first, n_epochs):
         if steps >= total or (monitor is not None and should_stop(history, monitor, cfg.patience)):
             break
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout and init-free randomness
+        torch.manual_seed(rank_seed(cfg.seed, epoch, world.rank))  # dropout and init-free randomness
         gen = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch))
-        perm = torch.randperm(n_rows, generator=gen, device=device)
+        perm = torch.randperm(n_rows, generator=gen, device=device)  # (n_rows,): the same on every rank
+        # the objective's stream: after the permutation on rank 0 (as in one process), its own elsewhere
+        step_gen = gen if world.rank == 0 else torch.Generator(device=device).manual_seed(
+            rank_seed(cfg.seed, epoch, world.rank))
         model.train()
         t0, total_loss, seen = time.perf_counter(), torch.zeros((), device=device), 0
         starts = range(0, min(n_rows, (total - steps) * cfg.batch_size), cfg.batch_size)  # the budget's steps
         # in logs (no TTY: pipelines, CI) a bar line every 30 s rather than every step
-        bar = tqdm(starts, desc=f"{desc} epoch {epoch + 1}/{n_epochs}", disable=not cfg.progress, leave=False,
-                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
+        bar = tqdm(starts, desc=f"{desc} epoch {epoch + 1}/{n_epochs}", disable=not cfg.progress or not world.is_main,
+                   leave=False, mininterval=0.1 if sys.stderr.isatty() else 30.0)
         for s in bar:
-            idx = perm[s : s + cfg.batch_size]
+            idx, weight = distributed.shard(perm[s : s + cfg.batch_size], world)  # (B / N,): this rank's rows
             batch = make_batch(idx)
             with autocast(device, cfg):
-                loss = step(model, batch, gen)
+                loss = step(model, batch, step_gen) if ddp is None else ddp(batch, step_gen)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if weight == 1.0 else loss * weight).backward()  # DDP averages the ranks' gradients
             if cfg.grad_clip > 0:
                 clip_gradients(model, cfg.grad_clip)
             if len(opt.param_groups) > 1:
                 opt.param_groups[1]["lr"] = transfer_lr(cfg, steps)
             opt.step()
             steps += 1
-            total_loss += loss.detach() * len(idx)  # stays on device: no sync per step
-            seen += len(idx)
+            if weight:  # a rank with no row of a short batch adds nothing
+                total_loss += loss.detach() * len(idx)  # stays on device: no sync per step
+                seen += len(idx)
         secs = time.perf_counter() - t0
+        loss_sum, seen = _epoch_totals(total_loss, seen, world)
         row: dict[str, Any] = {"epoch": epoch + 1, "steps": steps, "rows": seen,
-                               "train_loss": float(total_loss) / max(seen, 1), "seconds": secs,
+                               "train_loss": loss_sum / max(seen, 1), "seconds": secs,
                                "rows_per_s": seen / max(secs, 1e-9)}
         if evaluate is not None:
-            row.update(evaluate(model))
+            row.update(_evaluate(evaluate, model, world))
+        row = distributed.broadcast_json(row, world)  # rank 0's seconds: one history on every rank
         history.append(row)
-        log.info("%s epoch %d: %s", desc, epoch + 1,
-                 ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))))
-        save_checkpoint(ckpt_dir, epoch, model, opt, history, fingerprint)
+        if world.is_main:
+            log.info("%s epoch %d: %s", desc, epoch + 1, ", ".join(
+                f"{k}={v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))))
+            save_checkpoint(ckpt_dir, epoch, model, opt, history, fingerprint)
+        distributed.barrier(world)  # the checkpoint is complete before any rank goes on
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     if monitor is not None and cfg.patience:
-        restore_best(model, history, monitor, ckpt_dir, desc)
+        if world.is_main:
+            restore_best(model, history, monitor, ckpt_dir, desc)
+        distributed.broadcast_module(model, world)  # every rank returns rank 0's (restored) weights
     return history
+
+
+def _epoch_totals(total_loss: Tensor, seen: int, world: World) -> tuple[float, int]:
+    """(sum of row losses, rows) of the epoch over all ranks; one sync per epoch."""
+    if not world.active:
+        return float(total_loss), seen
+    loss_sum, rows = distributed.all_sum([float(total_loss), float(seen)], world)
+    return loss_sum, int(rows)
 
 
 def restore_best(model: nn.Module, history: list[dict[str, Any]], monitor: Monitor, ckpt_dir: str | Path,

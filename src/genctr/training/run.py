@@ -3,6 +3,11 @@
 Two levels: ``train_*`` functions work on an already loaded :class:`FeatureData` (the
 ablation benchmark reuses one load across many arms); ``pretrain``/``finetune`` read a
 build directory and write an artifact directory (what the CLI and the pipeline call).
+
+The path level runs unchanged under ``torchrun``: it opens the data-parallel session
+(``distributed.session``: rank, world size, this rank's device), every rank loads the build and
+trains its share, and rank 0 alone measures the test split and writes the artifact; every rank
+returns the same result.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from genctr.models.dgenctr_config import DGenCTRConfig
 from genctr.models.genctr import GenCTR
 from genctr.models.losses import sampled_softmax_loss
 from genctr.models.transfer import CTRModel, build_ctr_model
+from genctr.training import distributed
 from genctr.training.checkpoint import clear_checkpoints
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
@@ -198,9 +204,12 @@ def fingerprint(*parts: Any) -> str:
 
 
 def _finish(out: str | Path, net: nn.Module, config: dict[str, Any], build: str | Path,
-            metrics: dict[str, Any]) -> None:
-    save_artifact(out, net, config, build, metrics)
-    clear_checkpoints(_ckpt_beside(out))  # set-aside corrupt checkpoints stay, with a warning
+            metrics: dict[str, Any], world: distributed.World = distributed.SINGLE) -> None:
+    """Rank 0 writes the artifact and removes the checkpoints; every rank returns once it is written."""
+    if world.is_main:
+        save_artifact(out, net, config, build, metrics)
+        clear_checkpoints(_ckpt_beside(out))  # set-aside corrupt checkpoints stay, with a warning
+    distributed.barrier(world)
 
 
 def pretrain_config(method: str, train: dict[str, Any]) -> TrainConfig:
@@ -219,27 +228,34 @@ def pretrain(build: str | Path, out: str | Path, method: str, model: dict[str, A
     ``model`` holds ModelConfig fields for genctr and DGenCTRConfig fields for dgenctr.
     """
     tcfg = train if isinstance(train, TrainConfig) else pretrain_config(method, train)
+    if method not in ("genctr", "dgenctr"):
+        raise ConfigError(f"pretrain method must be 'genctr' or 'dgenctr', got {method!r}")
+    with distributed.session(tcfg.resolve_device()) as (world, device):
+        distributed.check_batch(tcfg.batch_size, world)  # before any data is read
+        return _pretrain(build, out, method, model, tcfg, world, device)
+
+
+def _pretrain(build: str | Path, out: str | Path, method: str, model: dict[str, Any], tcfg: TrainConfig,
+              world: distributed.World, device: str) -> dict[str, Any]:
     net: GenCTR | DGenCTR
     config: dict[str, Any]
     if method == "genctr":
         cfg = from_dict(ModelConfig, model)
-        data = FeatureData(str(build), cfg.max_seq_len, tcfg.resolve_device())
+        data = FeatureData(str(build), cfg.max_seq_len, device)
         net, history = train_genctr(data, cfg, tcfg, _ckpt_beside(out), fp=fingerprint(method, cfg, tcfg, str(build)))
         config = {"kind": KIND_GENCTR, "model": dataclasses.asdict(net.cfg)}
     elif method == "dgenctr":
         from genctr.training.run_dgenctr import train_dgenctr
 
         dcfg = from_dict(DGenCTRConfig, {k: v for k, v in model.items() if k != "max_seq_len"})
-        data = FeatureData(str(build), int(model.get("max_seq_len", 200)), tcfg.resolve_device())
+        data = FeatureData(str(build), int(model.get("max_seq_len", 200)), device)
         net, history = train_dgenctr(data, dcfg, tcfg, _ckpt_beside(out),
                                      fp=fingerprint(method, dcfg, tcfg, str(build)))
         config = {"kind": KIND_DGENCTR, "model": dataclasses.asdict(dcfg), "vocab": data.vocab_sizes,
                   "max_seq_len": data.max_seq_len}
-    else:
-        raise ConfigError(f"pretrain method must be 'genctr' or 'dgenctr', got {method!r}")
     config["train"] = dataclasses.asdict(tcfg)
     diagnostics = summarize(history, HELDOUT_LOSS, restored=tcfg.patience > 0)
-    _finish(out, net, config, build, {"history": history, "diagnostics": diagnostics})
+    _finish(out, net, config, build, {"history": history, "diagnostics": diagnostics}, world)
     return {"history": history, "diagnostics": diagnostics}
 
 
@@ -252,6 +268,13 @@ def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
     override DGenCTRConfig fields of the pretrained config (e.g. ``{"transfer": "full"}``).
     """
     tcfg = train if isinstance(train, TrainConfig) else from_dict(TrainConfig, train)
+    with distributed.session(tcfg.resolve_device()) as (world, device):
+        distributed.check_batch(tcfg.batch_size, world)  # before any data is read
+        return _finetune(build, out, model, tcfg, pretrained, world, device)
+
+
+def _finetune(build: str | Path, out: str | Path, model: dict[str, Any], tcfg: TrainConfig,
+              pretrained: str | Path | None, world: distributed.World, device: str) -> dict[str, Any]:
     meta = read_config(pretrained) if pretrained else None
     net: nn.Module
     config: dict[str, Any]
@@ -259,14 +282,14 @@ def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
         from genctr.training.run_dgenctr import init_dgenctr_ctr
 
         dcfg = from_dict(DGenCTRConfig, {**meta["model"], **{k: v for k, v in model.items() if k != "max_seq_len"}})
-        data = FeatureData(str(build), max_seq_len_of(pretrained), tcfg.resolve_device())
+        data = FeatureData(str(build), max_seq_len_of(pretrained), device)
         pre_dgenctr = cast("DGenCTR", load_model(pretrained, data.device))  # a KIND_DGENCTR artifact builds one
         net = init_dgenctr_ctr(data, dcfg, pre_dgenctr, tcfg.seed)
         config = {"kind": KIND_DGENCTR_CTR, "model": dataclasses.asdict(dcfg), "vocab": data.vocab_sizes,
                   "max_seq_len": data.max_seq_len}
     else:
         cfg = from_dict(ModelConfig, model)
-        data = FeatureData(str(build), cfg.max_seq_len, tcfg.resolve_device())
+        data = FeatureData(str(build), cfg.max_seq_len, device)
         pre: GenCTR | None = None
         if cfg.transfer != "none":
             if meta is None or not pretrained:  # the same test: meta is None exactly when not pretrained
@@ -278,9 +301,10 @@ def finetune(build: str | Path, out: str | Path, model: dict[str, Any],
         config = {"kind": KIND_CTR, "model": dataclasses.asdict(with_vocab(cfg, data))}
     history = train_ctr(data, net, tcfg, _ckpt_beside(out),
                         fp=fingerprint(config["model"], tcfg, str(build), str(pretrained)))
-    test = evaluate_split(net, data, "test")
-    log.info("test: %s", test)
+    test = distributed.broadcast_json(evaluate_split(net, data, "test") if world.is_main else None, world)
+    if world.is_main:
+        log.info("test: %s", test)
     config["train"] = dataclasses.asdict(tcfg)
     diagnostics = summarize(history, finetune_monitor(tcfg), restored=tcfg.patience > 0)
-    _finish(out, net, config, build, {"history": history, "test": test, "diagnostics": diagnostics})
+    _finish(out, net, config, build, {"history": history, "test": test, "diagnostics": diagnostics}, world)
     return {"history": history, "test": test, "diagnostics": diagnostics}
