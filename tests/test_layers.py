@@ -208,3 +208,24 @@ def test_backbone_linear_init_is_xavier_by_default_and_torch_on_request() -> Non
                         for b in (model, default))  # [128, 256]
     # Kaiming-uniform(a=sqrt(5)) has std 1/sqrt(3 fan_in): half of Xavier's for a 2:1 layer
     assert float(d_hidden.weight.std()) < 0.6 * float(hidden.weight.std())
+
+
+def test_weighted_bag_equals_embedding_bag_in_value_and_gradient() -> None:
+    from genctr.models.layers.embedding import make_embedding
+    from genctr.models.layers.lookup import MIN_ROWS, weighted_bag
+
+    torch.manual_seed(0)
+    idx = torch.randint(0, 9, (64, MIN_ROWS // 64 + 3))  # past MIN_ROWS: the index_add backward runs
+    w = torch.rand(idx.shape)
+    grads = []
+    for fast in (True, False):
+        table = make_embedding(9, 4)
+        table.weight.data.copy_(torch.arange(36, dtype=torch.float32).view(9, 4) / 10)
+        table.weight.data[0] = 0
+        out = weighted_bag(table, idx, w) if fast else torch.nn.functional.embedding_bag(
+            idx, table.weight, mode="sum", per_sample_weights=w, padding_idx=0)
+        (out * torch.linspace(-1, 1, 4)).sum().backward()
+        grads.append((out.detach(), table.weight.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-5)
+    assert torch.all(grads[0][1][0] == 0)  # the pad row gets no gradient

@@ -9,6 +9,12 @@ positions >= ``hist_len`` are padding), ``hist_len`` [B] long.
 
 x0 = [user | item | cate | log1p(price) | masked-mean(hist item | hist cate)
       | target-attention(hist)  (dcnv2_ta only) | extra  (integration, optional)]
+
+Target attention (``cfg.attention``): "full" attends all L behaviours; "sim" first keeps the
+``cfg.sim_top_k`` the target's category selects (``layers.retrieval.category_top_k``) and
+attends those, so only [B, K, 2E] behaviour embeddings are built (the masked mean beside it
+runs as embedding bags over the whole history, never building [B, L, 2E]), and the O(L) steps
+(search, mean) skip the columns past every row's history.
 """
 from __future__ import annotations
 
@@ -22,10 +28,13 @@ from genctr.models.layers import (
     CrossNet,
     FeatureEmbedding,
     TargetAttention,
+    category_top_k,
     lookup,
     masked_mean,
     sequence_mask,
+    used_width,
 )
+from genctr.models.layers.lookup import weighted_bag
 
 Batch = dict[str, Tensor]
 
@@ -44,6 +53,7 @@ class InputArch(nn.Module):
         self.embedding = FeatureEmbedding({"user": cfg.n_users, "item": cfg.n_items, "cate": cfg.n_cates}, E)
         self.attention = (TargetAttention(2 * E, cfg.attention_dims, pooling=cfg.attention_pooling)
                           if target_attention else None)
+        self.top_k = cfg.sim_top_k if target_attention and cfg.attention == "sim" else None  # None: full
         self.extra_dim = extra_dim
         self.out_dim = 3 * E + 1 + 2 * E + (2 * E if target_attention else 0) + extra_dim
 
@@ -56,10 +66,17 @@ class InputArch(nn.Module):
         parts = [user, target, price.to(user.dtype)]
         if self.attention is None:
             parts.append(self._pooled_history(batch, mask))  # [B, 2E]
-        else:
-            hist = torch.cat([lookup(emb["item"], batch["hist_item"]), lookup(emb["cate"], batch["hist_cate"])],
-                             dim=-1)  # [B, L, 2E]
+        elif self.top_k is None:
+            hist = self._history(batch["hist_item"], batch["hist_cate"])  # [B, L, 2E]
             parts += [masked_mean(hist, mask), self.attention(target, hist, mask)]  # [B, 2E] x2
+        else:  # SIM: attend the K behaviours the hard search keeps, within the columns some row uses
+            used = used_width(batch["hist_len"], mask.shape[1])
+            cut = {"hist_item": batch["hist_item"][:, :used], "hist_cate": batch["hist_cate"][:, :used],
+               "hist_len": batch["hist_len"]}  # [B, used] x2 (views), [B]
+            mask = mask[:, :used]
+            idx, keep = category_top_k(cut["hist_cate"], mask, batch["cate"], self.top_k)  # [B, K] x2
+            kept = self._history(cut["hist_item"].gather(1, idx), cut["hist_cate"].gather(1, idx))  # [B, K, 2E]
+            parts += [self._pooled_history(cut, mask, index_add=True), self.attention(target, kept, keep)]
         if self.extra_dim:
             if extra is None or extra.shape != (user.shape[0], self.extra_dim):
                 got = None if extra is None else tuple(extra.shape)
@@ -69,11 +86,35 @@ class InputArch(nn.Module):
             raise ValueError("backbone built without an extra input (extra_dim=0) but one was passed")
         return torch.cat(parts, dim=-1)  # [B, out_dim]
 
-    def _pooled_history(self, batch: Batch, mask: Tensor) -> Tensor:
+    def _history(self, item: Tensor, cate: Tensor) -> Tensor:
+        """Behaviour embeddings [item | cate]: item, cate [B, T] -> [B, T, 2E]."""
+        emb = self.embedding
+        return torch.cat([lookup(emb["item"], item), lookup(emb["cate"], cate)], dim=-1)  # [B, T, 2E]
+
+    def _pooled_history(self, batch: Batch, mask: Tensor, index_add: bool = False) -> Tensor:
         """masked-mean(hist item | hist cate) [B, 2E] as weighted embedding bags: the [B, L, 2E]
-        history is never built (value = ``masked_mean``; pad-id rows get no gradient)."""
+        history is never built (value = ``masked_mean``; pad-id rows get no gradient).
+
+        ``index_add``: the backward of :func:`~genctr.models.layers.lookup.weighted_bag` (no sort
+        of the B*L indices; the same gradient up to summation order), which the SIM path uses; the
+        other paths keep embedding_bag's, the backward their results were trained with.
+
+        A served request for one user carries its history as one row expanded over the B
+        candidates (stride 0): that row is pooled once and expanded (the same values; at
+        L = 2000 it saves 99 of 100 passes over the history). Not while tracing, so a traced
+        model keeps the general path for every batch.
+        """
+        item, cate, length = batch["hist_item"], batch["hist_cate"], batch["hist_len"]
+        B = item.shape[0]
+        if B > 1 and item.stride(0) == 0 and cate.stride(0) == 0 and length.stride(0) == 0 \
+                and not torch.jit.is_tracing():
+            one = {"hist_item": item[:1], "hist_cate": cate[:1], "hist_len": length[:1]}
+            return self._pooled_history(one, mask[:1], index_add).expand(B, -1)  # [B, 2E]: one row, B views
         m = mask.to(self.embedding["item"].weight.dtype)  # [B, L]
         weights = m / m.sum(dim=1, keepdim=True).clamp_min(1.0)  # [B, L]: 1/count on valid slots
+        if index_add:
+            return torch.cat([weighted_bag(self.embedding["item"], item, weights),
+                              weighted_bag(self.embedding["cate"], cate, weights)], dim=-1)  # [B, 2E]
         return torch.cat([
             F.embedding_bag(batch[key], self.embedding[field].weight, mode="sum", per_sample_weights=weights,
                             padding_idx=self.embedding[field].padding_idx)

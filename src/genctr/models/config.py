@@ -21,6 +21,8 @@ TRANSFERS = ("none", "share", "integrate")
 POOLINGS = ("sum", "mean")  # target-attention pooling (see TargetAttention)
 INITS = ("xavier", "torch")  # Linear-layer init of the backbones (see ModelConfig.init)
 INTEGRATION_SCALES = ("match", "none")  # the integration feature's scale (see ModelConfig.integration_scale)
+DECODER_ATTENTIONS = ("full", "window")  # the decoder's causal attention (see DecoderConfig.attention)
+TARGET_ATTENTIONS = ("full", "sim")  # dcnv2_ta's target attention (see ModelConfig.attention)
 
 
 def _positive_dims(name: str, dims: tuple[int, ...]) -> tuple[int, ...]:
@@ -42,10 +44,21 @@ class DecoderConfig:
     # attention-weight dropout if set (None = ``dropout``); 0 lets CPU training use the fused
     # attention kernel (several times faster at L = 200: PyTorch has no fused CPU kernel with dropout)
     attn_dropout: float | None = None
+    # causal attention: "full" = position t attends BOS and every item before it (T^2 score cells a
+    # sequence of T, O(L^2)); "window" = BOS and only the `window` most recent items before t, computed
+    # in chunks of T (2 window + 1) cells, O(L window): layers/windowed_attention.py. "full" is what every
+    # artifact written before this option holds; with window >= L the two are the same function
+    attention: str = "full"
+    # "window" only: items each query attends besides BOS; 64 = a third of the paper's L = 200, and at
+    # L = 2000 the chunks hold 258k score cells per head and sequence instead of 4M
+    window: int = 64
 
     def __post_init__(self) -> None:
         coerce_fields(self, "model.decoder")
-        for name in ("d_model", "n_layers", "n_heads", "ffn_mult"):
+        if self.attention not in DECODER_ATTENTIONS:
+            raise ConfigError(f"model.decoder.attention must be one of {DECODER_ATTENTIONS}, "
+                              f"got {describe(self.attention)}")
+        for name in ("d_model", "n_layers", "n_heads", "ffn_mult", "window"):
             check_range(f"model.decoder.{name}", getattr(self, name), lo=1)
         if self.d_model % self.n_heads:
             raise ConfigError(
@@ -68,6 +81,14 @@ class ModelConfig:
     # target-attention pooling: "sum" (DIN's weighted sum) | "mean" (the same weights averaged
     # over the valid positions; better on MovieLens, worse on the synthetic world: RESULTS.md)
     attention_pooling: str = "sum"
+    # target attention over the history (dcnv2_ta only): "full" = DIN over all L behaviours, an MLP on
+    # every (candidate, behaviour) cell, O(L) per candidate; "sim" = SIM-style two stages: a hard search
+    # keeps the `sim_top_k` behaviours of the target's category (most recent first; the rest of the K
+    # slots go to the most recent other behaviours), then DIN over those K: O(L) integer compares +
+    # O(K) MLP cells (layers/retrieval.py). "full" is what artifacts written before this option hold;
+    # with sim_top_k >= L the two are the same function
+    attention: str = "full"
+    sim_top_k: int = 64  # "sim" only: behaviours kept per candidate (at L = 2000, 31x fewer MLP cells)
     dropout: float = 0.1  # deep tower dropout
     # Linear weights of the backbone (tower, cross, attention MLP, head): "xavier" = Xavier-normal,
     # zero bias; "torch" = PyTorch's default Kaiming-uniform(a=sqrt(5)), std 1/sqrt(3 fan_in),
@@ -113,9 +134,14 @@ class ModelConfig:
         self._check_choice("init", INITS)
         self._check_choice("attention_pooling", POOLINGS)
         self._check_choice("integration_scale", INTEGRATION_SCALES)
+        self._check_choice("attention", TARGET_ATTENTIONS)
+        if self.attention == "sim" and self.backbone != "dcnv2_ta":
+            raise ConfigError(f"model.attention = 'sim' selects the behaviours of dcnv2_ta's target attention, but "
+                              f"model.backbone is {self.backbone!r}, which has none: use backbone dcnv2_ta or "
+                              "attention 'full' (the decoder's own option is model.decoder.attention)")
         self.mlp_dims = _positive_dims("mlp_dims", self.mlp_dims)
         self.attention_dims = _positive_dims("attention_dims", self.attention_dims)
-        for name in ("embed_dim", "cross_layers", "max_seq_len", "n_negatives"):
+        for name in ("embed_dim", "cross_layers", "max_seq_len", "n_negatives", "sim_top_k"):
             check_range(f"model.{name}", getattr(self, name), lo=1)
         for name in ("n_users", "n_items", "n_cates"):
             n = getattr(self, name)
@@ -156,5 +182,5 @@ class ModelConfig:
                 )
 
 
-__all__ = ["BACKBONES", "INITS", "INTEGRATION_SCALES", "NEGATIVES", "POOLINGS", "SIMILARITIES", "TRANSFERS",
-           "DecoderConfig", "ModelConfig"]
+__all__ = ["BACKBONES", "DECODER_ATTENTIONS", "INITS", "INTEGRATION_SCALES", "NEGATIVES", "POOLINGS",
+           "SIMILARITIES", "TARGET_ATTENTIONS", "TRANSFERS", "DecoderConfig", "ModelConfig"]

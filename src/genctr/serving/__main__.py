@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
                    help="Override the Feast registry path/URI (e.g. s3://bucket/registry.db).")
     p.add_argument("--max_candidates", type=int, default=int(env("GENCTR_MAX_CANDIDATES", "1000")),
                    help="Most candidates scored per request (HTTP 400 beyond).")
-    p.add_argument("--max_history", type=int, default=1000, help="Longest request-supplied history.")
+    p.add_argument("--max_history", type=int, default=2000, help="Longest request-supplied history.")
     p.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help="Largest request body (HTTP 413 beyond).")
     p.add_argument("--torch_threads", type=int, default=int(env("GENCTR_TORCH_THREADS", "1")),

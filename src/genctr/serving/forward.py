@@ -1,7 +1,10 @@
 """The forward pass of a served model: inference mode, row chunks for target attention, sigmoid.
 
-Target-attention models run N x W above ``ATTENTION_CHUNK_CELLS`` as a few row chunks
-(cache-sized activations; rows are independent, so the scores are the same).
+Target-attention models run more than ``ATTENTION_CHUNK_CELLS`` (candidate, attended behaviour)
+cells as a few row chunks (cache-sized activations; rows are independent, so the scores are the
+same). A cell is one row of the attention MLP: N x W for full target attention over a history
+W wide, N x min(W, K) for SIM (``model.attention = "sim"``, ``sim_top_k`` = K, read from the
+eager model the artifact's config built), so 100 candidates at L = 2000, K = 64 stay one call.
 """
 from __future__ import annotations
 
@@ -20,19 +23,33 @@ def has_target_attention(model: torch.nn.Module) -> bool:
     return any(isinstance(m, TargetAttention) for m in model.modules())
 
 
-class Forward:
-    """``model`` (eager or TorchScript-frozen) as a function: batch dict -> pCTR [N] float32."""
+def attention_top_k(model: torch.nn.Module) -> int | None:
+    """K of an eager model whose target attention attends the SIM top-K behaviours; None for full
+    target attention, none at all, or a TorchScript model (whose modules are opaque)."""
+    from genctr.models.backbones import InputArch
 
-    def __init__(self, model: torch.nn.Module, chunk_cells: int | None = None) -> None:
+    return next((m.top_k for m in model.modules() if isinstance(m, InputArch) and m.top_k is not None), None)
+
+
+class Forward:
+    """``model`` (eager or TorchScript-frozen) as a function: batch dict -> pCTR [N] float32.
+
+    ``top_k``: behaviours each candidate's target attention attends (SIM), default: read from
+    ``model`` (:func:`attention_top_k`); None counts the whole history width.
+    """
+
+    def __init__(self, model: torch.nn.Module, chunk_cells: int | None = None, top_k: int | None = None) -> None:
         self.model = model
         # 0 = never chunk; by default only target-attention models are chunked
         self.chunk_cells = (ATTENTION_CHUNK_CELLS if has_target_attention(model) else 0) if chunk_cells is None \
             else chunk_cells
+        self.top_k = attention_top_k(model) if top_k is None else top_k
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         model = self.model
         n, width = batch["hist_item"].shape
-        chunks = -(-n * width // self.chunk_cells) if self.chunk_cells else 1  # ceil
+        attended = width if self.top_k is None else min(width, self.top_k)  # MLP cells per candidate
+        chunks = -(-n * attended // self.chunk_cells) if self.chunk_cells else 1  # ceil
         with torch.inference_mode():
             if chunks <= 1:
                 logits = model(batch)  # [N]

@@ -64,7 +64,7 @@ class Limits:
     """Per-request bounds (HTTP 400 beyond them)."""
 
     max_candidates: int = 1000  # candidates (v2 rows) per request, over all instances
-    max_history: int = 1000  # length of a request-supplied history (the model sees its last L)
+    max_history: int = 2000  # length of a request-supplied history (the model sees its last L; L = 2000 fits)
 
     def __post_init__(self) -> None:
         if self.max_candidates < 1 or self.max_history < 0:

@@ -5,11 +5,13 @@ TensorIterator: for the [B, L] history look-ups and the [N, 1+K] candidate gathe
 pretraining it costs several times the forward. ``index_add_`` accumulates the same rows in
 one pass (about 2x faster here), so :func:`lookup` uses it on CPU; on other devices, and when
 no gradient is needed, it is ``F.embedding`` unchanged. Values are identical; gradients agree
-up to float summation order (both are deterministic run to run).
+up to float summation order (both are deterministic run to run). :func:`weighted_bag` does the
+same for a weighted embedding bag (a history's masked mean).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 MIN_ROWS = 2048  # below this the built-in backward is as fast and the autograd.Function overhead shows
@@ -77,6 +79,41 @@ class _GatherDot(torch.autograd.Function):
         return gw, None, gh, None
 
 
+class _WeightedBag(torch.autograd.Function):
+    """out[b] = sum_l w[b, l] weight[idx[b, l]]; the backward adds rows with ``index_add_``."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, idx: Tensor, w: Tensor, padding_idx: int) -> Tensor:
+        ctx.save_for_backward(idx, w)
+        ctx.rows, ctx.padding_idx = weight.shape[0], padding_idx
+        return F.embedding_bag(idx, weight, mode="sum", per_sample_weights=w,
+                               padding_idx=None if padding_idx < 0 else padding_idx)  # [B, E]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        idx, w = ctx.saved_tensors
+        src = (w.unsqueeze(-1) * grad.unsqueeze(1)).reshape(-1, grad.shape[-1])  # [B*L, E]: one row per slot
+        gw = torch.zeros(ctx.rows, grad.shape[-1], dtype=grad.dtype, device=grad.device).index_add_(
+            0, idx.reshape(-1), src)
+        if ctx.padding_idx >= 0:
+            gw[ctx.padding_idx] = 0
+        return gw, None, None, None
+
+
+def weighted_bag(table: nn.Embedding, idx: Tensor, w: Tensor) -> Tensor:
+    """``sum_l w[b, l] * table(idx[b, l])``: idx [B, L] long, w [B, L] (no gradient) -> [B, E].
+
+    ``F.embedding_bag`` forward; on CPU (float32, gradient needed) the backward accumulates rows
+    with ``index_add_`` instead of embedding_bag's, which sorts all B*L indices first: at L = 2000
+    that sort was a quarter of a SIM fine-tuning step. The pad row gets no gradient.
+    """
+    pad = -1 if table.padding_idx is None else int(table.padding_idx)
+    if _fast_path(table.weight, idx) and not w.requires_grad and table.max_norm is None:
+        return _WeightedBag.apply(table.weight, idx, w.to(table.weight.dtype), pad)
+    return F.embedding_bag(idx, table.weight, mode="sum", per_sample_weights=w.to(table.weight.dtype),
+                           padding_idx=table.padding_idx)
+
+
 def gather_dot(table: nn.Embedding, idx: Tensor, h: Tensor) -> Tensor:
     """``(table(idx) * h.unsqueeze(1)).sum(-1)``: idx [N, J] long, h [N, E] -> [N, J].
 
@@ -91,4 +128,4 @@ def gather_dot(table: nn.Embedding, idx: Tensor, h: Tensor) -> Tensor:
     return torch.bmm(w, h.unsqueeze(-1).to(w.dtype)).squeeze(-1)
 
 
-__all__ = ["gather_dot", "lookup"]
+__all__ = ["gather_dot", "lookup", "weighted_bag"]

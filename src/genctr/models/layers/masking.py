@@ -11,6 +11,14 @@ def sequence_mask(lengths: Tensor, max_len: int) -> Tensor:
     return positions.unsqueeze(0) < lengths.unsqueeze(1)  # [B, L]
 
 
+def used_width(lengths: Tensor, width: int) -> int:
+    """Columns of a left-aligned [B, width] batch that some row uses: max(lengths) within
+    [1, width]. One host sync; ``width`` while tracing (a traced graph must not bake it in)."""
+    if torch.jit.is_tracing() or lengths.numel() == 0:
+        return width
+    return max(1, min(width, int(lengths.max())))
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``x`` [B, L, D] over positions where ``mask`` [B, L] is true; 0 for empty rows."""
     m = mask.unsqueeze(-1).to(x.dtype)  # [B, L, 1]
