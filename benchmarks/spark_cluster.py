@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from features_bench import write_numpy_events
+from genctr.atomic import write_json
 
 log = logging.getLogger("spark_cluster_bench")
 ENTRY = Path(__file__).resolve().parents[1] / "src" / "genctr" / "features" / "spark_build.py"
@@ -189,7 +190,7 @@ def main() -> int:
           f"{report['ratio_cluster_over_local']:.2f} | {[r['load_1m'] for v in runs.values() for r in v]} |")
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)  # atomically: a killed run leaves the previous figures
     return 0
 
 
