@@ -87,8 +87,8 @@ def build_features(
         spark_submit: ``local`` (Spark as ``spark_master`` says) or ``operator`` (a SparkApplication
             for the Kubeflow Spark Operator; ``spark_master`` is then not used).
         spark_build_uri: Object-store URI that a cluster's executors or the SparkApplication's pods
-            read and write (events, build) when Spark does not run inside the pod; the storage
-            step's ``build`` output. Unused for a local master.
+            read and write (events, build) when Spark does not run inside the pod ('' = under
+            the object-store storage root, named by the events artifact). Unused for a local master.
         spark_namespace: Namespace of the SparkApplication (``operator``).
         spark_image: Image of the SparkApplication's pods ('' = the genctr CPU image).
     """

@@ -148,8 +148,8 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             max_seq_len: L, behaviours per sequence.
             spark_master: Spark master URL for the feature build.
             spark_submit: Where the feature build runs: local (Spark as spark_master says, driven
-                from the step's pod) | operator (a SparkApplication for the Kubeflow Spark Operator,
-                which reads and writes the run's build location on the storage root).
+                from the step's pod) | operator (a SparkApplication for the Kubeflow Spark Operator);
+                off the pod the build is staged under the storage root.
             online_store: Feast online store: sqlite | redis.
             redis_url: Redis connection string (online_store=redis).
             pretrain_method: genctr | dgenctr | none.
@@ -197,11 +197,12 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
                                       synthetic_items=synthetic_items, seed=seed), "Ingest events")).after(storage)
         events = ingest.outputs["events"]
         checked_events = on_cpu(validate_events(events=events), "Validate events (GX)")
-        # with the storage Secret: off the pod (a cluster, Connect, the operator) Spark reads and
-        # writes the run's build location on the storage root
+        # with the storage Secret: off the pod (a cluster, Connect, the operator) Spark stages the
+        # build under the storage root, named by the events (not by the run: the step's inputs
+        # stay the same from run to run, so KFP's cache still finds it)
         features = with_storage(on_cpu(build_features(
-            events=events, max_seq_len=max_seq_len, spark_master=spark_master, spark_submit=spark_submit,
-            spark_build_uri=where["build"]), "Build features (Spark)")).after(checked_events)
+            events=events, max_seq_len=max_seq_len, spark_master=spark_master, spark_submit=spark_submit),
+            "Build features (Spark)")).after(checked_events)
         features.set_cpu_request(platform.spark_cpu).set_memory_request(platform.spark_memory)
         build = features.outputs["build"]
         checked_samples = on_cpu(validate_samples(build=build), "Validate samples (GX)")

@@ -385,3 +385,29 @@ def test_cli_commands_have_help() -> None:
     assert result.exit_code == 2 and "--local" in result.output
     result = runner.invoke(pipeline_app, ["schedule", "--host", "http://kfp", "--cron", "0 3 * * *", "--name", "n"])
     assert result.exit_code == 2 and "seconds first" in result.output
+
+
+def test_the_cached_data_and_training_steps_take_no_per_run_input(tmp_path: Path) -> None:
+    """KFP caches a step by its inputs: one that takes this run's own location (the storage step's
+    ``build`` / ``reports``, named by the run id) is rerun every time, and so is everything after it."""
+    tasks = compiled(tmp_path)["root"]["dag"]["tasks"]
+    per_run = {"build", "reports"}
+    for name in ("ingest-events", "validate-events", "build-features", "validate-samples", "pretrain", "finetune"):
+        params = tasks[name]["inputs"].get("parameters", {})
+        taken = {(p["taskOutputParameter"]["producerTask"], p["taskOutputParameter"]["outputParameterKey"])
+                 for p in params.values() if "taskOutputParameter" in p}
+        assert not {key for task, key in taken if task == "resolve-storage"} & per_run, (name, taken)
+        assert tasks[name].get("cachingOptions", {}).get("enableCache", True) is not False, name
+
+
+def test_a_cluster_build_without_a_uri_stages_under_the_object_store_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genctr.features.build_step import _default_shared
+    from genctr.storage import STORAGE_ROOT_ENV
+
+    monkeypatch.setenv(STORAGE_ROOT_ENV, "s3://genctr/prod")
+    a, b = _default_shared("minio://mlpipeline/v2/artifacts/run-1/ingest-events/events"), _default_shared(
+        "minio://mlpipeline/v2/artifacts/run-2/ingest-events/events")
+    assert a.startswith("s3://genctr/prod/builds/spark-") and a != b
+    assert a == _default_shared("minio://mlpipeline/v2/artifacts/run-1/ingest-events/events")  # a rerun: the same
+    monkeypatch.setenv(STORAGE_ROOT_ENV, "/data/genctr")
+    assert _default_shared("minio://x/y") == ""  # a local root: the executors cannot see it; the step says so

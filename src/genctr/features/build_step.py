@@ -46,7 +46,7 @@ def run_build_step(events_path: str, events_uri: str, build_path: str, cfg: Feat
     if spark_submit == "local" and is_local(master):
         stats = build_features(events_path, build_path, cfg)
         return {**stats, "spark": {"submit": "local", "master": master}}
-    shared = _shared_root(shared_uri, spark_submit, master)
+    shared = _shared_root(shared_uri or _default_shared(events_uri), spark_submit, master)
     events_at = _events_for_cluster(events_path, events_uri, shared)
     out = f"{shared}/features"
     info: dict[str, Any] = {"submit": spark_submit, "uri": out}
@@ -66,6 +66,20 @@ def run_build_step(events_path: str, events_uri: str, build_path: str, cfg: Feat
     return {**stats, "spark": info}
 
 
+def _default_shared(events_uri: str) -> str:
+    """Without ``spark_build_uri``: a place under the storage root ($GENCTR_STORAGE_ROOT) named by
+    the events artifact, so a rerun on the same events reuses it and the step's inputs stay
+    the same from run to run (KFP caches by them); '' where the root is this machine's disk."""
+    import hashlib
+
+    from genctr.storage import storage_layout
+
+    layout = storage_layout()
+    if not layout.is_remote:
+        return ""
+    return layout.build(f"spark-{hashlib.sha256(events_uri.encode()).hexdigest()[:16]}")
+
+
 def _shared_root(shared_uri: str, spark_submit: str, master: str) -> str:
     """The shared place as an fsspec URI (``minio://`` as ``s3://``) or an absolute local path."""
     from genctr.features.build_store import Location
@@ -74,7 +88,8 @@ def _shared_root(shared_uri: str, spark_submit: str, master: str) -> str:
     root = (shared_uri or "").strip().rstrip("/")
     if not root:
         raise ConfigError(f"{why} cannot read or write this pod's disk: set spark_build_uri to an object-store "
-                          "URI they reach (the storage step's 'build' output, s3://bucket/genctr/builds/<run>)")
+                          "URI they reach (e.g. s3://bucket/genctr/builds/<run>), or an object-store storage "
+                          "root (storage_root / $GENCTR_STORAGE_ROOT), under which the build is staged")
     scheme = urlsplit(root).scheme
     if "://" in root and scheme != "file":
         if scheme not in OBJECT_STORES:
