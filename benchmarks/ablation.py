@@ -1,17 +1,23 @@
-"""Offline ablation on MovieLens: backbones x {no pretraining, share, integrate} x {CS, RS},
-plus DGenCTR (full transfer and its ablations), over the same seeds for every arm.
+"""Offline ablation: backbones x {no pretraining, share, integrate} x {CS, RS}, plus DGenCTR (full
+transfer and its ablations), over the same seeds for every arm, at one or more label fractions.
+
+The premise both methods rest on is that behaviour data far exceeds labelled data. So every
+seed pretrains once on *all* training-period behaviour, and each arm then fine-tunes on a share
+f of the labelled training impressions (``--fractions``; histories stay complete). DGenCTR's
+pretraining sees the label field only where it is labelled, so it pretrains once per (seed, f).
 
 Every arm gets the same fine-tuning budget (``--ft-epochs`` passes or ``--ft-max-steps`` steps)
 and early-stops on the valid split (``--ft-patience``, on ``--ft-metric``) with its best epoch's
 weights restored; each row records the steps it took and the diagnostics of its run.
 
-    python benchmarks/ablation.py --seeds 0 1 2 3 4            # ~1 h on 2 CPU cores
-    python benchmarks/ablation.py --summarize-only              # rebuild the report
+    python benchmarks/ablation.py --fractions 0.02 0.05 0.1 0.25 1 --tag premise_movielens
+    python benchmarks/ablation.py --source synthetic --synthetic-events 2000000 --tag premise_synthetic
+    python benchmarks/ablation.py --summarize-only --tag premise_movielens   # rebuild the report
 
-Each finished arm is appended to ``benchmarks/results/ablation.jsonl`` (a killed run resumes
-where it stopped). The summary (mean +- std of AUC / LogLoss / gAUC, paired differences vs
-the same backbone without pretraining with paired t-test p-values) goes to
-``benchmarks/results/ablation.md`` and a plot to ``ablation.png``.
+Each finished arm is appended to ``benchmarks/results/<tag>.jsonl`` (a killed run resumes where
+it stopped). The report (``ablation_report.py``: paired differences with 95 % CIs, Holm-corrected
+p-values over the whole table, the issue's targets checked) goes to ``<tag>.md`` and a plot of
+the gains against f to ``<tag>.png``.
 """
 from __future__ import annotations
 
@@ -19,11 +25,12 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
+from ablation_report import summarize  # beside this script: its folder is on sys.path when run
 from genctr.config import DataConfig, FeatureConfig
 from genctr.models.config import ModelConfig
 from genctr.models.dgenctr_config import DGenCTRConfig
@@ -47,124 +54,186 @@ DGEN_ARMS = {  # arm name -> (pretraining overrides, fine-tuning transfer)
 }
 
 
-def build_once(work: Path, category: str, max_seq_len: int) -> Path:
+def build_once(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The feature build this run reads (made once, reused by every later run): (build, events)."""
     from genctr.workflow import build_features, export_events
 
-    build = work / f"movielens-{category}-L{max_seq_len}"
+    work = args.work
+    if args.source == "synthetic":
+        name = f"synthetic-{args.synthetic_events}-u{args.synthetic_users}-i{args.synthetic_items}"
+        data = DataConfig(source="synthetic", synthetic_events=args.synthetic_events,
+                          synthetic_users=args.synthetic_users, synthetic_items=args.synthetic_items)
+    else:
+        name = f"movielens-{args.category}"
+        data = DataConfig(source="movielens", category=args.category)
+    events = work / f"{name}.parquet"
+    if not events.exists():
+        export_events(data, events)
+    if args.wrong_category_frac > 0:
+        events = corrupt_categories(events, args.wrong_category_frac, work / f"{name}-wc{args.wrong_category_frac:g}")
+    build = work / f"{events.stem if events.suffix else events.name}-L{args.max_seq_len}"
     if not (build / "stats.json").exists():
-        events = work / f"movielens-{category}.parquet"
-        export_events(DataConfig(source="movielens", category=category), events)
-        build_features(events, build, FeatureConfig(max_seq_len=max_seq_len))
-    return build
+        build_features(events, build, FeatureConfig(max_seq_len=args.max_seq_len))
+    return build, events
+
+
+def corrupt_categories(events: Path, frac: float, out_stem: Path, seed: int = 12345) -> Path:
+    """A copy of ``events`` where a seeded share ``frac`` of the items carry a wrong category.
+
+    Each chosen item gets one other category, drawn uniformly from the categories in the log,
+    on every one of its impressions (a catalogue error, not noise per impression). The same
+    items are wrong for every seed of a run, so the arms stay paired."""
+    import numpy as np
+    import pandas as pd
+
+    out = out_stem.with_suffix(".parquet")
+    if out.exists():
+        return out
+    df = pd.read_parquet(events)
+    items = np.sort(df["item_id"].unique())
+    cates = np.sort(df["category_id"].unique())
+    rng = np.random.default_rng(seed)
+    wrong = rng.choice(items, size=round(frac * len(items)), replace=False)
+    first = df.drop_duplicates("item_id").set_index("item_id")["category_id"]
+    # a uniformly drawn *other* category: shift the item's index by 1..n_cates-1 (mod n_cates)
+    pos = np.searchsorted(cates, first.loc[wrong].to_numpy())
+    new = cates[(pos + rng.integers(1, len(cates), size=len(wrong))) % len(cates)]
+    remap = pd.Series(new, index=wrong)
+    hit = df["item_id"].isin(remap.index)
+    df.loc[hit, "category_id"] = df.loc[hit, "item_id"].map(remap).astype("int64")
+    tmp = out.with_name(f".{out.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.rename(out)
+    log.info("%d of %d items (%.0f %%) given a wrong category -> %s", len(wrong), len(items), 100 * frac, out)
+    return out
+
+
+def ceiling(build: Path, events: Path) -> dict | None:
+    """Test AUC / LogLoss of the world's own click probability (synthetic events carry ``true_ctr``)."""
+    import pyarrow.dataset as ds
+
+    from genctr.evaluation.metrics import evaluate
+
+    cols = ds.dataset(events).schema.names
+    if "true_ctr" not in cols:
+        return None
+    truth = ds.dataset(events).to_table(columns=["request_id", "true_ctr"]).to_pandas().set_index("request_id")
+    test = ds.dataset(build / "samples" / "test").to_table(columns=["sample_id", "user_id", "label"]).to_pandas()
+    p = truth.loc[test["sample_id"], "true_ctr"].to_numpy()
+    m = evaluate(test["label"].to_numpy(), p, test["user_id"].to_numpy(), from_logits=False)
+    return {k: float(m[k]) for k in ("auc", "logloss", "gauc")}
 
 
 def done_keys(path: Path) -> set[tuple]:
     if not path.exists():
         return set()
-    return {(r["backbone"], r["arm"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())}
+    return {(r["backbone"], r["arm"], r["seed"], float(r.get("label_fraction", 1.0)))
+            for r in map(json.loads, path.read_text().splitlines())}
 
 
 def record(path: Path, row: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(row) + "\n")
-    log.info("%s", row)
+    log.info("%s", {k: v for k, v in row.items() if not k.startswith(("pt_", "drift_"))})
 
 
-def finetune_config(args, seed: int) -> TrainConfig:
+def finetune_config(args, seed: int, fraction: float) -> TrainConfig:
     """The one fine-tuning budget and early-stopping rule every arm gets."""
     return TrainConfig(epochs=args.ft_epochs, max_steps=args.ft_max_steps, patience=args.ft_patience,
                        early_stop_metric=args.ft_metric, batch_size=args.batch_size, lr=args.lr, seed=seed,
                        transfer_lr_mult=args.transfer_lr_mult, transfer_freeze_steps=args.transfer_freeze_steps,
-                       label_fraction=args.label_fraction, progress=False)
+                       label_fraction=fraction, label_sampling=args.label_sampling, progress=False)
 
 
 def run_facts(history: list[dict], train: TrainConfig, prefix: str = "") -> dict:
     """Budget used and diagnostics of a run's history, flat, for one JSONL row."""
-    from genctr.training.diagnostics import summarize
+    from genctr.training.diagnostics import summarize as summarize_run
     from genctr.training.run import HELDOUT_LOSS, finetune_monitor
 
     monitor = finetune_monitor(train) if not prefix else HELDOUT_LOSS
-    d = summarize(history, monitor, restored=train.patience > 0)
+    d = summarize_run(history, monitor, restored=train.patience > 0)
     keep = ("drift_cos_", "integration_norm_ratio", "heldout_")
     facts = {f"{prefix}steps": d.get("steps"), f"{prefix}best_epoch": d.get("best_epoch")}
     facts.update({f"{prefix}{k}": v for k, v in d.get("final", {}).items() if k.startswith(keep)})
     return facts
 
 
+def genctr_arms(args) -> list[tuple[str, str, str | None]]:
+    transfers = [t for t in ("share", "integrate") if t in args.transfers]
+    return ([("none", "none", None)] if "none" in args.transfers else []) \
+        + [(f"{t}_{n}", t, n) for n in args.negatives for t in transfers]
+
+
 def run_genctr_arms(data, args, seed, out, done) -> None:
-    ft = finetune_config(args, seed)
+    """Pretrain once per negative sampler (all training behaviour), then fine-tune every arm at every f."""
     pt = TrainConfig(epochs=args.pt_epochs, max_steps=args.pt_max_steps, patience=args.pt_patience,
                      batch_size=args.pt_batch_size, lr=args.pt_lr, seed=seed, progress=False)
-    pre, pre_facts = {}, {}
-    transfers = [t for t in ("share", "integrate") if t in args.transfers]
+    arms = genctr_arms(args)
     model_set = overrides(ModelConfig, args.model_set, "--model-set")
     pre_set = {k: v for k, v in model_set.items() if k not in ("negatives", "max_seq_len", "embed_dim")}
+    pre, pre_facts = {}, {}
     for neg in args.negatives:
-        if not transfers or all((b, f"{t}_{neg}", seed) in done for b in args.backbones for t in transfers):
+        if all((b, a, seed, f) in done for b in args.backbones for a, _, n in arms if n == neg
+               for f in args.fractions):
             continue
         t0 = time.perf_counter()
         pre[neg], hist = train_genctr(data, ModelConfig(max_seq_len=data.max_seq_len, negatives=neg,
                                                         embed_dim=args.embed_dim, **pre_set), pt)
-        pre_facts[neg] = run_facts(hist, pt, prefix="pt_")
+        pre_facts[neg] = {**run_facts(hist, pt, prefix="pt_"), "pt_seconds": time.perf_counter() - t0}
         log.info("pretrained %s seed %d in %.0fs: held-out loss %s", neg, seed, time.perf_counter() - t0,
                  [round(h.get("heldout_loss", float("nan")), 3) for h in hist])
-    for backbone in args.backbones:
-        arms = ([("none", "none", None)] if "none" in args.transfers else []) \
-            + [(f"{t}_{n}", t, n) for n in args.negatives for t in transfers]
-        for arm, transfer, neg in arms:
-            if (backbone, arm, seed) in done:
-                continue
-            cfg = ModelConfig(backbone=backbone, transfer=transfer, max_seq_len=data.max_seq_len,
-                              embed_dim=args.embed_dim, negatives=neg or "cs", **model_set)
-            t0 = time.perf_counter()
-            model = init_ctr(data, cfg, pre.get(neg), seed)
-            hist = train_ctr(data, model, ft)
-            m = evaluate_split(model, data, "test")
-            record(out, {"backbone": backbone, "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0,
-                         **run_facts(hist, ft), **(pre_facts.get(neg, {}) if neg else {})})
+    for fraction in args.fractions:
+        ft = finetune_config(args, seed, fraction)
+        for backbone in args.backbones:
+            for arm, transfer, neg in arms:
+                if (backbone, arm, seed, fraction) in done:
+                    continue
+                cfg = ModelConfig(backbone=backbone, transfer=transfer, max_seq_len=data.max_seq_len,
+                                  embed_dim=args.embed_dim, negatives=neg or "cs", **model_set)
+                t0 = time.perf_counter()
+                model = init_ctr(data, cfg, pre.get(neg), seed)
+                hist = train_ctr(data, model, ft)
+                m = evaluate_split(model, data, "test")
+                record(out, {"backbone": backbone, "arm": arm, "seed": seed, "label_fraction": fraction, **m,
+                             "seconds": time.perf_counter() - t0, **run_facts(hist, ft),
+                             **(pre_facts.get(neg, {}) if neg else {})})
 
 
 def run_dgenctr_arms(data, args, seed, out, done) -> None:
-    from genctr.training.run import ctr_objective  # noqa: F401 - same BCE objective as backbones
     from genctr.training.run_dgenctr import init_dgenctr_ctr, train_dgenctr
 
-    ft = finetune_config(args, seed)
-    pt = TrainConfig(epochs=args.dg_epochs, max_steps=args.dg_max_steps, patience=args.pt_patience,
-                     batch_size=args.dg_batch_size, lr=args.pt_lr, seed=seed, label_fraction=args.label_fraction,
-                     progress=False)
     base = DGenCTRConfig(embed_dim=args.dg_dim, n_layers=args.dg_layers, n_heads=2, head_hidden=2 * args.dg_dim,
                          **overrides(DGenCTRConfig, args.dg_set, "--dg-set"))
-    pretrained: dict[str, object] = {}
-    pre_facts: dict[str, dict] = {}
-    arms = [a for a in args.dgenctr_arms if ("dgenctr", a, seed) not in done]
-    if ("dgenctr", "dgenctr_none", seed) not in done:
-        arms = ["dgenctr_none"] + arms
-    for arm in arms:
-        t0 = time.perf_counter()
-        if arm == "dgenctr_none":
-            cfg, pre = base, None
-        else:
-            over, transfer = DGEN_ARMS[arm]
-            key = json.dumps(over, sort_keys=True)
-            if key not in pretrained:
-                import tempfile
-
-                with tempfile.TemporaryDirectory() as ck:
-                    pretrained[key], hist = train_dgenctr(data, dataclasses.replace(base, **over), pt, ck)
-                pre_facts[key] = run_facts(hist, pt, prefix="pt_")
-            cfg, pre = dataclasses.replace(base, **over, transfer=transfer), pretrained[key]
-        model = init_dgenctr_ctr(data, cfg, pre, seed)
-        hist = train_ctr(data, model, ft)
-        m = evaluate_split(model, data, "test")
-        facts = pre_facts.get(json.dumps(DGEN_ARMS[arm][0], sort_keys=True), {}) if arm in DGEN_ARMS else {}
-        record(out, {"backbone": "dgenctr", "arm": arm, "seed": seed, **m, "seconds": time.perf_counter() - t0,
-                     **run_facts(hist, ft), **facts})
+    for fraction in args.fractions:
+        ft = finetune_config(args, seed, fraction)
+        # the label field is pretrained on the labelled share only: one pretraining per fraction
+        pt = TrainConfig(epochs=args.dg_epochs, max_steps=args.dg_max_steps, patience=args.pt_patience,
+                         batch_size=args.dg_batch_size, lr=args.pt_lr, seed=seed, label_fraction=fraction,
+                         label_sampling=args.label_sampling, progress=False)
+        pretrained: dict[str, object] = {}
+        pre_facts: dict[str, dict] = {}
+        arms = ["dgenctr_none", *args.dgenctr_arms]
+        for arm in [a for a in arms if ("dgenctr", a, seed, fraction) not in done]:
+            t0 = time.perf_counter()
+            if arm == "dgenctr_none":
+                cfg, pre, facts = base, None, {}
+            else:
+                over, transfer = DGEN_ARMS[arm]
+                key = json.dumps(over, sort_keys=True)
+                if key not in pretrained:
+                    with tempfile.TemporaryDirectory() as ck:
+                        pretrained[key], hist = train_dgenctr(data, dataclasses.replace(base, **over), pt, ck)
+                    pre_facts[key] = {**run_facts(hist, pt, prefix="pt_"), "pt_seconds": time.perf_counter() - t0}
+                cfg, pre, facts = dataclasses.replace(base, **over, transfer=transfer), pretrained[key], pre_facts[key]
+            model = init_dgenctr_ctr(data, cfg, pre, seed)
+            hist = train_ctr(data, model, ft)
+            m = evaluate_split(model, data, "test")
+            record(out, {"backbone": "dgenctr", "arm": arm, "seed": seed, "label_fraction": fraction, **m,
+                         "seconds": time.perf_counter() - t0, **run_facts(hist, ft), **facts})
 
 
 def log_command(path: Path, args: argparse.Namespace) -> list[str]:
     """Remember every command that wrote to this tag (the header lists them all)."""
-    import sys
-
     seen = path.read_text().splitlines() if path.exists() else []
     cmd = " ".join(sys.argv[1:])
     if not args.summarize_only and cmd not in seen:
@@ -185,55 +254,35 @@ def overrides(cls, pairs: list[str], flag: str) -> dict[str, object]:
         raise SystemExit(f"{flag}: {exc}") from None
 
 
-def summarize(jsonl: Path, md: Path, png: Path, header: str) -> None:
-    from scipy.stats import ttest_rel
-
-    df = pd.DataFrame(map(json.loads, jsonl.read_text().splitlines()))
-    lines = [header, "", "| backbone | arm | seeds | AUC | LogLoss | gAUC | ΔAUC vs none (paired) | p "
-             "| ΔgAUC (paired) | p |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for backbone, g in df.groupby("backbone", sort=False):
-        base_arm = "dgenctr_none" if backbone == "dgenctr" else "none"
-        base = g[g.arm == base_arm].set_index("seed")
-        for arm, a in g.groupby("arm", sort=False):
-            a = a.set_index("seed")
-            cells = [f"{a[k].mean():.4f} ± {a[k].std(ddof=1) if len(a) > 1 else 0:.4f}"
-                     for k in ("auc", "logloss", "gauc")]
-            seeds = a.index.intersection(base.index)
-            for k in ("auc", "gauc"):
-                if arm != base_arm and len(seeds) >= 2:
-                    d = a.loc[seeds, k] - base.loc[seeds, k]
-                    p = ttest_rel(a.loc[seeds, k], base.loc[seeds, k]).pvalue
-                    cells += [f"{d.mean():+.4f} ± {d.std(ddof=1):.4f}", f"{p:.3g}"]
-                else:
-                    cells += ["—", "—"]
-            lines.append(f"| {backbone} | {arm} | {len(a)} | {' | '.join(cells)} |")
-    md.write_text("\n".join(lines) + "\n")
-    _plot(df, png)
-
-
-def _plot(df: pd.DataFrame, png: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    groups = list(df.groupby("backbone", sort=False))
-    fig = Figure(figsize=(4 * len(groups), 4))
-    FigureCanvasAgg(fig)
-    for i, (backbone, g) in enumerate(groups):
-        ax = fig.add_subplot(1, len(groups), i + 1)
-        stats = g.groupby("arm", sort=False)["auc"].agg(["mean", "std"])
-        ax.bar(range(len(stats)), stats["mean"], yerr=stats["std"].fillna(0), capsize=3)
-        ax.set_xticks(range(len(stats)), stats.index, rotation=60, ha="right", fontsize=8)
-        lo = (stats["mean"] - stats["std"].fillna(0)).min()
-        ax.set_ylim(lo - 0.01, (stats["mean"] + stats["std"].fillna(0)).max() + 0.005)
-        ax.set_title(backbone)
-        ax.set_ylabel("test AUC")
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
+def header(args: argparse.Namespace) -> str:
+    ft_budget = f"{args.ft_max_steps} steps" if args.ft_max_steps else f"{args.ft_epochs} epoch(s)"
+    pt_budget = f"{args.pt_max_steps} steps" if args.pt_max_steps else f"{args.pt_epochs} epochs"
+    dg_budget = f"{args.dg_max_steps} steps" if args.dg_max_steps else f"{args.dg_epochs} epochs"
+    data = (f"synthetic world, {args.synthetic_events:,} events, {args.synthetic_users:,} users, "
+            f"{args.synthetic_items:,} items" if args.source == "synthetic"
+            else f"MovieLens latest-small, category={args.category}")
+    if args.wrong_category_frac:
+        data += f", {100 * args.wrong_category_frac:g} % of items with a wrong category"
+    return (f"# Offline ablation ({args.tag})\n\n{data}, L={args.max_seq_len}, embed={args.embed_dim}, "
+            f"fine-tune at most {ft_budget} (early stopping on valid {args.ft_metric}, patience "
+            f"{args.ft_patience}) batch {args.batch_size} lr {args.lr} on a share f of the training impressions "
+            f"(by {args.label_sampling}), GenCTR pretrain at most {pt_budget} (patience {args.pt_patience}, batch "
+            f"{args.pt_batch_size}) on all training behaviour, DGenCTR pretrain at most {dg_budget} "
+            f"(d={args.dg_dim}, {args.dg_layers} layer). Test split; mean ± std over seeds; Δ = arm − the same "
+            "backbone without pretraining, paired per seed, with its 95 % t interval; p = paired t-test, "
+            "p_Holm = Holm-adjusted over every comparison of the table for that metric.\n\n"
+            "Commands that filled this table (each appends its arms to the same JSONL; rows already there "
+            "are skipped):\n\n"
+            + "\n".join(f"    python benchmarks/ablation.py {c}"
+                        for c in log_command(RESULTS / f"{args.tag}.commands", args)))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--fractions", type=float, nargs="+", default=[1.0],
+                   help="Label fractions f: each arm fine-tunes on this share of the training impressions.")
+    p.add_argument("--label-sampling", default="impression", choices=["impression", "user"])
     p.add_argument("--backbones", nargs="*", default=["dnn", "dcnv2", "dcnv2_ta"],
                    help="GenCTR arms' backbones (none given: DGenCTR arms only).")
     p.add_argument("--negatives", nargs="+", default=["cs", "rs"])
@@ -241,9 +290,15 @@ def main() -> None:
                    choices=["none", "share", "integrate"], help="GenCTR arms to run (default: all).")
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="Override a ModelConfig field for every backbone arm and GenCTR pretraining (e.g. init=torch, "
-                      "window_overlap=0.5, logq_correction=true).")
+                        "window_overlap=0.5, logq_correction=true, decoder.n_layers=2).")
     p.add_argument("--dgenctr-arms", nargs="*", default=list(DGEN_ARMS))
+    p.add_argument("--source", default="movielens", choices=["movielens", "synthetic"])
+    p.add_argument("--synthetic-events", type=int, default=2_000_000)
+    p.add_argument("--synthetic-users", type=int, default=2_000)
+    p.add_argument("--synthetic-items", type=int, default=5_000)
     p.add_argument("--category", default="combo", choices=["combo", "first"])
+    p.add_argument("--wrong-category-frac", type=float, default=0.0,
+                   help="Give this share of the items a wrong category before the build (CS vs RS robustness).")
     p.add_argument("--max-seq-len", type=int, default=200)
     p.add_argument("--embed-dim", type=int, default=16)
     p.add_argument("--ft-epochs", type=int, default=20, help="Fine-tuning budget in passes (the same for every arm).")
@@ -252,7 +307,6 @@ def main() -> None:
     p.add_argument("--ft-metric", default="logloss", choices=["logloss", "auc"])
     p.add_argument("--transfer-lr-mult", type=float, default=1.0, help="Learning-rate factor of transferred tables.")
     p.add_argument("--transfer-freeze-steps", type=int, default=0, help="Steps the transferred tables stay frozen.")
-    p.add_argument("--label-fraction", type=float, default=1.0, help="Share of training impressions with labels.")
     p.add_argument("--pt-epochs", type=int, default=PT_EPOCHS)
     p.add_argument("--pt-max-steps", type=int, default=PT_MAX_STEPS, help="GenCTR pretraining steps (0: epochs).")
     p.add_argument("--pt-patience", type=int, default=PT_PATIENCE, help="Pretraining early stopping on held-out loss.")
@@ -275,30 +329,23 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{args.tag}.jsonl"
-    ft_budget = f"{args.ft_max_steps} steps" if args.ft_max_steps else f"{args.ft_epochs} epoch(s)"
-    pt_budget = f"{args.pt_max_steps} steps" if args.pt_max_steps else f"{args.pt_epochs} epochs"
-    dg_budget = f"{args.dg_max_steps} steps" if args.dg_max_steps else f"{args.dg_epochs} epochs"
-    header = (f"# Offline ablation ({args.tag})\n\nMovieLens latest-small, category={args.category}, "
-              f"L={args.max_seq_len}, embed={args.embed_dim}, fine-tune at most {ft_budget} (early stopping on "
-              f"valid {args.ft_metric}, patience {args.ft_patience}) batch {args.batch_size} lr {args.lr}, label "
-              f"fraction {args.label_fraction}, GenCTR pretrain at most {pt_budget} (patience {args.pt_patience}), "
-              f"DGenCTR pretrain at most {dg_budget} (d={args.dg_dim}, {args.dg_layers} layer). Test split; mean ± "
-              "std over "
-              "seeds; ΔAUC and ΔgAUC are paired per seed against the same backbone without pretraining "
-              "(paired t-test).\n\n"
-              "Commands that filled this table (each appends its arms to the same JSONL; rows already there "
-              "are skipped):\n\n"
-              + "\n".join(f"    python benchmarks/ablation.py {c}"
-                          for c in log_command(RESULTS / f"{args.tag}.commands", args)))
+    ceiling_path = RESULTS / f"{args.tag}.ceiling.json"
+    text = header(args)
     if not args.summarize_only:
         args.work.mkdir(parents=True, exist_ok=True)
-        data = FeatureData(str(build_once(args.work, args.category, args.max_seq_len)), args.max_seq_len)
+        build, events = build_once(args)
+        top = ceiling(build, events)
+        if top is not None:
+            ceiling_path.write_text(json.dumps(top) + "\n")
+        data = FeatureData(str(build), args.max_seq_len)
         for seed in args.seeds:
             done = done_keys(out)
-            run_genctr_arms(data, args, seed, out, done)
+            if args.backbones:
+                run_genctr_arms(data, args, seed, out, done)
             if args.dgenctr_arms:  # none given: GenCTR arms only
                 run_dgenctr_arms(data, args, seed, out, done)
-    summarize(out, RESULTS / f"{args.tag}.md", RESULTS / f"{args.tag}.png", header)
+    top = json.loads(ceiling_path.read_text()) if ceiling_path.exists() else None
+    summarize(out, RESULTS / f"{args.tag}.md", RESULTS / f"{args.tag}.png", text, ceiling=top)
     print((RESULTS / f"{args.tag}.md").read_text())
 
 

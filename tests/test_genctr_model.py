@@ -212,3 +212,57 @@ def test_log_q_correction_of_the_negatives(negatives: str, logq: bool | None, su
     live = torch.isfinite(logits[:, 1:]) & valid[:, None]  # real targets' negatives that are not hits
     torch.testing.assert_close(logits[:, 1:][live], scores[:, 1:][live] + shift)
     torch.testing.assert_close(logits[:, 0], scores[:, 0])  # the positive is never corrected
+
+
+BIDI = {"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0, "context": "bidirectional"}
+
+
+def test_bidirectional_context_sees_every_other_item_but_never_its_own() -> None:
+    torch.manual_seed(0)
+    model = GenCTR(make_cfg(decoder=BIDI)).eval()
+    item, cate, length = make_seq(B=4)  # lengths 6, 4, 1, 0
+    g = model(item, cate, length, bidirectional=True)
+    for t in (0, 2):
+        item2 = item.clone()
+        item2[:, t] = (item[:, t] - 2 + 1) % (N_ITEMS - 2) + 2  # a different real item at t
+        g2 = model(item2, cate, length, bidirectional=True)
+        # row 0 (length 6) and row 1 (length 4) hold a real item at t: position t is blind to it...
+        torch.testing.assert_close(g2[:2, t], g[:2, t], rtol=0, atol=1e-6)
+        # ...and positions before t see it: the context runs both ways (a causal pass never would)
+        assert t == 0 or (g2[:2, :t] - g[:2, :t]).abs().max() > 1e-4
+        assert (g2[:2, t + 1: 4] - g[:2, t + 1: 4]).abs().max() > 1e-4
+    # padding is never attended, and padded positions are 0
+    item3 = item.clone()
+    item3[torch.arange(L) >= length[:, None]] = 7
+    torch.testing.assert_close(model(item3, ITEM_CATE[item3], length, bidirectional=True), g, rtol=0, atol=1e-6)
+    assert torch.all(g[1, 4:] == 0) and torch.all(g[3] == 0)
+
+
+def test_bidirectional_changes_pretraining_only() -> None:
+    """The objective reads both sides; encode_target (fine-tuning, serving) is the causal read of
+    the same weights, and the held-out diagnostic's default stays causal."""
+    torch.manual_seed(0)
+    causal = GenCTR(make_cfg()).eval()
+    bidi = GenCTR(make_cfg(decoder=BIDI)).eval()
+    bidi.load_state_dict(causal.state_dict())
+    item, cate, length = make_seq()
+    batch = {"seq_item": item, "seq_cate": cate, "seq_len": length}
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    lc, vc = causal.pretrain_logits(batch, g1)
+    lb, vb = bidi.pretrain_logits(batch, g2)
+    seen = vc.unsqueeze(1) & torch.isfinite(lc) & torch.isfinite(lb)  # valid rows, no masked hits
+    assert torch.equal(vc, vb) and (lc - lb)[seen].abs().max() > 1e-3  # the objective differs
+    s1 = causal.candidate_scores(batch, torch.Generator().manual_seed(5))[0]
+    s2 = bidi.candidate_scores(batch, torch.Generator().manual_seed(5))[0]
+    torch.testing.assert_close(s1, s2)  # held-out next-item scoring: causal for both
+    target = torch.tensor([2, 3, 4])
+    torch.testing.assert_close(causal.encode_target(item, cate, length, target),
+                               bidi.encode_target(item, cate, length, target))
+
+
+@pytest.mark.parametrize("over", [{"n_layers": 2}, {"attention": "window"}])
+def test_bidirectional_context_refuses_what_would_leak(over: dict) -> None:
+    with pytest.raises(ConfigError, match="bidirectional' needs n_layers = 1 and attention = 'full'"):
+        make_cfg(decoder={**BIDI, **over})
+    with pytest.raises(ConfigError, match="model.decoder.context must be one of"):
+        make_cfg(decoder={**BIDI, "context": "both"})

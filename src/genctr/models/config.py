@@ -22,6 +22,7 @@ POOLINGS = ("sum", "mean")  # target-attention pooling (see TargetAttention)
 INITS = ("xavier", "torch")  # Linear-layer init of the backbones (see ModelConfig.init)
 INTEGRATION_SCALES = ("match", "none")  # the integration feature's scale (see ModelConfig.integration_scale)
 DECODER_ATTENTIONS = ("full", "window")  # the decoder's causal attention (see DecoderConfig.attention)
+DECODER_CONTEXTS = ("causal", "bidirectional")  # what pretraining lets a position see (DecoderConfig.context)
 TARGET_ATTENTIONS = ("full", "sim")  # dcnv2_ta's target attention (see ModelConfig.attention)
 
 
@@ -52,12 +53,25 @@ class DecoderConfig:
     # "window" only: items each query attends besides BOS; 64 = a third of the paper's L = 200, and at
     # L = 2000 the chunks hold 258k score cells per head and sequence instead of 4M
     window: int = 64
+    # what a pretraining position is predicted from: "causal" = the behaviours before it (next-item
+    # prediction, the paper's objective); "bidirectional" = every other behaviour of the window, before
+    # and after it (a cloze objective in the spirit of BERT4Rec: each position is one masked item,
+    # predicted from the rest). Fine-tuning and serving always read the history before the target, so
+    # only pretraining changes; the held-out next-item diagnostics stay causal. Bidirectional needs the
+    # one-layer decoder with full attention (a second layer would pass item t back to query t)
+    context: str = "causal"
 
     def __post_init__(self) -> None:
         coerce_fields(self, "model.decoder")
         if self.attention not in DECODER_ATTENTIONS:
             raise ConfigError(f"model.decoder.attention must be one of {DECODER_ATTENTIONS}, "
                               f"got {describe(self.attention)}")
+        if self.context not in DECODER_CONTEXTS:
+            raise ConfigError(f"model.decoder.context must be one of {DECODER_CONTEXTS}, got {describe(self.context)}")
+        if self.context == "bidirectional" and (self.n_layers != 1 or self.attention != "full"):
+            raise ConfigError("model.decoder.context = 'bidirectional' needs n_layers = 1 and attention = 'full' "
+                              f"(got n_layers = {self.n_layers}, attention = {self.attention!r}): a later "
+                              "self-attention layer would show query t its own item through another position")
         for name in ("d_model", "n_layers", "n_heads", "ffn_mult", "window"):
             check_range(f"model.decoder.{name}", getattr(self, name), lo=1)
         if self.d_model % self.n_heads:
@@ -182,5 +196,5 @@ class ModelConfig:
                 )
 
 
-__all__ = ["BACKBONES", "DECODER_ATTENTIONS", "INITS", "INTEGRATION_SCALES", "NEGATIVES", "POOLINGS",
-           "SIMILARITIES", "TARGET_ATTENTIONS", "TRANSFERS", "DecoderConfig", "ModelConfig"]
+__all__ = ["BACKBONES", "DECODER_ATTENTIONS", "DECODER_CONTEXTS", "INITS", "INTEGRATION_SCALES", "NEGATIVES",
+           "POOLINGS", "SIMILARITIES", "TARGET_ATTENTIONS", "TRANSFERS", "DecoderConfig", "ModelConfig"]

@@ -12,6 +12,11 @@ query t sees BOS and the ``decoder.window`` most recent items before it (later l
 ``window`` most recent stream positions up to t), O(L window) instead of O(L^2) cells
 (``layers.windowed_attention``); ``encode_target`` then gathers only those items.
 
+With ``decoder.context = "bidirectional"`` pretraining is a cloze task instead: query t attends
+BOS and every valid item but t, before and after it (one masked item per position, all positions
+at once). Only the objective changes: ``encode_target``, and so fine-tuning and serving, read the
+history before the target either way.
+
 Sequences are left-aligned (oldest first, padding after ``seq_len``), so causality alone keeps
 padding out of every valid position: no key-padding mask is needed. Positions are absolute
 within a window of at most ``max_seq_len`` behaviours, the windows pretraining sees; see
@@ -98,14 +103,17 @@ class GenCTR(nn.Module):
             )
 
     # -- public API ----------------------------------------------------------------------
-    def forward(self, seq_item: Tensor, seq_cate: Tensor, seq_len: Tensor) -> Tensor:
+    def forward(self, seq_item: Tensor, seq_cate: Tensor, seq_len: Tensor, bidirectional: bool = False) -> Tensor:
         """seq_item, seq_cate [B, T], seq_len [B] -> g [B, T, D]; g[:, t] never sees item t.
 
         T <= ``max_seq_len``. Rows past ``seq_len`` are 0. A windowed decoder computes only the
         first max(seq_len) columns (lifelong histories are long for few users: the rest is padding).
+        ``bidirectional`` (one full-attention layer only): g[:, t] sees every valid item but t.
         """
         B, T = seq_item.shape
         self._check_len(T)
+        if bidirectional:
+            return self._bidirectional(seq_item, seq_cate, seq_len)
         W = self.window
         used = used_width(seq_len, T) if W is not None else T
         if used < T:  # windowed: run the columns some row uses; the rest is padding, whose output is 0
@@ -117,6 +125,18 @@ class GenCTR(nn.Module):
         h = self.blocks[0](h, kv, is_causal=True, window=W, sink=W is not None)
         for block in self.blocks[1:]:
             h = block(h, is_causal=True, window=W)  # [B, T, D]
+        g = self.ln_f(h)
+        return g * sequence_mask(seq_len, T).unsqueeze(-1).to(g.dtype)
+
+    def _bidirectional(self, seq_item: Tensor, seq_cate: Tensor, seq_len: Tensor) -> Tensor:
+        """The cloze pass: query t attends BOS and items j != t, j < seq_len -> [B, T, D]."""
+        B, T = seq_item.shape
+        h = self._queries(seq_cate, torch.arange(T, device=seq_item.device))  # [B, T, D]
+        kv = self._keys(seq_item, seq_cate)  # [B, T+1, D]: BOS, items 0..T-1 (slot j+1 = item j)
+        slot = torch.arange(T + 1, device=seq_item.device)  # [T+1]
+        valid = slot.view(1, 1, -1) <= seq_len.view(B, 1, 1)  # [B, 1, T+1]: BOS + real items
+        not_self = slot.view(1, -1) != (torch.arange(T, device=seq_item.device) + 1).view(-1, 1)  # [T, T+1]
+        h = self.blocks[0](h, kv, attn_mask=(valid & not_self).unsqueeze(1))  # mask [B, 1, T, T+1]
         g = self.ln_f(h)
         return g * sequence_mask(seq_len, T).unsqueeze(-1).to(g.dtype)
 
@@ -185,7 +205,7 @@ class GenCTR(nn.Module):
         return item.gather(1, src), cate.gather(1, src), length - drop  # [B, keep] x2, [B]
 
     def candidate_scores(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None, bidirectional: bool = False
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Next-item scores of the true item and K sampled negatives at every position of a batch.
 
@@ -195,6 +215,7 @@ class GenCTR(nn.Module):
         ``valid`` [N] bool (t < seq_len and item t is a real item, index >= FIRST_ID). Rows that
         are not valid hold finite garbage. ``generator`` must live on the batch's device. A
         windowed decoder scores only the first max(seq_len) columns (the rest: zeros, not valid).
+        ``bidirectional``: position t is scored from every other item (``forward``), not the past.
         """
         item, cate, length = batch["seq_item"], batch["seq_cate"], batch["seq_len"]
         B, T = item.shape
@@ -206,7 +227,7 @@ class GenCTR(nn.Module):
             def pad(x: Tensor) -> Tensor:
                 return F.pad(x.view(B, used, -1), (0, 0, 0, T - used)).view(B * T, -1)  # [B*used, .] -> [N, .]
             return pad(scores), pad(cand), pad(valid.unsqueeze(-1)).squeeze(-1)
-        h = self.head(self(item, cate, length)).reshape(B * T, -1)  # [N, E] predicted item embedding
+        h = self.head(self(item, cate, length, bidirectional)).reshape(B * T, -1)  # [N, E] predicted item embedding
         pos = item.reshape(B * T)  # [N]: the target of position t is item t
         valid = (sequence_mask(length, T) & (item >= FIRST_ID)).reshape(B * T)  # [N]
         neg = self.sampler(pos, generator)  # [N, K]
@@ -227,9 +248,10 @@ class GenCTR(nn.Module):
         batch as in :meth:`candidate_scores`. Returns ``logits`` [N = B*T, 1+K] (column 0 = the
         true item t, columns 1.. = K sampled negatives, accidental hits set to -inf; with
         ``cfg.uses_logq`` each negative minus log(K q), see ``NegativeSampler.log_expected_count``)
-        and ``valid`` [N] bool.
+        and ``valid`` [N] bool. The objective's context is ``cfg.decoder.context``.
         """
-        scores, cand, valid = self.candidate_scores(batch, generator)
+        bidirectional = self.cfg.decoder.context == "bidirectional"
+        scores, cand, valid = self.candidate_scores(batch, generator, bidirectional)
         return self.correct_scores(scores, cand), valid
 
     def correct_scores(self, scores: Tensor, cand: Tensor) -> Tensor:
