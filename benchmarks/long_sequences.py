@@ -182,15 +182,24 @@ def serving_payload(build: Path, L: int, seed: int = 0) -> dict[str, Any]:
 
 
 def serving_latency(build: Path, L: int, arm: str, args: argparse.Namespace) -> dict[str, Any]:
+    from genctr.training.data import FeatureData
+
+    data = FeatureData(str(build), L)
+    row = {"L": L, "arm": arm, **score_latency(data, build, L, model_config(arm, L, data.vocab_sizes, args),
+                                               args.requests, args.warmup)}
+    log.info("serving %s", row)
+    return row
+
+
+def score_latency(data: Any, build: Path, L: int, cfg: ModelConfig, requests: int, warmup: int) -> dict[str, Any]:
+    """Wall and CPU (thread) time of ``CTRPredictor.score`` on 100 candidates with an L-long history,
+    for an untrained model of ``cfg`` (latency does not depend on the weights), torch on 1 thread."""
     from genctr.artifacts.files import save_artifact
     from genctr.artifacts.kinds import KIND_CTR
     from genctr.models import GenCTR, build_ctr_model
     from genctr.serving.predictor import CTRPredictor
     from genctr.serving.request import Limits, parse_v1
-    from genctr.training.data import FeatureData
 
-    data = FeatureData(str(build), L)
-    cfg = model_config(arm, L, data.vocab_sizes, args)
     torch.manual_seed(0)
     model = build_ctr_model(cfg, GenCTR(cfg, data.item_categories())).eval()
     payload, limits = serving_payload(build, L), Limits(max_history=L)
@@ -202,10 +211,10 @@ def serving_latency(build: Path, L: int, arm: str, args: argparse.Namespace) -> 
             predictor = CTRPredictor("long", Path(tmp) / "m", None, limits=limits)
             predictor.load()
             wall, cpu = [], []
-            for i in range(args.warmup + args.requests):
+            for i in range(warmup + requests):
                 t0, c0 = time.perf_counter(), time.thread_time()
                 pctr = predictor.score(parse_v1(payload, limits))
-                if i >= args.warmup:
+                if i >= warmup:
                     wall.append(time.perf_counter() - t0)
                     cpu.append(time.thread_time() - c0)
             predictor.stop()
@@ -216,10 +225,8 @@ def serving_latency(build: Path, L: int, arm: str, args: argparse.Namespace) -> 
     def ms(x: list[float], q: float) -> float:
         return round(float(np.percentile(x, q)) * 1e3, 2)
 
-    row = {"L": L, "arm": arm, "requests": len(wall), "p50_ms": ms(wall, 50), "p99_ms": ms(wall, 99),
-           "cpu_p50_ms": ms(cpu, 50), "cpu_p99_ms": ms(cpu, 99)}
-    log.info("serving %s", row)
-    return row
+    return {"requests": len(wall), "p50_ms": ms(wall, 50), "p99_ms": ms(wall, 99),
+            "cpu_p50_ms": ms(cpu, 50), "cpu_p99_ms": ms(cpu, 99)}
 
 
 # -- AUC on MovieLens ----------------------------------------------------------------------------
