@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_build import write_tiny_build
 
+from genctr.errors import ConfigError
 from genctr.models import GenCTR, ModelConfig
 from genctr.training.config import TrainConfig
 from genctr.training.data import FeatureData
@@ -181,3 +182,25 @@ def test_every_run_writes_its_diagnostics(build: Path, tmp_path) -> None:
     dg = pretrain(build, tmp_path / "dgen", "dgenctr", {"max_seq_len": L, "embed_dim": 16, "n_layers": 1,
                                                         "n_heads": 2, "head_hidden": 16}, quick)
     assert abs(dg["diagnostics"]["init"]["heldout_ce_label"] - math.log(2)) < 0.05
+
+
+@pytest.mark.parametrize("mult", [0.0, 1.0])
+def test_decoder_lr_multiplier_freezes_or_trains_the_integrated_decoder(data: FeatureData, tmp_path,
+                                                                        mult: float) -> None:
+    pre, _ = train_genctr(data, _small(), TrainConfig(max_steps=2, batch_size=64, progress=False))
+    model = init_ctr(data, _small(transfer="integrate"), pre, seed=0)
+    layers = model.decoder_parameters
+    assert layers and all(n.startswith("decoder.") for n in layers) and any(".blocks.0." in n for n in layers)
+    assert not set(layers) & set(model.transferred_tables)  # the decoder's tables keep their own group
+    before = {n: model.get_parameter(n).detach().clone() for n in layers}
+    table = "decoder.item_embedding.weight"
+    assert table in model.transferred_tables
+    table_before = model.get_parameter(table).detach().clone()
+    train_ctr(data, model, TrainConfig(max_steps=6, batch_size=64, lr=1e-2, decoder_lr_mult=mult, progress=False),
+              tmp_path)
+    moved = [n for n in layers if not torch.equal(model.get_parameter(n), before[n])]
+    # trained: every layer the integration feature goes through (not ``head``: pretraining's alone)
+    assert (moved == []) if mult == 0 else {n for n in layers if ".blocks.0." in n} <= set(moved)
+    assert not torch.equal(model.get_parameter(table), table_before)  # tables follow transfer_lr_mult (1)
+    with pytest.raises(ConfigError, match="train.decoder_lr_mult"):
+        TrainConfig(decoder_lr_mult=-1.0)

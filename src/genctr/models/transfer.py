@@ -59,6 +59,15 @@ class CTRModel(nn.Module):
         self.cfg = cfg
         self.transferred_tables = transferred_tables
 
+    @property
+    def decoder_parameters(self) -> tuple[str, ...]:
+        """Names of the pretrained decoder's parameters other than its transferred tables (the
+        fine-tuning loop's decoder group, ``TrainConfig.decoder_lr_mult``); () without a decoder."""
+        if self.decoder is None:
+            return ()
+        return tuple(n for n, _ in self.named_parameters() if n.startswith("decoder.") and n not in
+                     self.transferred_tables)
+
     def integration_feature(self, batch: Batch) -> Tensor | None:
         """What the backbone receives beside its own inputs: [B, d_model], or None without a decoder."""
         if self.decoder is None:

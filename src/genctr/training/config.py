@@ -9,6 +9,22 @@ from genctr.errors import ConfigError, describe
 DEVICES = ("auto", "cpu", "cuda")
 EARLY_STOP_METRICS = ("logloss", "auc")  # fine-tuning's monitored valid metric (lower | higher is better)
 LABEL_SAMPLINGS = ("impression", "user")  # the unit ``label_fraction`` draws
+# Pretraining batch per method when a pipeline leaves it at 0. GenCTR's rows are windows of up to L
+# behaviours (64 x L predictions a step); DGenCTR's are single samples scored against each other in
+# the batch, so it needs many more rows a step to see enough negatives (and pays O(B^2) per field).
+PRETRAIN_BATCH = {"genctr": 64, "dgenctr": 512}
+
+
+def pretrain_batch_size(method: str, requested: int) -> int:
+    """``requested`` if > 0, else the method's default batch (``PRETRAIN_BATCH``)."""
+    if requested < 0:
+        raise ConfigError(f"pretraining batch_size must be >= 0 (0 = the method's default), got {requested}")
+    if requested:
+        return requested
+    if method not in PRETRAIN_BATCH:
+        raise ConfigError(f"no default pretraining batch for method {describe(method)}: "
+                          f"one of {sorted(PRETRAIN_BATCH)}")
+    return PRETRAIN_BATCH[method]
 
 
 @dataclass
@@ -39,6 +55,10 @@ class TrainConfig:
     # -- transferred embedding tables (share / integrate / DGenCTR transfer; no effect without one)
     transfer_lr_mult: float = 1.0  # >= 0: their learning rate is lr * this (0 = frozen for the whole run)
     transfer_freeze_steps: int = 0  # >= 0: they get no update in the first N optimizer steps
+    # >= 0: model integration's pretrained decoder layers (everything of it but its tables, which follow
+    # transfer_lr_mult) train at lr * this; 0 = frozen. With few labels a decoder trained end to end
+    # learns the labelled users by heart within an epoch or two (RESULTS.md, "label fraction")
+    decoder_lr_mult: float = 1.0
     # -- labelled data: fine-tuning (and DGenCTR pretraining's label field) uses the labels of this
     # share of the training impressions, in (0, 1]; pretraining still sees all training-period
     # behaviour and every history stays complete (what the behaviour log holds, not what is labelled)
@@ -52,6 +72,7 @@ class TrainConfig:
         for name in ("max_steps", "patience", "transfer_freeze_steps"):
             check_range(f"train.{name}", getattr(self, name), lo=0)
         check_range("train.transfer_lr_mult", self.transfer_lr_mult, lo=0.0)
+        check_range("train.decoder_lr_mult", self.decoder_lr_mult, lo=0.0)
         check_range("train.label_fraction", self.label_fraction, lo=0.0, hi=1.0, lo_open=True)
         for name, choices in (("early_stop_metric", EARLY_STOP_METRICS), ("label_sampling", LABEL_SAMPLINGS)):
             if getattr(self, name) not in choices:

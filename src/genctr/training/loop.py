@@ -10,7 +10,8 @@ With ``patience`` the run stops early once the monitored held-out value has not 
 for that many epochs, and ends with the best epoch's weights (read back from its
 checkpoint). Embedding tables transferred from pretraining form their own parameter group,
 with the learning rate ``lr * transfer_lr_mult`` and none in the first
-``transfer_freeze_steps`` steps.
+``transfer_freeze_steps`` steps; model integration's decoder layers form another, at
+``lr * decoder_lr_mult``.
 
 Under ``torchrun`` (an initialised process group, see ``distributed.py``) the same loop runs on
 every rank: each takes its share of every global batch of the shared permutation, the objective
@@ -55,17 +56,24 @@ Objective = Callable[[nn.Module, dict[str, Tensor], torch.Generator], Tensor]
 MakeBatch = Callable[[Tensor], dict[str, Tensor]]
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig, transferred: Collection[str] = ()) -> list[dict[str, Any]]:
-    """Group 0: every parameter not named in ``transferred``, at ``lr``; group 1 (only when
-    ``transferred`` names any): the transferred tables, at :func:`transfer_lr` of step 0."""
+def param_groups(model: nn.Module, cfg: TrainConfig, transferred: Collection[str] = (),
+                 decoder: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Group 0: every other parameter, at ``lr``; group 1 (when ``transferred`` names any): the
+    transferred tables, at :func:`transfer_lr` of step 0; then (when ``decoder`` names any that are
+    not transferred tables) the pretrained decoder's layers, at ``lr * decoder_lr_mult``."""
     named = dict(model.named_parameters())
-    unknown = sorted(set(transferred) - set(named))
+    unknown = sorted((set(transferred) | set(decoder)) - set(named))
     if unknown:
         raise ConfigError(f"transferred parameters {unknown[:3]} are not parameters of the model being trained")
-    chosen = set(transferred)
-    groups: list[dict[str, Any]] = [{"params": [p for n, p in named.items() if n not in chosen], "lr": cfg.lr}]
-    if chosen:
-        groups.append({"params": [p for n, p in named.items() if n in chosen], "lr": transfer_lr(cfg, 0)})
+    tables, layers = set(transferred), set(decoder) - set(transferred)
+    groups: list[dict[str, Any]] = [
+        {"params": [p for n, p in named.items() if n not in tables | layers], "lr": cfg.lr}]
+    if tables:
+        groups.append({"params": [p for n, p in named.items() if n in tables], "lr": transfer_lr(cfg, 0),
+                       "role": "transferred"})
+    if layers:
+        groups.append({"params": [p for n, p in named.items() if n in layers], "lr": cfg.lr * cfg.decoder_lr_mult,
+                       "role": "decoder"})
     return groups
 
 
@@ -74,17 +82,18 @@ def transfer_lr(cfg: TrainConfig, step: int) -> float:
     return 0.0 if step < cfg.transfer_freeze_steps else cfg.lr * cfg.transfer_lr_mult
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, transferred: Collection[str] = ()) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, transferred: Collection[str] = (),
+                   decoder: Collection[str] = ()) -> torch.optim.Optimizer:
     # Fused Adam: one pass over each parameter per step, on CUDA and on CPU alike (on CPU about
     # 2x faster than foreach, which runs ~8 element-wise passes; the dense embedding tables make
     # the optimizer a visible share of a CPU step). Older builds without it fall back to foreach.
     # A group at lr 0 leaves its parameters bit-for-bit unchanged (Adam's update is lr * m / v).
-    groups = param_groups(model, cfg, transferred)
+    groups = param_groups(model, cfg, transferred, decoder)
     try:
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(param_groups(model, cfg, transferred), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                foreach=True)
+        return torch.optim.Adam(param_groups(model, cfg, transferred, decoder), lr=cfg.lr,
+                                weight_decay=cfg.weight_decay, foreach=True)
 
 
 def step_budget(n_rows: int, cfg: TrainConfig) -> tuple[int, int]:
@@ -173,6 +182,7 @@ def fit(
     *,
     monitor: Monitor | None = None,
     transferred: Collection[str] = (),
+    decoder: Collection[str] = (),
     evaluate_at_start: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place within ``cfg``'s budget; resumes from ``ckpt_dir`` if it holds a checkpoint.
@@ -180,7 +190,8 @@ def fit(
     Returns the per-epoch history (epoch, cumulative optimizer steps, train loss, throughput, and
     ``evaluate``'s metrics); with ``evaluate_at_start`` a fresh run first records the untrained
     model as epoch 0. ``monitor`` names the ``evaluate`` key early stopping (``cfg.patience``)
-    watches; ``transferred`` the parameters of the transfer group. ``fingerprint`` identifies the
+    watches; ``transferred`` the parameters of the transfer group, ``decoder`` those of the pretrained
+    decoder's group (``TrainConfig.decoder_lr_mult``). ``fingerprint`` identifies the
     run's settings: checkpoints of a different run are discarded rather than resumed; one that
     fails to load is renamed ``*.corrupt`` and the epoch before it is resumed instead (see
     :func:`genctr.training.checkpoint.resume`). In a torchrun job every rank calls ``fit`` with the
@@ -193,7 +204,7 @@ def fit(
     world = distributed.current()
     distributed.check_batch(cfg.batch_size, world)
     device = next(model.parameters()).device
-    opt = make_optimizer(model, cfg, transferred)
+    opt = make_optimizer(model, cfg, transferred, decoder)
     history: list[dict[str, Any]] = []
     first = 0
     meta = _resume(ckpt_dir, model, opt, fingerprint, world)  # a checkpoint that fails to load is set aside
@@ -234,7 +245,7 @@ def fit(
             (loss if weight == 1.0 else loss * weight).backward()  # DDP averages the ranks' gradients
             if cfg.grad_clip > 0:
                 clip_gradients(model, cfg.grad_clip)
-            if len(opt.param_groups) > 1:
+            if len(opt.param_groups) > 1 and opt.param_groups[1].get("role", "transferred") == "transferred":
                 opt.param_groups[1]["lr"] = transfer_lr(cfg, steps)
             opt.step()
             steps += 1
