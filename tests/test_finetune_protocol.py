@@ -191,16 +191,18 @@ def test_decoder_lr_multiplier_freezes_or_trains_the_integrated_decoder(data: Fe
     model = init_ctr(data, _small(transfer="integrate"), pre, seed=0)
     layers = model.decoder_parameters
     assert layers and all(n.startswith("decoder.") for n in layers) and any(".blocks.0." in n for n in layers)
-    assert not set(layers) & set(model.transferred_tables)  # the decoder's tables keep their own group
+    # the decoder's own table copies go with the decoder; the backbone's follow transfer_lr_mult
+    assert "decoder.item_embedding.weight" in layers
+    backbone_table = "backbone.inputs.embedding.tables.item.weight"
+    assert backbone_table in model.transferred_tables and backbone_table not in layers
     before = {n: model.get_parameter(n).detach().clone() for n in layers}
-    table = "decoder.item_embedding.weight"
-    assert table in model.transferred_tables
-    table_before = model.get_parameter(table).detach().clone()
+    table_before = model.get_parameter(backbone_table).detach().clone()
     train_ctr(data, model, TrainConfig(max_steps=6, batch_size=64, lr=1e-2, decoder_lr_mult=mult, progress=False),
               tmp_path)
     moved = [n for n in layers if not torch.equal(model.get_parameter(n), before[n])]
-    # trained: every layer the integration feature goes through (not ``head``: pretraining's alone)
-    assert (moved == []) if mult == 0 else {n for n in layers if ".blocks.0." in n} <= set(moved)
-    assert not torch.equal(model.get_parameter(table), table_before)  # tables follow transfer_lr_mult (1)
+    # trained: every part the integration feature goes through (not ``head``: pretraining's alone)
+    used = {n for n in layers if ".blocks.0." in n} | {"decoder.item_embedding.weight"}
+    assert (moved == []) if mult == 0 else used <= set(moved)
+    assert not torch.equal(model.get_parameter(backbone_table), table_before)  # transfer_lr_mult 1: it trains
     with pytest.raises(ConfigError, match="train.decoder_lr_mult"):
         TrainConfig(decoder_lr_mult=-1.0)

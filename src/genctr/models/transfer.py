@@ -61,12 +61,12 @@ class CTRModel(nn.Module):
 
     @property
     def decoder_parameters(self) -> tuple[str, ...]:
-        """Names of the pretrained decoder's parameters other than its transferred tables (the
-        fine-tuning loop's decoder group, ``TrainConfig.decoder_lr_mult``); () without a decoder."""
+        """Names of the pretrained decoder's parameters, its own copies of the item and category
+        tables included (the fine-tuning loop's decoder group, ``TrainConfig.decoder_lr_mult``, which
+        takes them from the transfer group); () without a decoder."""
         if self.decoder is None:
             return ()
-        return tuple(n for n, _ in self.named_parameters() if n.startswith("decoder.") and n not in
-                     self.transferred_tables)
+        return tuple(n for n, _ in self.named_parameters() if n.startswith("decoder."))
 
     def integration_feature(self, batch: Batch) -> Tensor | None:
         """What the backbone receives beside its own inputs: [B, d_model], or None without a decoder."""

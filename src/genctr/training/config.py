@@ -55,9 +55,9 @@ class TrainConfig:
     # -- transferred embedding tables (share / integrate / DGenCTR transfer; no effect without one)
     transfer_lr_mult: float = 1.0  # >= 0: their learning rate is lr * this (0 = frozen for the whole run)
     transfer_freeze_steps: int = 0  # >= 0: they get no update in the first N optimizer steps
-    # >= 0: model integration's pretrained decoder layers (everything of it but its tables, which follow
-    # transfer_lr_mult) train at lr * this; 0 = frozen. With few labels a decoder trained end to end
-    # learns the labelled users by heart within an epoch or two (RESULTS.md, "label fraction")
+    # >= 0: model integration's pretrained decoder (all of it, its own copies of the item and category
+    # tables too; transfer_lr_mult then acts on the backbone's tables) trains at lr * this; 0 = frozen.
+    # With few labels a decoder trained end to end overfits within an epoch or two (RESULTS.md)
     decoder_lr_mult: float = 1.0
     # -- labelled data: fine-tuning (and DGenCTR pretraining's label field) uses the labels of this
     # share of the training impressions, in (0, 1]; pretraining still sees all training-period

@@ -10,8 +10,8 @@ With ``patience`` the run stops early once the monitored held-out value has not 
 for that many epochs, and ends with the best epoch's weights (read back from its
 checkpoint). Embedding tables transferred from pretraining form their own parameter group,
 with the learning rate ``lr * transfer_lr_mult`` and none in the first
-``transfer_freeze_steps`` steps; model integration's decoder layers form another, at
-``lr * decoder_lr_mult``.
+``transfer_freeze_steps`` steps; model integration's decoder (its own copies of the tables
+included) forms another, at ``lr * decoder_lr_mult``.
 
 Under ``torchrun`` (an initialised process group, see ``distributed.py``) the same loop runs on
 every rank: each takes its share of every global batch of the shared permutation, the objective
@@ -58,14 +58,15 @@ MakeBatch = Callable[[Tensor], dict[str, Tensor]]
 
 def param_groups(model: nn.Module, cfg: TrainConfig, transferred: Collection[str] = (),
                  decoder: Collection[str] = ()) -> list[dict[str, Any]]:
-    """Group 0: every other parameter, at ``lr``; group 1 (when ``transferred`` names any): the
-    transferred tables, at :func:`transfer_lr` of step 0; then (when ``decoder`` names any that are
-    not transferred tables) the pretrained decoder's layers, at ``lr * decoder_lr_mult``."""
+    """Group 0: every other parameter, at ``lr``; group 1 (when ``transferred`` names any outside
+    ``decoder``): the transferred tables, at :func:`transfer_lr` of step 0; then (when ``decoder``
+    names any) the pretrained decoder, its own tables included, at ``lr * decoder_lr_mult``."""
     named = dict(model.named_parameters())
     unknown = sorted((set(transferred) | set(decoder)) - set(named))
     if unknown:
         raise ConfigError(f"transferred parameters {unknown[:3]} are not parameters of the model being trained")
-    tables, layers = set(transferred), set(decoder) - set(transferred)
+    layers = set(decoder)
+    tables = set(transferred) - layers
     groups: list[dict[str, Any]] = [
         {"params": [p for n, p in named.items() if n not in tables | layers], "lr": cfg.lr}]
     if tables:
