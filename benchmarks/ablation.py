@@ -239,8 +239,10 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
 
 def log_command(path: Path, args: argparse.Namespace) -> list[str]:
     """Remember every command that wrote to this tag (the header lists them all)."""
+    import shlex
+
     seen = path.read_text().splitlines() if path.exists() else []
-    cmd = " ".join(sys.argv[1:])
+    cmd = shlex.join(sys.argv[1:])  # quoted: --summarize-only parses the first one back
     if not args.summarize_only and cmd not in seen:
         seen.append(cmd)
         path.write_text("\n".join(seen) + "\n")
@@ -338,7 +340,15 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{args.tag}.jsonl"
     ceiling_path = RESULTS / f"{args.tag}.ceiling.json"
-    text = header(args)
+    commands = RESULTS / f"{args.tag}.commands"
+    if args.summarize_only and commands.exists():  # describe the settings the table was run with
+        import shlex
+
+        ran = p.parse_args(shlex.split(commands.read_text().splitlines()[0]))
+        ran.summarize_only = True
+        text = header(ran)
+    else:
+        text = header(args)
     if not args.summarize_only:
         args.work.mkdir(parents=True, exist_ok=True)
         build, events = build_once(args)

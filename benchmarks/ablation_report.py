@@ -117,7 +117,8 @@ def targets(df: pd.DataFrame, cmp: pd.DataFrame) -> list[str]:
                 d = _paired(df, f, ("dgenctr", "dgenctr_full"), (best.backbone, "none"), "auc")
                 line(d.hi >= 0 if not math.isnan(d.hi) else None,
                      f"f = {f:g}: DGenCTR full {full.auc:.4f} vs the best plain backbone ({best.backbone}) "
-                     f"{best.auc:.4f}: Δ {d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}] (target: not below)")
+                     f"{best.auc:.4f}: Δ {d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}] (target: at least match; met = "
+                     "the 95 % interval reaches 0, i.e. not shown to be below)")
             for other in ("dgenctr_embedding_only", "dgenctr_scorer_only"):
                 o = _get(cmp, f, "dgenctr", other)
                 if o is not None:

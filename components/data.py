@@ -8,6 +8,7 @@ from components.images import component
 @component
 def ingest_events(
     events: Output[Dataset],
+    behaviours: Output[Dataset],
     source: str = "movielens",
     path: str = "",
     category: str = "combo",
@@ -15,11 +16,15 @@ def ingest_events(
     synthetic_users: int = 2_000,
     synthetic_items: int = 5_000,
     seed: int = 0,
+    behaviour_log: bool = False,
+    behaviour_path: str = "",
 ):
     """Read a source (movielens | taobao | synthetic | events) into canonical events Parquet.
 
     Args:
         events: Output canonical events (one Parquet file).
+        behaviours: Output behaviour log (one Parquet file, genctr.data.behaviours); always written,
+            without rows unless ``behaviour_log`` (the build then uses the clicks alone).
         source: Source adapter; ``events`` = a file already in the canonical schema.
         path: Source file/directory ('' = the bundled MovieLens data).
         category: MovieLens category mapping: ``combo`` or ``first`` genre.
@@ -27,6 +32,9 @@ def ingest_events(
         synthetic_users: Synthetic world: users.
         synthetic_items: Synthetic world: items.
         seed: Random seed of the synthetic world / sampling.
+        behaviour_log: Also ingest the source's behaviour log (movielens: every rating; taobao: the
+            cart/fav/buy rows; events: ``behaviour_path``); synthetic has none (an error).
+        behaviour_path: Source ``events``: the behaviour log file ('' = <stem>.behaviours.parquet beside ``path``).
     """
     from genctr import workflow
     from genctr.config import DataConfig
@@ -34,9 +42,11 @@ def ingest_events(
 
     setup_logging()
     cfg = DataConfig(source=source, path=path, category=category, synthetic_events=synthetic_events,
-                     synthetic_users=synthetic_users, synthetic_items=synthetic_items, seed=seed)
-    result = workflow.export_events(cfg, events.path)
+                     synthetic_users=synthetic_users, synthetic_items=synthetic_items, seed=seed,
+                     behaviour_log=behaviour_log, behaviour_path=behaviour_path)
+    result = workflow.export_events(cfg, events.path, behaviours_out=behaviours.path)
     events.metadata.update(result.summary)
+    behaviours.metadata.update({"behaviour_log": behaviour_log})
 
 
 @component
@@ -69,6 +79,7 @@ def validate_events(events: Input[Dataset], report_html: Output[HTML], report_md
 def build_features(
     events: Input[Dataset],
     build: Output[Dataset],
+    behaviours: Input[Dataset] = None,
     max_seq_len: int = 200,
     spark_master: str = "local[*]",
     spark_submit: str = "local",
@@ -81,6 +92,8 @@ def build_features(
     Args:
         events: Canonical events Parquet.
         build: Output build directory (genctr.features.layout); its metadata holds the stats.
+        behaviours: Optional behaviour log (the ingest step's); its rows join the clicked impressions as
+            behaviours. None or a log without rows: the clicks alone.
         max_seq_len: L, the number of most recent behaviours a model sees.
         spark_master: Spark master URL: ``local[*]`` (Spark inside the pod), ``spark://host:port``
             (a standalone cluster this pod drives) or ``sc://host:port`` (Spark Connect).
@@ -102,7 +115,8 @@ def build_features(
     stats = run_build_step(events.path, events.uri, build.path, FeatureConfig(max_seq_len=max_seq_len,
                                                                               spark_master=spark_master),
                            spark_submit=spark_submit, shared_uri=spark_build_uri, namespace=spark_namespace,
-                           image=spark_image)
+                           image=spark_image, behaviours_path=behaviours.path if behaviours else "",
+                           behaviours_uri=behaviours.uri if behaviours else "")
     build.metadata.update(json.loads(json.dumps(stats, default=str)))
 
 

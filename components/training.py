@@ -21,8 +21,10 @@ def pretrain(
     negatives: str = "cs",
     max_seq_len: int = 200,
     epochs: int = 1,
+    max_steps: int = 600,
+    patience: int = 10,
     lr: float = 1e-3,
-    batch_size: int = 1024,
+    batch_size: int = 0,
     seed: int = 0,
     device: str = "auto",
     train_workers: int = 1,
@@ -42,7 +44,13 @@ def pretrain(
         negatives: GenCTR sampled softmax negatives: ``cs`` (same category) or ``rs`` (random);
             unused by DGenCTR.
         max_seq_len: L, as in the feature build.
-        epochs, lr, batch_size, seed, device: Training settings (genctr TrainConfig).
+        epochs: Passes over the pretraining windows (used when ``max_steps`` is 0).
+        max_steps: Optimizer steps of the budget (> 0 replaces ``epochs``).
+        patience: Stop once this many epochs bring no better held-out loss, keeping the best
+            epoch's weights (0 = train the whole budget).
+        batch_size: Windows (GenCTR) or samples (DGenCTR) per step; 0 = the method's default
+            (``genctr.training.config.PRETRAIN_BATCH``).
+        lr, seed, device: Training settings (genctr TrainConfig).
         train_workers: 1 = train in this pod; N > 1 = a training job with N nodes.
         train_gpus_per_worker: GPUs of each job node (0 = CPU nodes); unused with one worker.
         trainer_api: ``trainjob`` (Kubeflow Trainer v2) | ``pytorchjob`` (Training Operator v1).
@@ -64,7 +72,10 @@ def pretrain(
         with open(os.path.join(pretrained.path, "pretrain.json"), "w") as f:
             json.dump({"method": "none"}, f)
     else:
-        train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
+        from genctr.training.config import pretrain_batch_size
+
+        train = {"epochs": epochs, "max_steps": max_steps, "patience": patience, "lr": lr, "seed": seed,
+                 "batch_size": pretrain_batch_size(method, batch_size), "device": device}
         model = {"max_seq_len": max_seq_len, **({"negatives": negatives} if method == "genctr" else {})}
         result = train_step("pretrain", build.path, pretrained.path, method=method, model=model, train=train,
                             workers=train_workers, gpus_per_worker=train_gpus_per_worker, trainer_api=trainer_api,
@@ -88,7 +99,9 @@ def finetune(
     backbone: str = "dnn",
     transfer: str = "share",
     max_seq_len: int = 200,
-    epochs: int = 1,
+    epochs: int = 10,
+    patience: int = 2,
+    label_fraction: float = 1.0,
     lr: float = 1e-3,
     batch_size: int = 1024,
     seed: int = 0,
@@ -111,7 +124,12 @@ def finetune(
         transfer: GenCTR or none: ``none`` | ``share`` | ``integrate``; DGenCTR: ``full`` |
             ``embedding_only`` | ``scorer_only``. Without pretraining it must be ``none``.
         max_seq_len: L, as in the feature build.
-        epochs, lr, batch_size, seed, device: Training settings (genctr TrainConfig).
+        epochs: The budget in passes over the labelled impressions.
+        patience: Stop once this many epochs bring no better valid LogLoss, keeping the best
+            epoch's weights (0 = train every epoch and keep the last).
+        label_fraction: Share of the training impressions whose labels fine-tuning uses, in (0, 1]
+            (seeded; pretraining still sees all training behaviour).
+        lr, batch_size, seed, device: Training settings (genctr TrainConfig).
         train_workers, train_gpus_per_worker, trainer_api, storage_root, job_placement: As for
             ``pretrain``: one worker trains in this pod, more run a training job.
     """
@@ -121,7 +139,8 @@ def finetune(
     from genctr.orchestration.training_step import train_step
 
     setup_logging()
-    train = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
+    train = {"epochs": epochs, "patience": patience, "label_fraction": label_fraction, "lr": lr,
+             "batch_size": batch_size, "seed": seed, "device": device}
     # DGenCTR fine-tunes its own pretrained network: only its transfer mode applies
     spec = {"transfer": transfer} if pretrain_method == "dgenctr" else {
         "backbone": backbone, "transfer": transfer, "max_seq_len": max_seq_len}

@@ -103,6 +103,7 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         synthetic_events: int = 200_000,
         synthetic_users: int = 2_000,
         synthetic_items: int = 5_000,
+        behaviour_log: bool = False,
         max_seq_len: int = 200,
         spark_master: str = "local[*]",
         spark_submit: str = "local",
@@ -111,10 +112,15 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         pretrain_method: str = "genctr",
         negatives: str = "cs",
         pretrain_epochs: int = 1,
+        pretrain_max_steps: int = 600,
+        pretrain_patience: int = 10,
+        pretrain_batch_size: int = 0,
         pretrain_lr: float = 1e-3,
         backbone: str = "dnn",
         transfer: str = "share",
-        finetune_epochs: int = 1,
+        finetune_epochs: int = 10,
+        finetune_patience: int = 2,
+        label_fraction: float = 1.0,
         finetune_lr: float = 1e-3,
         batch_size: int = 1024,
         seed: int = 0,
@@ -145,6 +151,8 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             synthetic_events: Synthetic source: number of impressions.
             synthetic_users: Synthetic source: number of users.
             synthetic_items: Synthetic source: number of items.
+            behaviour_log: Also ingest the source's behaviour log (movielens: every rating; taobao:
+                cart/fav/buy; events: <stem>.behaviours.parquet beside data_path) as behaviours.
             max_seq_len: L, behaviours per sequence.
             spark_master: Spark master URL for the feature build.
             spark_submit: Where the feature build runs: local (Spark as spark_master says, driven
@@ -154,14 +162,25 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             redis_url: Redis connection string (online_store=redis).
             pretrain_method: genctr | dgenctr | none.
             negatives: GenCTR sampled-softmax negatives: cs (same category) | rs (random).
-            pretrain_epochs: Pretraining epochs.
+            pretrain_epochs: Pretraining passes (used only when pretrain_max_steps is 0).
+            pretrain_max_steps: Pretraining budget in optimizer steps (0 = pretrain_epochs passes).
+            pretrain_patience: Stop pretraining once this many passes bring no better held-out loss,
+                keeping the best pass's weights (0 = the whole budget). Generous on purpose: on
+                small data a pass is a few dozen steps, and the loss can plateau for several
+                passes before it falls.
+            pretrain_batch_size: Pretraining batch (0 = the method's: 64 windows for genctr,
+                512 samples for dgenctr).
             pretrain_lr: Pretraining learning rate.
             backbone: dnn | dcnv2 | dcnv2_ta (genctr or none; dgenctr fine-tunes its own network).
             transfer: Use of the pretrained model. genctr: share | integrate;
                 dgenctr: full | embedding_only | scorer_only; pretrain_method none: none.
-            finetune_epochs: Fine-tuning epochs.
+            finetune_epochs: Fine-tuning budget in passes over the labelled impressions.
+            finetune_patience: Stop fine-tuning once this many passes bring no better valid
+                LogLoss, keeping the best pass's weights (0 = train every pass, keep the last).
+            label_fraction: Share of the training impressions whose labels fine-tuning uses,
+                in (0, 1] (seeded by seed; pretraining still sees all training behaviour).
             finetune_lr: Fine-tuning learning rate.
-            batch_size: Training batch size (both stages).
+            batch_size: Fine-tuning batch size.
             seed: Random seed (synthetic data and training).
             device: auto | cpu | cuda.
             train_workers: Training nodes: 1 = train in the step's pod; N > 1 = each training step
@@ -194,14 +213,16 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         where = storage.outputs
         ingest = with_storage(on_cpu(ingest_events(source=data_source, path=data_path, category=movielens_category,
                                       synthetic_events=synthetic_events, synthetic_users=synthetic_users,
-                                      synthetic_items=synthetic_items, seed=seed), "Ingest events")).after(storage)
+                                      synthetic_items=synthetic_items, seed=seed, behaviour_log=behaviour_log),
+                                      "Ingest events")).after(storage)
         events = ingest.outputs["events"]
         checked_events = on_cpu(validate_events(events=events), "Validate events (GX)")
         # with the storage Secret: off the pod (a cluster, Connect, the operator) Spark stages the
         # build under the storage root, named by the events (not by the run: the step's inputs
         # stay the same from run to run, so KFP's cache still finds it)
         features = with_storage(on_cpu(build_features(
-            events=events, max_seq_len=max_seq_len, spark_master=spark_master, spark_submit=spark_submit),
+            events=events, behaviours=ingest.outputs["behaviours"], max_seq_len=max_seq_len,
+            spark_master=spark_master, spark_submit=spark_submit),
             "Build features (Spark)")).after(checked_events)
         features.set_cpu_request(platform.spark_cpu).set_memory_request(platform.spark_memory)
         build = features.outputs["build"]
@@ -213,13 +234,17 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         cluster = {"train_workers": train_workers, "train_gpus_per_worker": train_gpus_per_worker,
                    "trainer_api": trainer_api, "storage_root": where["root"], "job_placement": job_placement(platform)}
         pretrained = with_storage(on_gpu(pretrain(build=build, method=pretrain_method, negatives=negatives,
-                                                  max_seq_len=max_seq_len, epochs=pretrain_epochs, lr=pretrain_lr,
-                                                  batch_size=batch_size, seed=seed, device=device, **cluster),
+                                                  max_seq_len=max_seq_len, epochs=pretrain_epochs,
+                                                  max_steps=pretrain_max_steps, patience=pretrain_patience,
+                                                  lr=pretrain_lr, batch_size=pretrain_batch_size, seed=seed,
+                                                  device=device, **cluster),
                                          "Pretrain")).after(checked_samples)
         tuned = with_storage(on_gpu(finetune(build=build, pretrained=pretrained.outputs["pretrained"],
                                              pretrain_method=pretrain_method, backbone=backbone, transfer=transfer,
-                                             max_seq_len=max_seq_len, epochs=finetune_epochs, lr=finetune_lr,
-                                             batch_size=batch_size, seed=seed, device=device, **cluster),
+                                             max_seq_len=max_seq_len, epochs=finetune_epochs,
+                                             patience=finetune_patience, label_fraction=label_fraction,
+                                             lr=finetune_lr, batch_size=batch_size, seed=seed, device=device,
+                                             **cluster),
                                     "Fine-tune"))
         gate = reads_registry(on_cpu(evaluate_and_gate(
             build=build, candidate=tuned.outputs["model"], registry_root=where["registry"], model_name=model_name,

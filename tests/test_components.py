@@ -23,10 +23,12 @@ def artifact(cls: type, tmp_path: Path, name: str) -> object:
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic canonical events via the ingest component (2,000 impressions)."""
-    out = artifact(Dataset, tmp_path_factory.mktemp("ingest"), "events")
-    components.ingest_events.python_func(events=out, source="synthetic", synthetic_events=2_000,
+    root = tmp_path_factory.mktemp("ingest")
+    out, log = artifact(Dataset, root, "events"), artifact(Dataset, root, "behaviours")
+    components.ingest_events.python_func(events=out, behaviours=log, source="synthetic", synthetic_events=2_000,
                                          synthetic_users=100, synthetic_items=200, seed=3)
     assert out.metadata == {"source": "synthetic"}
+    assert log.metadata == {"behaviour_log": False}
     return Path(out.path)
 
 
@@ -34,9 +36,11 @@ def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def build_dir(events_file: Path, tmp_path_factory: pytest.TempPathFactory, spark: object) -> Path:
     """A feature build from the build component (shares the test session's Spark)."""
     build = artifact(Dataset, tmp_path_factory.mktemp("build"), "build")
-    components.build_features.python_func(events=Dataset(uri=str(events_file)), build=build, max_seq_len=10,
-                                          spark_master="local[2]")
+    log = Dataset(uri=str(events_file.parent / "behaviours"))  # the ingest's log: no rows for a synthetic source
+    components.build_features.python_func(events=Dataset(uri=str(events_file)), behaviours=log, build=build,
+                                          max_seq_len=10, spark_master="local[2]")
     assert build.metadata, "the build's stats go into the artifact metadata"
+    assert "behaviour_log" not in build.metadata  # a log without rows builds what no log builds
     return Path(build.path)
 
 
@@ -44,6 +48,29 @@ def test_ingest_writes_canonical_events(events_file: Path) -> None:
     df = pd.read_parquet(events_file)
     assert len(df) == 2_000
     assert {"request_id", "user_id", "item_id", "category_id", "event_time", "clicked"} <= set(df.columns)
+    import pyarrow.parquet as pq
+
+    from genctr.data.behaviours import arrow_schema
+
+    log = pq.read_table(events_file.parent / "behaviours")  # a KFP output must exist: an empty, typed log
+    assert log.num_rows == 0 and log.schema.equals(arrow_schema())
+
+
+def test_ingest_writes_the_behaviour_log_when_asked(tmp_path: Path) -> None:
+    from genctr.data.sources.movielens import movielens_source
+
+    events, log = artifact(Dataset, tmp_path, "events"), artifact(Dataset, tmp_path, "behaviours")
+    components.ingest_events.python_func(events=events, behaviours=log, behaviour_log=True)
+    ratings = pd.read_parquet(events.path)
+    assert len(pd.read_parquet(log.path)) == len(ratings) == len(movielens_source()[0])  # every rating
+    assert log.metadata == {"behaviour_log": True}
+    from genctr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.behaviour_log"):
+        components.ingest_events.python_func(events=artifact(Dataset, tmp_path, "e2"),
+                                             behaviours=artifact(Dataset, tmp_path, "b2"), source="synthetic",
+                                             behaviour_log=True)
+    assert not (tmp_path / "e2").exists() and not (tmp_path / "b2").exists()
 
 
 def test_ingest_rejects_a_bad_label(tmp_path: Path) -> None:
@@ -51,9 +78,10 @@ def test_ingest_rejects_a_bad_label(tmp_path: Path) -> None:
     pd.DataFrame({"request_id": [1, 2], "user_id": [1, 1], "item_id": [5, 6], "category_id": [1, 1],
                   "event_time": [1_700_000_000, 1_700_000_100], "clicked": [0, 2]}).to_csv(bad, index=False)
     with pytest.raises(DataValidationError, match="clicked"):
-        components.ingest_events.python_func(events=artifact(Dataset, tmp_path, "events"), source="events",
+        components.ingest_events.python_func(events=artifact(Dataset, tmp_path, "events"),
+                                             behaviours=artifact(Dataset, tmp_path, "behaviours"), source="events",
                                              path=str(bad))
-    assert not (tmp_path / "events").exists()
+    assert not (tmp_path / "events").exists() and not (tmp_path / "behaviours").exists()
 
 
 @pytest.mark.slow

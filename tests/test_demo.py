@@ -17,7 +17,7 @@ from genctr.demo import DemoConfig, run_demo
 pytestmark = pytest.mark.slow
 
 SMALL = DemoConfig(world_users=400, world_items=800, champion_events=16_000, candidate_events=40_000, seq_len=20,
-                   requests=8_000, skip_movielens=True)
+                   requests=8_000, skip_movielens=True, pretrain_max_steps=30)
 
 
 def chromium() -> str:

@@ -28,6 +28,8 @@ FULL = ("export_events", "validate_events", "build_features", "validate_samples"
 TINY = {"data_source": "synthetic", "synthetic_events": 20_000, "synthetic_users": 400, "synthetic_items": 800,
         "max_seq_len": 20, "pretrain_method": "genctr", "backbone": "dnn", "transfer": "share",
         "pretrain_epochs": 1, "finetune_epochs": 1, "batch_size": 512, "seed": 0, "device": "cpu",
+        # a step budget (which replaces pretrain_epochs) and half the labels: the run form reaches the loops
+        "pretrain_max_steps": 12, "pretrain_batch_size": 128, "pretrain_patience": 0, "label_fraction": 0.5,
         "floor_auc": 0.5, "model_name": "e2e", "promote_without_canary": True, "deploy_target": "none"}
 
 
@@ -69,6 +71,9 @@ def test_end_to_end_registers_a_model_with_metrics_and_a_decision(first_run: tup
     assert reg.get("e2e", 1).metadata["gate"]["passed"] is True
 
     assert {"auc", "logloss", "gauc"} <= set(metadata(run, "finetune", "metrics"))
+    pretrained = metadata(run, "pretrain", "metrics")
+    assert pretrained["pretrain_steps"] == 12  # the budget, in steps, whatever pretrain_epochs says
+    assert "pretrain_heldout_loss" in pretrained
     gate_metrics = metadata(run, "evaluate-and-gate", "metrics")
     assert gate_metrics["candidate_auc"] >= 0.5 and gate_metrics["passed"] == 1.0
     assert metadata(run, "evaluate-and-gate", "candidate_roc")["confidenceMetrics"]

@@ -22,6 +22,7 @@ from genctr.errors import ConfigError, describe
 T = TypeVar("T")
 
 SOURCES = ("movielens", "taobao", "synthetic", "events")
+LOG_SOURCES = ("movielens", "taobao", "events")  # sources with a behaviour log (data.behaviour_log)
 # ----------------------------------------------------------------------------- field types
 def _bad(where: str, what: str, value: Any) -> ConfigError:
     return ConfigError(f"{where} must be {what}, got {describe(value)} ({type(value).__name__})")
@@ -118,11 +119,22 @@ class DataConfig:
     synthetic_users: int = 2_000
     synthetic_items: int = 5_000
     seed: int = 0
+    # also export the source's behaviour log (genctr.data.behaviours): movielens every rating,
+    # taobao the cart/fav/buy rows, events the file behaviour_path names; synthetic has none
+    behaviour_log: bool = False
+    behaviour_path: str = ""  # source 'events': the log file ('' = <events stem>.behaviours.parquet beside path)
 
     def __post_init__(self) -> None:
         coerce_fields(self, "data")
         if self.source not in SOURCES:
             raise ConfigError(f"data.source must be one of {SOURCES}, got {describe(self.source)}")
+        if self.behaviour_log and self.source not in LOG_SOURCES:
+            raise ConfigError(f"data.behaviour_log: source {self.source!r} has no behaviour log; sources with "
+                              f"one: {LOG_SOURCES} (set data.behaviour_log false)")
+        if self.behaviour_path and self.source != "events":
+            raise ConfigError(f"data.behaviour_path applies to source 'events' only, not {self.source!r}")
+        if self.behaviour_path and not self.behaviour_log:
+            raise ConfigError("data.behaviour_path is set but data.behaviour_log is false: set it true to read the log")
         if self.category not in ("combo", "first"):
             raise ConfigError(f"data.category must be 'combo' or 'first', got {describe(self.category)}")
         for name in ("synthetic_events", "synthetic_users", "synthetic_items"):

@@ -58,6 +58,9 @@ class DemoConfig:
     champion_events: int = 30_000  # the champion's training data: the world's first rounds
     candidate_events: int = 100_000  # the candidate's: the full stream so far
     seq_len: int = 30
+    # GenCTR pretraining's step budget in both GenCTR runs (the pipeline's default; early stopping on
+    # the held-out next-item loss may end it sooner), at the pipeline's default batch of 64 windows
+    pretrain_max_steps: int = 600
     canary_percent: int = 50
     requests: int = 40_000  # simulated ad requests during the canary
     # "user": user-sticky, through the user-hash router in front of the arms (the analysis unit is
@@ -151,7 +154,7 @@ def run_demo(cfg: DemoConfig | None = None, progress: Callable[[str], None] | No
         t0 = time.perf_counter()
         run = _pipeline({**common, "data_source": "movielens", "max_seq_len": cfg.movielens_seq_len,
                          "pretrain_method": "genctr", "backbone": "dcnv2_ta", "transfer": "share",
-                         "pretrain_epochs": 1, "finetune_epochs": 2, "finetune_lr": 2e-3,
+                         "pretrain_max_steps": cfg.pretrain_max_steps, "finetune_epochs": 2, "finetune_lr": 2e-3,
                          "model_name": MOVIELENS_MODEL, "promote_without_canary": True, "deploy_target": "none"},
                         root, stage, "movielens pipeline (offline quality, GenCTR into DCN-V2 + TA)")
         result.seconds["movielens pipeline"] = time.perf_counter() - t0
@@ -175,7 +178,7 @@ def run_demo(cfg: DemoConfig | None = None, progress: Callable[[str], None] | No
 
     t0 = time.perf_counter()
     run = _pipeline({**common, **world, "synthetic_events": cfg.candidate_events, "pretrain_method": "genctr",
-                     "backbone": "dcnv2_ta", "transfer": "share", "pretrain_epochs": 1,
+                     "backbone": "dcnv2_ta", "transfer": "share", "pretrain_max_steps": cfg.pretrain_max_steps,
                      "finetune_epochs": 2}, root,
                     stage, f"candidate pipeline ({cfg.candidate_events:,} events, GenCTR pretraining, gate, canary)")
     result.seconds["candidate pipeline"] = time.perf_counter() - t0

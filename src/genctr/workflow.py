@@ -30,11 +30,12 @@ class StepResult:
     summary: dict[str, Any]
 
 
-def export_events(data: DataConfig, out: str | Path) -> StepResult:
-    """Source adapter -> canonical events Parquet at ``out``."""
+def export_events(data: DataConfig, out: str | Path, behaviours_out: str | Path | None = None) -> StepResult:
+    """Source adapter -> canonical events Parquet at ``out``; with ``behaviours_out`` a behaviour log
+    there too (empty unless ``data.behaviour_log``: ``genctr.data.export``)."""
     from genctr.data.export import export_events as _export
 
-    dest = _export(data, out)
+    dest = _export(data, out, behaviours_out=behaviours_out)
     return StepResult(str(dest), {"source": data.source})
 
 
@@ -46,11 +47,13 @@ def validate_events(events: str | Path, report_dir: str | Path) -> StepResult:
     return StepResult(str(report), {"passed": True})
 
 
-def build_features(events: str | Path, out: str | Path, cfg: FeatureConfig) -> StepResult:
-    """Spark feature build -> a build directory (see genctr.features.layout)."""
+def build_features(events: str | Path, out: str | Path, cfg: FeatureConfig,
+                   behaviours: str | Path | None = None) -> StepResult:
+    """Spark feature build -> a build directory (see genctr.features.layout); ``behaviours`` an
+    optional behaviour log whose rows join the clicked impressions as behaviours."""
     from genctr.features.spark_build import build_features as _build
 
-    stats = _build(events, out, cfg)
+    stats = _build(events, out, cfg, behaviours=behaviours)
     return StepResult(str(out), stats)
 
 

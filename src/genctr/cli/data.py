@@ -32,19 +32,29 @@ def data_export(
     time_unit: str = typer.Option("s", help="Unit of numeric event_time in a canonical events file: "
                                            "s | ms | us | ns (converted to seconds)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out (atomically)."),
+    behaviour_log: bool = typer.Option(False, "--behaviour-log", help=(
+        "Also write the source's behaviour log (user_id, item_id, category_id, event_time, event_type) "
+        "beside --out as <stem>.behaviours.parquet: movielens every rating, taobao the cart/fav/buy rows, "
+        "events the file --behaviour-path names; synthetic has none.")),
+    behaviour_path: str = typer.Option("", help="Source 'events' with --behaviour-log: the canonical behaviour "
+                                               "log, Parquet or CSV ('' = <stem>.behaviours.parquet beside --path)."),
 ) -> None:
     """Write a source's events in the canonical schema (validated) as Parquet."""
     from genctr.config import DataConfig
+    from genctr.data.behaviours import behaviours_path
     from genctr.data.export import export_events
 
     try:
         cfg = DataConfig(source=source, path=path, category=category, synthetic_events=events,
-                         synthetic_users=users, synthetic_items=items, seed=seed)
+                         synthetic_users=users, synthetic_items=items, seed=seed, behaviour_log=behaviour_log,
+                         behaviour_path=behaviour_path)
         dest = export_events(cfg, out or _home_default("events", source), time_unit=time_unit,
                              overwrite=overwrite)
     except GenCTRError as exc:
         fail(exc)
     typer.echo(str(dest))
+    if behaviour_log:
+        typer.echo(behaviours_path(dest))
 
 
 @features_app.command("build")
@@ -56,6 +66,10 @@ def features_build(
     master: str = typer.Option("local[*]", help="Spark master URL: local[*], spark://host:port, sc://host:port."),
     time_unit: str = typer.Option("s", help="Unit of numeric event_time in the events: s | ms | us | ns "
                                            "(converted to seconds)."),
+    behaviours: str | None = typer.Option(None, metavar="PATH", help=(
+        "Behaviour log (Parquet: user_id, item_id, category_id, event_time, event_type; a path or s3://... URI, "
+        "times in --time-unit), e.g. the <stem>.behaviours.parquet `genctr data export --behaviour-log` wrote: "
+        "its rows join the clicked impressions as behaviours.")),
 ) -> None:
     """Events -> samples, per-user histories, vocabularies and splits (Spark)."""
     from genctr.config import FeatureConfig
@@ -64,12 +78,15 @@ def features_build(
     try:
         cfg = FeatureConfig(max_seq_len=max_seq_len, spark_master=master, time_unit=time_unit)
         dest = out or str(_home_default("features", PurePosixPath(events.rstrip("/")).stem))
-        stats = build_features(events, dest, cfg)
+        stats = build_features(events, dest, cfg, behaviours=behaviours)
     except GenCTRError as exc:
         fail(exc)
     rows = {split: part["rows"] for split, part in stats["splits"].items()}
-    typer.echo(json.dumps({"build": str(dest), "rows": stats["n_events"], "rows_per_split": rows,
-                           "users": stats["n_users"], "items": stats["n_items"]}))
+    summary = {"build": str(dest), "rows": stats["n_events"], "rows_per_split": rows,
+               "users": stats["n_users"], "items": stats["n_items"]}
+    if "behaviour_log" in stats:
+        summary["behaviour_log"] = stats["behaviour_log"]
+    typer.echo(json.dumps(summary))
 
 
 @features_app.command("validate")

@@ -1,7 +1,8 @@
 """Canonical impression-log schema and validation of user-supplied events.
 
 Every source adapter produces a pandas DataFrame with these columns (one row per
-impression). Behaviours, which the sequences are made of, are the clicked impressions.
+impression). Behaviours, which the sequences are made of, are the clicked impressions, plus
+the rows of an optional behaviour log (``genctr.data.behaviours``).
 
     request_id   int64   unique impression id
     user_id      int64   raw user id

@@ -13,6 +13,9 @@
     it is on an object store, else the pod copies the events to ``<shared>/events`` first.
 (2) Likewise the build: Spark writes it to the shared place, and the pod then copies it into the
     build artifact, so the steps after this one read it as they read a local build.
+
+A behaviour log (the ingest step's ``behaviours`` artifact) travels as the events do, to
+``<shared>/behaviours`` where it must be copied; one without rows is no log at all.
 """
 from __future__ import annotations
 
@@ -33,9 +36,15 @@ OBJECT_STORES = {"s3": "s3", "s3a": "s3", "minio": "s3", "gs": "gs", "gcs": "gs"
 
 def run_build_step(events_path: str, events_uri: str, build_path: str, cfg: FeatureConfig, *,
                    spark_submit: str = "local", shared_uri: str = "", namespace: str = "genctr", image: str = "",
-                   api: Any = None, core: Any = None, timeout_s: float | None = None) -> dict[str, Any]:
+                   api: Any = None, core: Any = None, timeout_s: float | None = None,
+                   behaviours_path: str = "", behaviours_uri: str = "") -> dict[str, Any]:
     """Build features for a pipeline step (see the module docstring); returns the build's stats plus
-    ``spark``: how it ran (``submit``, ``master``, ``uri`` of the shared copy, ``application``)."""
+    ``spark``: how it ran (``submit``, ``master``, ``uri`` of the shared copy, ``application``).
+
+    ``behaviours_path`` / ``behaviours_uri``: the ingest step's behaviour log, staged for a cluster
+    as the events are. A log without rows (what the ingest writes for a source without one) or
+    none ('') builds exactly what a build without a log does.
+    """
     from genctr.features.build_store import download_build
     from genctr.features.spark_build import build_features
     from genctr.features.spark_session import check_master, is_local
@@ -43,22 +52,25 @@ def run_build_step(events_path: str, events_uri: str, build_path: str, cfg: Feat
     if spark_submit not in SUBMIT_MODES:
         raise ConfigError(f"spark_submit must be one of {SUBMIT_MODES}, got {describe(spark_submit)}")
     master = check_master(cfg.spark_master)
+    log_file = behaviours_path if behaviours_path and has_rows(behaviours_path) else None
     if spark_submit == "local" and is_local(master):
-        stats = build_features(events_path, build_path, cfg)
+        stats = build_features(events_path, build_path, cfg, behaviours=log_file)
         return {**stats, "spark": {"submit": "local", "master": master}}
     shared = _shared_root(shared_uri or _default_shared(events_uri), spark_submit, master)
     events_at = _events_for_cluster(events_path, events_uri, shared)
+    log_at = None if log_file is None else _events_for_cluster(log_file, behaviours_uri, shared, "behaviours")
     out = f"{shared}/features"
     info: dict[str, Any] = {"submit": spark_submit, "uri": out}
     if spark_submit == "operator":
         from genctr.features.spark_application import IMAGE, FeatureBuildApp, check_manifest, render
         from genctr.features.spark_operator import run_application
 
-        app = FeatureBuildApp(events=events_at, out=out, features=cfg, namespace=namespace, image=image or IMAGE)
+        app = FeatureBuildApp(events=events_at, out=out, behaviours=log_at or "", features=cfg, namespace=namespace,
+                              image=image or IMAGE)
         run = run_application(check_manifest(render(app)), api, core=core, timeout_s=timeout_s)
         info.update(application=f"{run.namespace}/{run.name}", seconds=round(run.seconds, 1))
     else:
-        build_features(events_at, out, cfg)
+        build_features(events_at, out, cfg, behaviours=log_at)
         info["master"] = master
     download_build(out, build_path)
     stats = _read_stats(build_path)
@@ -101,15 +113,28 @@ def _shared_root(shared_uri: str, spark_submit: str, master: str) -> str:
     return Location.parse(root).path  # a path every node mounts at the same place (NFS, a shared volume)
 
 
-def _events_for_cluster(events_path: str, events_uri: str, shared: str) -> str:
-    """Where the cluster reads the events: their own object-store URI, else a copy under ``shared``."""
+def has_rows(path: str) -> bool:
+    """Whether the Parquet file or directory at ``path`` holds a row (from its footers); True when
+    they cannot be read, so that the build's own reader reports what is wrong."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return bool(pq.read_table(path, columns=[]).num_rows)
+    except (OSError, pa.ArrowException):
+        return True
+
+
+def _events_for_cluster(events_path: str, events_uri: str, shared: str, name: str = "events") -> str:
+    """Where the cluster reads the events (or the log, ``name``): their own object-store URI, else a
+    copy under ``shared``."""
     from genctr.features.build_store import Location
 
     scheme = urlsplit(events_uri or "").scheme
     if scheme in OBJECT_STORES:
         return f"{OBJECT_STORES[scheme]}://{events_uri.split('://', 1)[1]}"
-    dest = Location.parse(shared).join("events")
-    log.info("copying events %s to %s for the cluster", events_path, dest.uri)
+    dest = Location.parse(shared).join(name)
+    log.info("copying %s %s to %s for the cluster", name, events_path, dest.uri)
     if dest.fs.exists(dest.path):
         dest.fs.rm(dest.path, recursive=True)
     dest.fs.put(events_path, dest.path, recursive=os.path.isdir(events_path))

@@ -98,17 +98,18 @@ class Location:
         return Location(f"{self.uri.rstrip('/')}/{rel}", self.fs, f"{self.path}/{rel}", spark, self.local)
 
 
-def events_location(events: str | os.PathLike[str]) -> Location:
-    """The events' Location; DataValidationError if nothing is there, ConfigError if the store cannot be asked."""
+def events_location(events: str | os.PathLike[str], what: str = "events") -> Location:
+    """The events' Location; DataValidationError if nothing is there, ConfigError if the store cannot be asked.
+    ``what`` names the input in errors (``events``, ``behaviour log``)."""
     loc = Location.parse(events)
     try:
         found = loc.fs.exists(loc.path)
     except Exception as exc:  # broad on purpose: any client error (credentials, DNS, TLS) means "cannot ask"
-        raise ConfigError(f"events at {loc.uri} cannot be reached ({type(exc).__name__}: "
+        raise ConfigError(f"{what} at {loc.uri} cannot be reached ({type(exc).__name__}: "
                           f"{describe(str(exc), 200, raw=True)}); check the store's credentials and endpoint "
                           "(AWS_* variables for S3)") from None
     if not found:
-        raise DataValidationError(f"events path {loc.path if loc.local else loc.uri} does not exist")
+        raise DataValidationError(f"{what} path {loc.path if loc.local else loc.uri} does not exist")
     return loc
 
 
@@ -211,13 +212,14 @@ class BuildWriter:
     def path(self, rel: str | PurePath) -> str:
         return self.work.join(rel).path
 
-    def events_for_spark(self, events: Location) -> str:
-        """The URI Spark reads the events from: downloaded first when Spark runs here and they do not."""
+    def events_for_spark(self, events: Location, name: str = "events") -> str:
+        """The URI Spark reads the events (or another input, ``name`` in the scratch directory) from:
+        downloaded first when Spark runs here and they do not."""
         if events.local:
             return str(events.spark)
         if self.spark_local:
-            dest = self.scratch() / "events"
-            log.info("feature build: downloading events %s to %s", events.uri, dest)
+            dest = self.scratch() / name
+            log.info("feature build: downloading %s %s to %s", name, events.uri, dest)
             events.fs.get(events.path, str(dest), recursive=events.fs.isdir(events.path))
             return dest.as_uri()
         if events.spark is None:

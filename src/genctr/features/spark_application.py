@@ -65,6 +65,7 @@ class FeatureBuildApp:
 
     events: str = DEFAULT_EVENTS  # canonical events, an object-store URI every pod reaches
     out: str = DEFAULT_OUT  # the build, an object-store URI (replaced whole; stats.json last)
+    behaviours: str = ""  # optional behaviour log, an object-store URI every pod reaches ('' = none)
     features: FeatureConfig = field(default_factory=FeatureConfig)  # L, splits, partitions, time unit
     name: str = "genctr-features"  # the app's name; the submitter makes it unique per run
     namespace: str = "genctr"
@@ -86,7 +87,7 @@ class FeatureBuildApp:
     def __post_init__(self) -> None:
         from genctr.features.build_store import Location
 
-        for what in ("events", "out"):
+        for what in ("events", "out", "behaviours")[: 3 if self.behaviours else 2]:
             loc = Location.parse(getattr(self, what))
             if loc.local or loc.spark is None:
                 raise ConfigError(f"SparkApplication {what} must be an object-store URI every pod can reach "
@@ -114,7 +115,7 @@ class FeatureBuildApp:
         f = self.features
         return ["--events", self.events, "--out", self.out, "--max-seq-len", str(f.max_seq_len),
                 "--split", *(repr(float(x)) for x in f.split), "--shuffle-partitions", str(f.shuffle_partitions),
-                "--time-unit", f.time_unit]
+                "--time-unit", f.time_unit, *(["--behaviours", self.behaviours] if self.behaviours else [])]
 
 
 def render(app: FeatureBuildApp) -> dict[str, Any]:

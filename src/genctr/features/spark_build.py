@@ -9,7 +9,7 @@ The build is atomic: it is written beside ``out_dir`` and renamed onto it only o
 (on an object store, copied with ``stats.json`` last), so a failed build leaves nothing at
 ``out_dir`` and an earlier build stays untouched.
 
-    spark-submit src/genctr/features/spark_build.py --events EVENTS --out OUT [--master M]
+    spark-submit src/genctr/features/spark_build.py --events EVENTS --out OUT [--master M] [--behaviours LOG]
     python -m genctr.features.spark_build --events EVENTS --out OUT [--master sc://host:15002]
 """
 from __future__ import annotations
@@ -38,7 +38,8 @@ LAYOUT = BuildLayout("")  # relative names (samples/train, ...); a BuildWriter p
 
 
 def build_features(events: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg: FeatureConfig,
-                   spark: SparkSession | None = None) -> dict[str, Any]:
+                   spark: SparkSession | None = None,
+                   behaviours: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Build features from the canonical events at ``events`` into ``out_dir``; returns stats.
 
     Raises ConfigError for an unusable ``out_dir`` or master and DataValidationError for missing
@@ -46,13 +47,16 @@ def build_features(events: str | os.PathLike[str], out_dir: str | os.PathLike[st
     event times are in ``cfg.time_unit``. ``spark`` defaults to a session built from ``cfg``
     (left running for reuse; the caller stops it). A crash that kills the process outright
     (SIGKILL) can leave a hidden ``.<name>.*.tmp`` sibling behind; ``out_dir`` itself is never
-    half-written.
+    half-written. ``behaviours`` is an optional behaviour log (Parquet, ``genctr.data.behaviours``,
+    times in ``cfg.time_unit``; checked like the events: ``genctr.features.spark_behaviours``)
+    whose rows join the clicked impressions as behaviours (``genctr.features.spark_log_ops``).
     """
     from genctr.features.spark_session import get_spark, session_is_local
 
     target = Location.parse(out_dir)
     check_output(target)
     source = events_location(events)  # a missing input fails before paying for a Spark start-up
+    log_source = None if behaviours is None else events_location(behaviours, "behaviour log")
     if spark is None:
         spark = get_spark(cfg.spark_master, shuffle_partitions=cfg.shuffle_partitions,
                           driver_memory=cfg.spark_driver_memory)
@@ -65,7 +69,13 @@ def build_features(events: str | os.PathLike[str], out_dir: str | os.PathLike[st
     cached: list[DataFrame] = []
     try:
         events_df = read_events(spark, writer.events_for_spark(source), time_unit=cfg.time_unit, label=source.uri)
-        stats = _build_into(events_df, writer, cfg, cached)
+        log_df = None
+        if log_source is not None:
+            from genctr.features.spark_behaviours import read_behaviours
+
+            log_df = read_behaviours(spark, writer.events_for_spark(log_source, "behaviours"),
+                                     time_unit=cfg.time_unit, label=log_source.uri)
+        stats = _build_into(events_df, writer, cfg, cached, log_df)
         writer.publish()
     except BaseException:
         writer.discard()
@@ -78,15 +88,18 @@ def build_features(events: str | os.PathLike[str], out_dir: str | os.PathLike[st
 
 
 def _build_into(events: DataFrame, out: BuildWriter, cfg: FeatureConfig,
-                cached: list[DataFrame]) -> dict[str, Any]:
+                cached: list[DataFrame], log: DataFrame | None = None) -> dict[str, Any]:
     """Compute and write every table of the layout through ``out``.
 
     Frames read more than once are persisted and appended to ``cached`` for the caller to
     release. The events are shuffled and sorted by user once (split + history windows);
-    vocabulary joins are broadcast, so later per-user aggregations need no shuffle.
+    vocabulary joins are broadcast, so later per-user aggregations need no shuffle. A behaviour
+    ``log`` costs its joins with the impressions and one more per-user sort (the histories are
+    counted again over clicks and log rows); without one, the build is what it always was.
     """
     from pyspark.sql import functions as F
 
+    from genctr.features import spark_log_ops as lops
     from genctr.features import spark_ops as ops
 
     def keep(df: DataFrame) -> DataFrame:
@@ -96,29 +109,42 @@ def _build_into(events: DataFrame, out: BuildWriter, cfg: FeatureConfig,
     L, lay = cfg.max_seq_len, LAYOUT
     clock = _Clock()
     timed = keep(ops.split_and_history(events, cfg.split))
-    vocabs = keep(ops.fit_vocabs(timed.filter(F.col("split") == "train")))
+    scaffolding = [timed]  # what only the samples need
+    log_stats = None
+    if log is None:
+        train = timed.filter(F.col("split") == "train")
+    else:  # ``timed`` becomes impressions and log rows (``_imp``), the histories counted over both
+        classified = keep(lops.classify_log(timed, log))
+        log_stats = lops.log_stats(classified)
+        timed = keep(lops.with_log(timed, classified))
+        scaffolding += [classified, timed]
+        train = lops.vocab_rows(timed)
+        clock.lap("behaviour log")
+    vocabs = keep(ops.fit_vocabs(train))
     indexed = keep(ops.apply_vocabs(timed, vocabs))
-    samples = ops.samples(indexed, L)
+    impressions = indexed if log is None else indexed.filter(F.col("_imp"))
+    samples = ops.samples(impressions, L)
     for split in SPLITS:  # filtered scans of the cached frame: cheaper than a partitioned write's sort
         _write(samples.filter(F.col("split") == split).drop("split"), out, lay.samples(split))
         if split == SPLITS[0]:
             out.check_visible(lay.samples(split))  # before hours of work land where nobody reads them
     clock.lap("samples")
-    timed.unpersist()  # ``indexed`` is materialised now and holds all that follows needs
+    for df in scaffolding:
+        df.unpersist()  # ``indexed`` is materialised now and holds all that follows needs
 
-    users = keep(ops.user_behaviours(indexed))
+    users = keep(ops.user_behaviours(indexed) if log is None else lops.user_behaviours(indexed))
     # one file in user_idx order: the CSR row order never depends on how a reader lists files
     _write(ops.histories(users), out, lay.histories, sort_by=("user_idx", "user_id"))
     _write(ops.feast_user_behavior_seq(users, L), out, lay.feast_user)
     clock.lap("histories")
-    items = keep(ops.items(indexed, vocabs))
+    items = keep(ops.items(indexed, vocabs) if log is None else lops.items(indexed, vocabs))
     _write(items.drop("first_seen"), out, lay.items, sort_by=("item_idx", "item_id"))
     _write(ops.feast_item_features(items), out, lay.feast_item, sort_by=("item_id",))
     _write_by(vocabs, "kind", {k: lay.vocab(k) for k in ops.VOCABS}, out, sort_by=("kind", "idx"))
     clock.lap("items+vocab")
 
     counts = {k: out.rows(lay.vocab(k)) for k in ops.VOCABS}
-    stats = _stats(ops.split_stats(indexed, L).collect(), counts, out.rows(lay.items), cfg)
+    stats = _stats(ops.split_stats(impressions, L).collect(), counts, out.rows(lay.items), cfg, log_stats)
     out.write_text(lay.stats, json.dumps(stats, indent=2, sort_keys=True) + "\n")
     clock.lap("stats")
     return stats
@@ -166,7 +192,9 @@ def _write_by(df: DataFrame, column: str, dest: dict[str, Path], out: BuildWrite
     out.remove(staging)
 
 
-def _stats(rows: list[Any], vocab_counts: dict[str, int], n_items: int, cfg: FeatureConfig) -> dict[str, Any]:
+def _stats(rows: list[Any], vocab_counts: dict[str, int], n_items: int, cfg: FeatureConfig,
+           log_stats: dict[str, int] | None = None) -> dict[str, Any]:
+    """stats.json (``genctr.features.layout``); ``behaviour_log`` only for a build with a log."""
     per = {r["split"]: r for r in rows}
     splits = {}
     for s in SPLITS:
@@ -174,7 +202,7 @@ def _stats(rows: list[Any], vocab_counts: dict[str, int], n_items: int, cfg: Fea
         n, clicks = (int(r["rows"]), int(r["clicks"])) if r else (0, 0)
         splits[s] = {"rows": n, "clicks": clicks, "click_rate": clicks / n if n else 0.0,
                      "mean_seq_len": float(r["mean_seq_len"]) if r else 0.0}
-    return {
+    stats: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "max_seq_len": cfg.max_seq_len,
         "split_fractions": list(cfg.split),
@@ -187,6 +215,10 @@ def _stats(rows: list[Any], vocab_counts: dict[str, int], n_items: int, cfg: Fea
         "vocab_sizes": {k: v + FIRST_ID for k, v in vocab_counts.items()},
         "splits": splits,
     }
+    if log_stats is not None:
+        stats["n_behaviors"] += log_stats["used"]  # each used log row adds one behaviour to the clicks
+        stats["behaviour_log"] = log_stats
+    return stats
 
 
 def _conf_pair(text: str) -> tuple[str, str]:
@@ -201,6 +233,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", required=True, help="canonical events: a Parquet file or directory, path or URI")
     p.add_argument("--out", required=True, help="build directory to (re)place: path or URI (s3://bucket/...)")
+    p.add_argument("--behaviours", default=None,
+                   help="optional behaviour log (Parquet: user_id, item_id, category_id, event_time, event_type), "
+                        "path or URI; its rows join the clicked impressions as behaviours")
     p.add_argument("--master", default=None,
                    help="Spark master (local[*], spark://host:port, sc://host:port); default: spark-submit's "
                         "--master, else local[*]")
@@ -244,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         master = cfg.spark_master if args.master else None  # None: spark-submit's --master
         check_output(Location.parse(args.out))
         events_location(args.events)  # fail before paying for a Spark start-up
+        if args.behaviours:
+            events_location(args.behaviours, "behaviour log")
     except GenCTRError as exc:
         p.error(str(exc))
     try:
@@ -253,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     try:
-        stats = build_features(args.events, args.out, cfg, spark=spark)
+        stats = build_features(args.events, args.out, cfg, spark=spark, behaviours=args.behaviours or None)
     except GenCTRError as exc:
         log.error("%s", exc)
         return 2

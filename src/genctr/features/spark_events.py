@@ -33,14 +33,14 @@ DATETIME = {"timestamp", "timestamp_ntz", "date"}
 ID_COLUMNS = ("request_id", "user_id", "item_id", "category_id")
 
 
-def events_uri(events: str | Path) -> str:
+def events_uri(events: str | Path, what: str = "events") -> str:
     """A local path becomes a file:// URI (it must exist); other URIs (s3a://...) pass through."""
     uri = str(events)
     if "://" in uri:
         return uri
     path = Path(uri).expanduser().absolute()
     if not path.exists():
-        raise DataValidationError(f"events path {path} does not exist")
+        raise DataValidationError(f"{what} path {path} does not exist")
     return path.as_uri()
 
 
@@ -49,23 +49,10 @@ def read_events(spark: SparkSession, events: str | Path, *, time_unit: str = "s"
     """Events at ``events`` (Parquet), checked, in canonical types: ids/event_time long
     (seconds), clicked int, price double. ``now`` (epoch seconds) bounds future times;
     ``label`` names the events in errors (default ``events``: a staged copy has a temporary name)."""
-    from py4j.protocol import Py4JJavaError
-    from pyspark.errors import PySparkException
-
-    from genctr.features.build_store import connector_error
-
     ticks = check_time_unit(time_unit)
     where = label or str(events)
-    uri = events_uri(events)
-    try:
-        df = spark.read.parquet(uri)
-        columns = df.columns  # over Spark Connect the read is lazy: resolving the schema is what fails
-    except (PySparkException, Py4JJavaError) as exc:
-        err = connector_error(exc, uri)
-        if err is not None:
-            raise err from exc
-        reason = exc.java_exception.toString() if isinstance(exc, Py4JJavaError) else str(exc)
-        raise DataValidationError(f"events at {where} could not be read as Parquet: {reason[:200]}") from exc
+    df = read_parquet(spark, events, where)
+    columns = df.columns
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise DataValidationError(
@@ -74,6 +61,27 @@ def read_events(spark: SparkSession, events: str | Path, *, time_unit: str = "s"
     _check(df, cols, where, now)
     return df.select(*[cols.value[c].alias(c) for c in ID_COLUMNS], cols.seconds.alias("event_time"),
                      cols.value["clicked"].cast("int").alias("clicked"), cols.price.alias("price"))
+
+
+def read_parquet(spark: SparkSession, path: str | Path, where: str, what: str = "events") -> DataFrame:
+    """``spark.read.parquet`` with its schema resolved; a store Spark cannot reach is a ConfigError,
+    anything else unreadable a DataValidationError naming ``what`` at ``where``."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    from genctr.features.build_store import connector_error
+
+    uri = events_uri(path, what)
+    try:
+        df = spark.read.parquet(uri)
+        _ = df.columns  # over Spark Connect the read is lazy: resolving the schema is what fails
+    except (PySparkException, Py4JJavaError) as exc:
+        err = connector_error(exc, uri)
+        if err is not None:
+            raise err from exc
+        reason = exc.java_exception.toString() if isinstance(exc, Py4JJavaError) else str(exc)
+        raise DataValidationError(f"{what} at {where} could not be read as Parquet: {reason[:200]}") from exc
+    return df
 
 
 class _Columns:
@@ -92,17 +100,9 @@ class _Columns:
         else:
             self.value["clicked"], bad = _whole("clicked", types["clicked"], where)
         self.bad["clicked"] = bad | (self.value["clicked"].isNotNull() & ~self.value["clicked"].isin(0, 1))
-        if types["event_time"] in DATETIME:  # a real timestamp: the unit is known
-            self.time_unit, self.ticks = "s", 1
-            self.value["event_time"] = F.unix_timestamp(F.col("event_time").cast("timestamp"))
-            self.bad["event_time"] = F.lit(False)
-        else:
-            self.time_unit, self.ticks = time_unit, ticks
-            self.value["event_time"], self.bad["event_time"] = _whole("event_time", types["event_time"], where)
-        raw_t = self.value["event_time"]
-        # exact integer division (decimal, not double: ns values exceed 2**53)
-        self.seconds = (raw_t if self.ticks == 1
-                        else F.floor(raw_t.cast("decimal(20,0)") / F.lit(self.ticks)).cast("long"))
+        t = EventTime(types["event_time"], where, time_unit, ticks)
+        self.time_unit, self.ticks, self.seconds = t.unit, t.ticks, t.seconds
+        self.value["event_time"], self.bad["event_time"] = t.value, t.bad
         if "price" in df.columns:
             p = F.col("price").try_cast("double")
             self.bad["price"] = F.col("price").isNotNull() & (
@@ -112,8 +112,28 @@ class _Columns:
             self.price = F.lit(0.0)
 
 
-def _whole(name: str, dtype: str, where: str) -> tuple[Column, Column]:
-    """(value as long, bad) for a column that must hold whole numbers; bad excludes nulls."""
+class EventTime:
+    """The stored ``event_time`` column of type ``dtype``: ``value`` (long, in ``unit``), ``bad``
+    (non-null, not a whole number), ``seconds`` (long); a timestamp/date column is in seconds."""
+
+    def __init__(self, dtype: str, where: str, time_unit: str, ticks: int, what: str = "events") -> None:
+        from pyspark.sql import functions as F
+
+        if dtype in DATETIME:  # a real timestamp: the unit is known
+            self.unit, self.ticks = "s", 1
+            self.value: Column = F.unix_timestamp(F.col("event_time").cast("timestamp"))
+            self.bad: Column = F.lit(False)
+        else:
+            self.unit, self.ticks = time_unit, ticks
+            self.value, self.bad = _whole("event_time", dtype, where, what)
+        # exact integer division (decimal, not double: ns values exceed 2**53)
+        self.seconds: Column = (self.value if self.ticks == 1
+                                else F.floor(self.value.cast("decimal(20,0)") / F.lit(self.ticks)).cast("long"))
+
+
+def _whole(name: str, dtype: str, where: str, what: str = "events") -> tuple[Column, Column]:
+    """(value as long, bad) for a column that must hold whole numbers; bad excludes nulls.
+    ``what`` names the input in the error for an unusable type (``events``, ``behaviour log``)."""
     from pyspark.sql import functions as F
 
     col = F.col(name)
@@ -127,7 +147,7 @@ def _whole(name: str, dtype: str, where: str) -> tuple[Column, Column]:
         num = col.try_cast("decimal(38,18)")  # 20 integer digits hold any int64
         value = num.try_cast("long")
         return value, col.isNotNull() & (num.isNull() | (num % 1 != 0) | value.isNull())
-    raise DataValidationError(f"events at {where}: column '{name}' has type {dtype[:MAX_SHOWN]}; "
+    raise DataValidationError(f"{what} at {where}: column '{name}' has type {dtype[:MAX_SHOWN]}; "
                               "expected integers (or a timestamp for event_time)")
 
 

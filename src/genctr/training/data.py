@@ -121,19 +121,33 @@ class FeatureData:
     def heldout_windows(self) -> tuple[Tensor, Tensor, Tensor]:
         """Windows whose targets are the valid period's behaviours: (ends, lengths, target_from).
 
-        A user's valid-period behaviours (the clicks of their valid impressions) directly follow
-        their training behaviours. Each is a target once, with at least L/2 earlier behaviours as
-        context where the user has them; ``target_from`` [W] is the window-relative index of the
-        first target (positions before it are context only).
+        A user's valid-period behaviours directly follow their training behaviours. Without a
+        behaviour log they are the clicks of the user's valid impressions; with one (``stats.json``
+        has ``behaviour_log``) they are every behaviour after the training prefix and strictly
+        before the user's first test impression (all of them for a user without test rows). Each
+        is a target once, with at least L/2 earlier behaviours as context where the user has them;
+        ``target_from`` [W] is the window-relative index of the first target (positions before it
+        are context only).
         """
-        valid = self.splits["valid"]
-        rows = self._user_index.get_indexer(valid.user_raw)
-        clicks = np.bincount(rows, weights=valid.label.cpu().numpy(), minlength=len(self._user_start))
         L = self.max_seq_len
-        user, end, length, target_from = heldout_windows(self.n_train_behaviors, clicks.astype(np.int64), L,
+        user, end, length, target_from = heldout_windows(self.n_train_behaviors, self.valid_behaviours(), L,
                                                          max(1, L // 2))
         ends, lengths = self._on_device(self._user_start[user] + end, length)
         return ends, lengths, torch.as_tensor(target_from, device=self.device, dtype=torch.long)
+
+    def valid_behaviours(self) -> np.ndarray:
+        """(users,) int64: how many behaviours of each user fall in the valid period (see heldout_windows)."""
+        n_users = len(self._user_start)
+        if "behaviour_log" not in self.stats:  # behaviours are clicks: the valid impressions' clicks
+            valid = self.splits["valid"]
+            rows = self._user_index.get_indexer(valid.user_raw)
+            return np.bincount(rows, weights=valid.label.cpu().numpy(), minlength=n_users).astype(np.int64)
+        test = self.splits["test"]
+        rows = self._user_index.get_indexer(test.user_raw)
+        hist_end = test.end.cpu().numpy() - self._user_start[rows]  # (N_test,): behaviours before each
+        before_test = self.hist_lengths.copy()  # users without test rows: every behaviour they have
+        np.minimum.at(before_test, rows, hist_end)
+        return np.maximum(before_test - self.n_train_behaviors, 0)
 
     def train_item_counts(self) -> Tensor:
         """(n_items,) how often each item index occurs among training-period behaviours."""

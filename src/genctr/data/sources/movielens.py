@@ -1,7 +1,9 @@
 """MovieLens (ml-latest-small layout) -> canonical events.
 
 Every rating is an impression; a rating >= 4 is a click. The category is the movie's genre
-combination ("combo", ~950 values) or its first listed genre ("first", ~20 values).
+combination ("combo", ~950 values) or its first listed genre ("first", ~20 values). With the
+behaviour log on, every rating is also a behaviour (event_type "rating"): sequences then hold
+every movie a user rated, not only the clicked ones; the impressions are the same either way.
 """
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genctr.data.behaviours import conform_behaviours
 from genctr.data.schema import conform_events
 from genctr.errors import DataValidationError
 
 CLICK_THRESHOLD = 4.0
+EVENT_TYPE = "rating"  # the behaviour-log type of every rating
 
 
 def bundled_path() -> Path:
@@ -34,7 +38,36 @@ def category_ids(genres: pd.Series, how: str) -> pd.Series:
 
 
 def load_movielens(path: str | Path | None = None, category: str = "combo") -> pd.DataFrame:
-    root = Path(path) if path else bundled_path()
+    """Canonical events of the MovieLens copy at ``path`` (default: the bundled one)."""
+    return movielens_source(path, category)[0]
+
+
+def movielens_source(path: str | Path | None = None, category: str = "combo",
+                     behaviour_log: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``(events, log)``: the log (every rating, ``genctr.data.behaviours``) only with ``behaviour_log``."""
+    df = _ratings(Path(path) if path else bundled_path(), category)
+    events = pd.DataFrame(
+        {
+            "request_id": np.arange(len(df), dtype="int64"),
+            "user_id": df["userId"],
+            "item_id": df["movieId"],
+            "category_id": df["category_id"].astype("int64"),
+            "event_time": df["timestamp"],
+            "clicked": (df["rating"] >= CLICK_THRESHOLD).astype("int8"),
+            "price": np.ones(len(df)),
+        }
+    )
+    events = conform_events(events, source="movielens")
+    if not behaviour_log:
+        return events, None
+    log = pd.DataFrame({"user_id": df["userId"], "item_id": df["movieId"],
+                        "category_id": df["category_id"].astype("int64"), "event_time": df["timestamp"],
+                        "event_type": EVENT_TYPE})
+    return events, conform_behaviours(log, source="movielens")
+
+
+def _ratings(root: Path, category: str) -> pd.DataFrame:
+    """ratings.csv joined with each movie's category id (0 for a movie missing from movies.csv)."""
     ratings_f, movies_f = root / "ratings.csv", root / "movies.csv"
     for f in (ratings_f, movies_f):
         if not f.exists():
@@ -51,15 +84,4 @@ def load_movielens(path: str | Path | None = None, category: str = "combo") -> p
     df = ratings.merge(movies[["movieId", "category_id"]], on="movieId", how="left")
     if df["category_id"].isna().any():
         df["category_id"] = df["category_id"].fillna(0)
-    events = pd.DataFrame(
-        {
-            "request_id": np.arange(len(df), dtype="int64"),
-            "user_id": df["userId"],
-            "item_id": df["movieId"],
-            "category_id": df["category_id"].astype("int64"),
-            "event_time": df["timestamp"],
-            "clicked": (df["rating"] >= CLICK_THRESHOLD).astype("int8"),
-            "price": np.ones(len(df)),
-        }
-    )
-    return conform_events(events, source="movielens")
+    return df
