@@ -102,6 +102,8 @@ def finetune(
     epochs: int = 10,
     patience: int = 2,
     label_fraction: float = 1.0,
+    integration_scale: str = "none",
+    decoder_lr_mult: float = 1.0,
     lr: float = 1e-3,
     batch_size: int = 1024,
     seed: int = 0,
@@ -129,6 +131,9 @@ def finetune(
             epoch's weights (0 = train every epoch and keep the last).
         label_fraction: Share of the training impressions whose labels fine-tuning uses, in (0, 1]
             (seeded; pretraining still sees all training behaviour).
+        integration_scale: ``transfer=integrate``: ``none`` (the decoder feature as it is) or
+            ``match`` (brought to the scale of the embeddings beside it).
+        decoder_lr_mult: ``transfer=integrate``: the decoder's learning rate factor (0 = frozen).
         lr, batch_size, seed, device: Training settings (genctr TrainConfig).
         train_workers, train_gpus_per_worker, trainer_api, storage_root, job_placement: As for
             ``pretrain``: one worker trains in this pod, more run a training job.
@@ -140,10 +145,10 @@ def finetune(
 
     setup_logging()
     train = {"epochs": epochs, "patience": patience, "label_fraction": label_fraction, "lr": lr,
-             "batch_size": batch_size, "seed": seed, "device": device}
+             "batch_size": batch_size, "seed": seed, "device": device, "decoder_lr_mult": decoder_lr_mult}
     # DGenCTR fine-tunes its own pretrained network: only its transfer mode applies
     spec = {"transfer": transfer} if pretrain_method == "dgenctr" else {
-        "backbone": backbone, "transfer": transfer, "max_seq_len": max_seq_len}
+        "backbone": backbone, "transfer": transfer, "max_seq_len": max_seq_len, "integration_scale": integration_scale}
     result = train_step("finetune", build.path, model.path, model=spec, train=train,
                         pretrained=None if pretrain_method == "none" else pretrained.path, workers=train_workers,
                         gpus_per_worker=train_gpus_per_worker, trainer_api=trainer_api, storage_root=storage_root,

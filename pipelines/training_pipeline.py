@@ -121,6 +121,8 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         finetune_epochs: int = 10,
         finetune_patience: int = 2,
         label_fraction: float = 1.0,
+        integration_scale: str = "none",
+        decoder_lr_mult: float = 1.0,
         finetune_lr: float = 1e-3,
         batch_size: int = 1024,
         seed: int = 0,
@@ -179,6 +181,10 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
                 LogLoss, keeping the best pass's weights (0 = train every pass, keep the last).
             label_fraction: Share of the training impressions whose labels fine-tuning uses,
                 in (0, 1] (seeded by seed; pretraining still sees all training behaviour).
+            integration_scale: transfer=integrate: none (the decoder feature as it is) | match (at
+                the scale of the embeddings beside it; with few labels, use match).
+            decoder_lr_mult: transfer=integrate: learning-rate factor of the integrated decoder, its
+                tables included (0 = frozen; with few labels a trained decoder overfits).
             finetune_lr: Fine-tuning learning rate.
             batch_size: Fine-tuning batch size.
             seed: Random seed (synthetic data and training).
@@ -243,6 +249,7 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
                                              pretrain_method=pretrain_method, backbone=backbone, transfer=transfer,
                                              max_seq_len=max_seq_len, epochs=finetune_epochs,
                                              patience=finetune_patience, label_fraction=label_fraction,
+                                             integration_scale=integration_scale, decoder_lr_mult=decoder_lr_mult,
                                              lr=finetune_lr, batch_size=batch_size, seed=seed, device=device,
                                              **cluster),
                                     "Fine-tune"))
