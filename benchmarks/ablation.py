@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from ablation_report import summarize  # beside this script: its folder is on sys.path when run
+from genctr.atomic import atomic_path
 from genctr.config import DataConfig, FeatureConfig
 from genctr.models.config import ModelConfig
 from genctr.models.dgenctr_config import DGenCTRConfig
@@ -68,15 +69,18 @@ def build_once(args: argparse.Namespace) -> tuple[Path, Path]:
                           synthetic_users=args.synthetic_users, synthetic_items=args.synthetic_items)
     else:
         name = f"movielens-{args.category}"
-        data = DataConfig(source="movielens", category=args.category)
+        data = DataConfig(source="movielens", category=args.category, behaviour_log=args.behaviour_log)
     events = work / f"{name}.parquet"
-    if not events.exists():
-        export_events(data, events)
+    # the behaviour log (MovieLens: every rating) is exported beside the impressions, which it leaves unchanged
+    behaviours = work / f"{name}-behaviours.parquet" if args.behaviour_log else None
+    if not events.exists() or (behaviours is not None and not behaviours.exists()):
+        export_events(data, events, behaviours_out=behaviours)
     if args.wrong_category_frac > 0:
         events = corrupt_categories(events, args.wrong_category_frac, work / f"{name}-wc{args.wrong_category_frac:g}")
-    build = work / f"{events.stem if events.suffix else events.name}-L{args.max_seq_len}"
+    blog = "-blog" if behaviours is not None else ""
+    build = work / f"{events.stem if events.suffix else events.name}{blog}-L{args.max_seq_len}"
     if not (build / "stats.json").exists():
-        build_features(events, build, FeatureConfig(max_seq_len=args.max_seq_len))
+        build_features(events, build, FeatureConfig(max_seq_len=args.max_seq_len), behaviours=behaviours)
     return build, events
 
 
@@ -89,7 +93,8 @@ def corrupt_categories(events: Path, frac: float, out_stem: Path, seed: int = 12
     import numpy as np
     import pandas as pd
 
-    out = out_stem.with_suffix(".parquet")
+    # appended, not with_suffix: a stem like "…-wc0.3" would lose its ".3", and every fraction share one file
+    out = out_stem.parent / f"{out_stem.name}.parquet"
     if out.exists():
         return out
     df = pd.read_parquet(events)
@@ -104,9 +109,8 @@ def corrupt_categories(events: Path, frac: float, out_stem: Path, seed: int = 12
     remap = pd.Series(new, index=wrong)
     hit = df["item_id"].isin(remap.index)
     df.loc[hit, "category_id"] = df.loc[hit, "item_id"].map(remap).astype("int64")
-    tmp = out.with_name(f".{out.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.rename(out)
+    with atomic_path(out) as tmp:  # a unique temp name: concurrent runs may build the same file
+        df.to_parquet(tmp, index=False)
     log.info("%d of %d items (%.0f %%) given a wrong category -> %s", len(wrong), len(items), 100 * frac, out)
     return out
 
@@ -270,6 +274,8 @@ def header(args: argparse.Namespace) -> str:
             else f"MovieLens latest-small, category={args.category}")
     if args.wrong_category_frac:
         data += f", {100 * args.wrong_category_frac:g} % of items with a wrong category"
+    if args.behaviour_log:
+        data += ", every rating a behaviour (the behaviour log)"
     return (f"# Offline ablation ({args.tag})\n\n{data}, L={args.max_seq_len}, embed={args.embed_dim}, "
             f"fine-tune at most {ft_budget} (early stopping on valid {args.ft_metric}, patience "
             f"{args.ft_patience}) batch {args.batch_size} lr {args.lr} (transferred tables x{args.transfer_lr_mult:g}, "
@@ -305,6 +311,9 @@ def main() -> None:
     p.add_argument("--synthetic-users", type=int, default=2_000)
     p.add_argument("--synthetic-items", type=int, default=5_000)
     p.add_argument("--category", default="combo", choices=["combo", "first"])
+    p.add_argument("--behaviour-log", action="store_true",
+                   help="MovieLens: every rating joins the clicks as a behaviour (pretraining and histories); "
+                        "the labelled impressions are unchanged.")
     p.add_argument("--wrong-category-frac", type=float, default=0.0,
                    help="Give this share of the items a wrong category before the build (CS vs RS robustness).")
     p.add_argument("--max-seq-len", type=int, default=200)

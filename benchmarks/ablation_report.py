@@ -198,4 +198,49 @@ def plot(cmp: pd.DataFrame, png: Path, ceiling: dict | None = None) -> None:
     fig.savefig(png, dpi=110)
 
 
-__all__ = ["comparisons", "load", "plot", "summarize", "targets"]
+def versus(x: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
+    """Two tables run on the same seeds with one setting changed (``x`` with it, ``y`` without):
+    for every (f, backbone, arm) in both, the paired Δ = x − y per metric with its 95 % interval,
+    p and p_Holm over the rows compared."""
+    keys = ["label_fraction", "backbone", "arm"]
+    rows = []
+    for key, a in x.groupby(keys, sort=False):
+        b = y[(y[keys] == pd.Series(key, index=keys)).all(axis=1)]
+        if b.empty:
+            continue
+        a, b = a.set_index("seed"), b.set_index("seed")
+        seeds = sorted(a.index.intersection(b.index))
+        row = dict(zip(keys, key, strict=True)) | {"n": len(seeds)}
+        for k in METRICS:
+            d = paired_difference(a.loc[seeds, k].tolist(), b.loc[seeds, k].tolist())
+            row.update({f"d_{k}": d.mean, f"d_{k}_lo": d.lo, f"d_{k}_hi": d.hi, f"p_{k}": d.p})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    for k in METRICS:
+        if not out.empty:
+            out[f"holm_{k}"] = holm(out[f"p_{k}"].tolist())
+    return out
+
+
+def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Paired differences between two ablation tables run on the "
+                                            "same seeds (X − Y for every arm in both).")
+    p.add_argument("x", type=Path, help="the table with the setting (a .jsonl under benchmarks/results/)")
+    p.add_argument("y", type=Path, help="the table without it")
+    args = p.parse_args()
+    cmp = versus(load(args.x), load(args.y))
+    if cmp.empty:
+        raise SystemExit(f"{args.x} and {args.y} share no (label fraction, backbone, arm): nothing to compare")
+    print(f"{args.x.stem} − {args.y.stem}, paired per seed (95 % t interval; p / p_Holm over these rows)")
+    for _, r in cmp.iterrows():
+        cells = [f"Δ{k} {r[f'd_{k}']:+.4f} [{r[f'd_{k}_lo']:+.4f}, {r[f'd_{k}_hi']:+.4f}] "
+                 f"p {r[f'p_{k}']:.2g} / {r[f'holm_{k}']:.2g}" for k in METRICS]
+        print(f"f={r.label_fraction:g} {r.backbone} {r.arm} (n {r.n}): " + "; ".join(cells))
+
+
+__all__ = ["comparisons", "load", "plot", "summarize", "targets", "versus"]
+
+if __name__ == "__main__":
+    main()

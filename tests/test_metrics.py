@@ -173,3 +173,14 @@ def test_plots_write_pngs(tmp_path) -> None:
     for p in (roc, curves):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plot_training_curves({"valid_auc": [0.7, 0.72]}, tmp_path / "auc_only.png")
+
+
+def test_a_training_process_does_not_import_scikit_learn() -> None:
+    """AUC is numpy's own here: every training process (pipeline steps, ``genctr train``) would
+    otherwise pay scikit-learn's ~1.5 s import for one number."""
+    import subprocess
+    import sys
+
+    code = "import sys, genctr.training.run; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

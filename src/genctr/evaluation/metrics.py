@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.metrics import roc_auc_score
 
 from genctr.errors import DataValidationError
 
@@ -36,11 +35,15 @@ def check_labels_scores(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarra
 
 
 def auc(labels: ArrayLike, scores: ArrayLike) -> float:
-    """ROC AUC (ties count one half). Needs both classes present."""
+    """ROC AUC (ties count one half). Needs both classes present.
+
+    The Mann-Whitney statistic of :func:`per_user_auc` with every row one user: numpy alone,
+    so a training process does not pay scikit-learn's import (~1.5 s) for one number."""
     y, s = check_labels_scores(labels, scores)
     if y.min() == y.max():
         raise DataValidationError("AUC needs both clicks and non-clicks; the labels hold one class only")
-    return float(roc_auc_score(y, s))
+    auc_u, _ = per_user_auc(y, s, np.zeros(y.size, dtype=np.int8))
+    return float(auc_u[0])
 
 
 def logloss(labels: ArrayLike, scores: ArrayLike, *, from_logits: bool = False, eps: float = EPS) -> float:
