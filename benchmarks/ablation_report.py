@@ -43,18 +43,29 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
                    "steps": a["steps"].mean() if "steps" in a else math.nan}
             for k in METRICS:
                 row[k], row[f"{k}_std"] = a[k].mean(), a[k].std(ddof=1) if len(a) > 1 else 0.0
-                if arm == base_arm(backbone):
-                    continue
-                seeds = sorted(a.index.intersection(base.index))
-                d = paired_difference(a.loc[seeds, k].tolist(), base.loc[seeds, k].tolist())
-                row.update({f"d_{k}": d.mean, f"d_{k}_lo": d.lo, f"d_{k}_hi": d.hi, f"p_{k}": d.p,
-                            f"n_{k}": d.n})
+            if arm != base_arm(backbone):
+                row.update(_deltas(a, base))
             rows.append(row)
-    out = pd.DataFrame(rows)
+    return _with_holm(pd.DataFrame(rows))
+
+
+def _deltas(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
+    """Per metric, the paired Δ = a − b over the seeds both have (frames indexed by seed):
+    ``d_<k>``, its 95 % interval ``d_<k>_lo`` / ``d_<k>_hi``, ``p_<k>`` and ``n_<k>``."""
+    seeds = sorted(a.index.intersection(b.index))
+    out: dict[str, float] = {}
     for k in METRICS:
-        if f"p_{k}" in out:
-            out[f"holm_{k}"] = holm(out[f"p_{k}"].tolist())
+        d = paired_difference(a.loc[seeds, k].tolist(), b.loc[seeds, k].tolist())
+        out.update({f"d_{k}": d.mean, f"d_{k}_lo": d.lo, f"d_{k}_hi": d.hi, f"p_{k}": d.p, f"n_{k}": d.n})
     return out
+
+
+def _with_holm(cmp: pd.DataFrame) -> pd.DataFrame:
+    """``holm_<k>``: the p-values Holm-adjusted over every row of the table, per metric."""
+    for k in METRICS:
+        if f"p_{k}" in cmp:
+            cmp[f"holm_{k}"] = holm(cmp[f"p_{k}"].tolist())
+    return cmp
 
 
 def _cell(r: pd.Series, k: str) -> str:
@@ -203,23 +214,10 @@ def versus(x: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
     for every (f, backbone, arm) in both, the paired Δ = x − y per metric with its 95 % interval,
     p and p_Holm over the rows compared."""
     keys = ["label_fraction", "backbone", "arm"]
-    rows = []
-    for key, a in x.groupby(keys, sort=False):
-        b = y[(y[keys] == pd.Series(key, index=keys)).all(axis=1)]
-        if b.empty:
-            continue
-        a, b = a.set_index("seed"), b.set_index("seed")
-        seeds = sorted(a.index.intersection(b.index))
-        row = dict(zip(keys, key, strict=True)) | {"n": len(seeds)}
-        for k in METRICS:
-            d = paired_difference(a.loc[seeds, k].tolist(), b.loc[seeds, k].tolist())
-            row.update({f"d_{k}": d.mean, f"d_{k}_lo": d.lo, f"d_{k}_hi": d.hi, f"p_{k}": d.p})
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    for k in METRICS:
-        if not out.empty:
-            out[f"holm_{k}"] = holm(out[f"p_{k}"].tolist())
-    return out
+    without = {key: b.set_index("seed") for key, b in y.groupby(keys, sort=False)}
+    rows = [dict(zip(keys, key, strict=True)) | _deltas(a.set_index("seed"), without[key])
+            for key, a in x.groupby(keys, sort=False) if key in without]
+    return _with_holm(pd.DataFrame(rows))
 
 
 def main() -> None:
@@ -237,7 +235,7 @@ def main() -> None:
     for _, r in cmp.iterrows():
         cells = [f"Δ{k} {r[f'd_{k}']:+.4f} [{r[f'd_{k}_lo']:+.4f}, {r[f'd_{k}_hi']:+.4f}] "
                  f"p {r[f'p_{k}']:.2g} / {r[f'holm_{k}']:.2g}" for k in METRICS]
-        print(f"f={r.label_fraction:g} {r.backbone} {r.arm} (n {r.n}): " + "; ".join(cells))
+        print(f"f={r.label_fraction:g} {r.backbone} {r.arm} (n {r.n_auc}): " + "; ".join(cells))
 
 
 __all__ = ["comparisons", "load", "plot", "summarize", "targets", "versus"]
