@@ -19,6 +19,7 @@ def collect_logs(
     deployment: str = "genctr-ctr",
     policy: Optional[dict] = None,  # noqa: UP045 - KFP reads typing.Optional, not `dict | None`
     attribution_window_s: int = 86400,
+    spark_master: str = "local[*]",
 ) -> str:
     """Read and check the A/B log tables, keep the canary's window, copy them as Parquet.
 
@@ -35,6 +36,8 @@ def collect_logs(
             ``duplicates`` says whether a duplicated log row fails the step or is dropped, and
             ``cuped`` whether each user's pre-period totals are written too (pre_period.parquet).
         attribution_window_s: Raw clicks later than this after their impression are not credited.
+        spark_master: Spark master of the attribution join: ``local[*]`` (Spark inside the pod), or a
+            cluster / Connect server (``spark://``, ``sc://``) whose executors share the step's disk.
     """
     import json
 
@@ -45,7 +48,8 @@ def collect_logs(
     setup_logging()
     wanted = load_policy(policy)
     summary = collect_to(ab_log_dir(log_dir, deployment), since_ts, logs.path, duplicates=wanted.duplicates,
-                         attribution_window_s=attribution_window_s, pre_period=wanted.cuped)
+                         attribution_window_s=attribution_window_s, pre_period=wanted.cuped,
+                         spark_master=spark_master)
     logs.metadata.update(summary["metadata"])
     return json.dumps(summary)
 

@@ -63,6 +63,7 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         policy: dict = default_policy,
         drift: bool = True,
         dry_run: bool = False,
+        spark_master: str = "local[*]",
     ) -> None:
         """Judge the running canary on its A/B logs and promote it, roll it back, or keep it running.
 
@@ -98,12 +99,16 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
                 narrowest), cuped (adjust by the pre-period), analysis_unit (auto | user | request).
             drift: Add an Evidently drift report (canary vs champion impressions) to the analysis.
             dry_run: Decide and report, but neither promote nor roll back.
+            spark_master: Spark master of the collect step's click attribution: local[*] (Spark in
+                the step's pod), or a cluster / Spark Connect server (spark://, sc://) whose
+                executors share the step's disk.
         """
         storage = live(on_cpu(resolve_storage(
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, storage_root=storage_root, required=prof.storage_required,
             deployment=deployment, registry_root=registry_root, log_dir=log_dir), "Resolve storage"))
         collect = live(on_cpu(collect_logs(log_dir=storage.outputs["ab_logs"], since_ts=since_ts,
-                                           deployment=deployment, policy=policy), "Collect A/B logs"))
+                                           deployment=deployment, policy=policy, spark_master=spark_master),
+                              "Collect A/B logs"))
         analysis = live(on_cpu(analyze_canary(
             logs=collect.outputs["logs"], target=deploy_target, deployment=deployment, namespace=kserve_namespace,
             kserve_env=kserve_env, state_dir=deploy_state_dir, policy=policy, drift=drift,

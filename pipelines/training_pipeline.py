@@ -107,6 +107,7 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         max_seq_len: int = 200,
         spark_master: str = "local[*]",
         spark_submit: str = "local",
+        spark_build_uri: str = "",
         online_store: str = "sqlite",
         redis_url: str = "localhost:6379",
         pretrain_method: str = "genctr",
@@ -160,6 +161,9 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             spark_submit: Where the feature build runs: local (Spark as spark_master says, driven
                 from the step's pod) | operator (a SparkApplication for the Kubeflow Spark Operator);
                 off the pod the build is staged under the storage root.
+            spark_build_uri: Where Spark off the pod (a cluster, Spark Connect, the Operator's pods)
+                reads the events and writes the build: an object-store URI, or a path every node
+                mounts ('' = under the object-store storage root). Unused for a local master.
             online_store: Feast online store: sqlite | redis.
             redis_url: Redis connection string (online_store=redis).
             pretrain_method: genctr | dgenctr | none.
@@ -228,7 +232,7 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         # stay the same from run to run, so KFP's cache still finds it)
         features = with_storage(on_cpu(build_features(
             events=events, behaviours=ingest.outputs["behaviours"], max_seq_len=max_seq_len,
-            spark_master=spark_master, spark_submit=spark_submit),
+            spark_master=spark_master, spark_submit=spark_submit, spark_build_uri=spark_build_uri),
             "Build features (Spark)")).after(checked_events)
         features.set_cpu_request(platform.spark_cpu).set_memory_request(platform.spark_memory)
         build = features.outputs["build"]

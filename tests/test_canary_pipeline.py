@@ -390,14 +390,15 @@ def world(synthetic_build: dict[str, Any], tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="module")
-def planted(world: dict[str, Any]) -> dict[str, Any]:
-    """Random champion, trained canary at 50 %, and simulated traffic through both (A/B logs)."""
+def planted(world: dict[str, Any], spark_connect: str) -> dict[str, Any]:
+    """Random champion, trained canary at 50 %, and simulated traffic through both (A/B logs); the
+    pipelines' attribution join runs on the session's warm Spark Connect server."""
     from genctr.simulation import simulate_deployment
 
     plant(world, "random", "trained", 50)
     logs = world["root"] / "logs-pipeline"
     summary = simulate_deployment(world["deployer"], world["world"], world["n_events"], traffic(seed=1, n=8_000), logs)
-    return {**world, "logs": logs, "since_ts": summary.start_ts}
+    return {**world, "logs": logs, "since_ts": summary.start_ts, "spark_master": spark_connect}
 
 
 def pipeline_params(ctx: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -405,7 +406,7 @@ def pipeline_params(ctx: dict[str, Any], **overrides: Any) -> dict[str, Any]:
             "deploy_state_dir": str(ctx["state_dir"]), "registry_root": ctx["reg"].root, "model_name": MODEL,
             "policy": {"min_users_per_arm": 100, "min_impressions_per_arm": 2_000,
                        "max_p99_latency_ms": 10_000.0},  # a loaded test machine is slow, not the canary
-            **overrides}
+            "spark_master": ctx["spark_master"], **overrides}
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ traffic, the decision, and the HTML report, which a real headless browser (Debia
 must render with the decision in it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -28,11 +29,12 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def demo(tmp_path_factory: pytest.TempPathFactory, spark_connect: str) -> Any:
     home = tmp_path_factory.mktemp("demo-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GENCTR_HOME", str(home))
-        yield run_demo(SMALL)
+        # the builds on the session's warm Spark Connect server (the CLI's default is local[2])
+        yield run_demo(dataclasses.replace(SMALL, spark_master=spark_connect))
 
 
 def test_the_demo_runs_the_loop_and_stops_its_server(demo: Any) -> None:
@@ -72,3 +74,17 @@ def test_the_report_renders_in_a_headless_browser_with_the_decision(demo: Any, t
     # the decision banner is drawn: a solid coloured block near the top, not a blank page
     colourful = (pixels.max(axis=2) - pixels.min(axis=2)) > 60
     assert colourful[:400].mean() > 0.01, "the top of the rendered report has no coloured banner"
+
+
+def test_a_bad_spark_master_fails_before_anything_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from genctr.cli import app
+    from genctr.errors import ConfigError
+
+    monkeypatch.setenv("GENCTR_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"Spark master 'local\[0\]' is not one of local\[\*\]"):
+        run_demo(DemoConfig(spark_master="local[0]"))
+    result = CliRunner().invoke(app, ["demo", "--spark-master", "yarn-ish"])
+    assert result.exit_code == 2 and "Spark master 'yarn-ish' is not one of" in result.output, result.output
+    assert not (tmp_path / "demo").exists()  # nothing started, nothing cleared

@@ -54,9 +54,17 @@ def canonical_events(n: int = 500) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def first_run(home: Path) -> tuple[LocalRun, Path]:
+def tiny(spark_connect: str, home: Path) -> dict[str, Any]:
+    """TINY, its feature build on the session's warm Spark Connect server, which shares this
+    machine's disk (every run of this module uses the same values: cached steps are reused only
+    for identical inputs)."""
+    return {**TINY, "spark_master": spark_connect, "spark_build_uri": str(home / "spark-builds")}
+
+
+@pytest.fixture(scope="module")
+def first_run(home: Path, tiny: dict[str, Any]) -> tuple[LocalRun, Path]:
     registry = home / "registry"
-    run = run_local({**TINY, "registry_root": str(registry)}, home / "runs", enable_caching=True)
+    run = run_local({**tiny, "registry_root": str(registry)}, home / "runs", enable_caching=True)
     return run, registry
 
 
@@ -93,10 +101,10 @@ def test_end_to_end_registers_a_model_with_metrics_and_a_decision(first_run: tup
 
 
 def test_an_identical_candidate_is_rejected_and_the_champion_stays(first_run: tuple[LocalRun, Path],
-                                                                  home: Path) -> None:
+                                                                  home: Path, tiny: dict[str, Any]) -> None:
     _, registry = first_run
     # Cached data and training steps: the same candidate again; the gate and register never come from cache.
-    run = run_local({**TINY, "registry_root": str(registry)}, home / "runs", enable_caching=True)
+    run = run_local({**tiny, "registry_root": str(registry)}, home / "runs", enable_caching=True)
     decision = run.decision
     assert decision is not None and decision["passed"] is False and decision["champion"] is not None
     assert "register-model" not in run.outputs and run.registered_version is None
@@ -104,11 +112,12 @@ def test_an_identical_candidate_is_rejected_and_the_champion_stays(first_run: tu
     assert reg.list_versions("e2e") == [1] and reg.champion("e2e") == 1
 
 
-def test_a_worse_candidate_is_rejected_and_the_champion_stays(first_run: tuple[LocalRun, Path], home: Path) -> None:
+def test_a_worse_candidate_is_rejected_and_the_champion_stays(first_run: tuple[LocalRun, Path], home: Path,
+                                                              tiny: dict[str, Any]) -> None:
     _, registry = first_run
     champion_auc = ModelRegistry(registry).get("e2e", 1).metadata["gate"]["candidate"]["auc"]
     # Same data and pretraining (cached); fine-tuning barely moves from its random init.
-    run = run_local({**TINY, "registry_root": str(registry), "finetune_lr": 1e-7}, home / "runs",
+    run = run_local({**tiny, "registry_root": str(registry), "finetune_lr": 1e-7}, home / "runs",
                     enable_caching=True)
     decision = run.decision
     assert decision is not None and decision["passed"] is False
@@ -160,7 +169,8 @@ def test_unknown_parameter_fails_before_anything_runs(tmp_path: Path) -> None:
 
 
 def test_deploy_step_serves_the_first_model_and_a_later_one_as_canary(first_run: tuple[LocalRun, Path],
-                                                                       home: Path, tmp_path: Path) -> None:
+                                                                       home: Path, tmp_path: Path,
+                                                                       tiny: dict[str, Any]) -> None:
     import requests
 
     from genctr.deploy.factory import DeployTarget, make_deployer
@@ -168,7 +178,7 @@ def test_deploy_step_serves_the_first_model_and_a_later_one_as_canary(first_run:
     registry = tmp_path / "registry"
     target = DeployTarget(kind="local", name="e2e-serve", state_dir=str(tmp_path / "deploy"))
     # Cached data and training steps; a fresh registry: the gate passes on the floor, then deploy.
-    run = run_local({**TINY, "registry_root": str(registry), "promote_without_canary": False,
+    run = run_local({**tiny, "registry_root": str(registry), "promote_without_canary": False,
                      "deploy_target": "local", "deployment": target.name}, home / "runs", enable_caching=True)
     deployer = make_deployer(dataclasses.replace(target, state_dir=str(home / "deploy")))
     try:

@@ -6,12 +6,13 @@ SPARK_HOME = the pyspark package, through pyspark's own launchers:
 
 * a standalone master and two workers (``bin/spark-class ...deploy.master.Master`` /
   ``...deploy.worker.Worker``; one core and 1 GiB each, work dirs under tmp);
-* a Spark Connect server (``bin/spark-submit --class ...connect.service.SparkConnectServer``,
-  ``local[2]``, the bundled spark-connect jar).
+* and, for the Connect tests, the session's Spark Connect server (conftest ``spark_connect``:
+  ``bin/spark-submit --class ...connect.service.SparkConnectServer``, ``local[2]``, the bundled
+  spark-connect jar), shared with the pipelines' Spark steps.
 
 Each runs in a process group of its own and the group is stopped at teardown (SIGTERM, then
 SIGKILL), also when start-up or a test fails, so no executor JVM outlives the module. JVM
-start-ups are the cost here: the four daemons boot while the local reference build runs.
+start-ups are the cost here: the three daemons boot while the local reference build runs.
 
 The builds: on the cluster through ``spark-submit --master spark://... spark_build.py`` (the
 SparkApplication's entry point; its driver a process of its own, its executors on the workers);
@@ -37,6 +38,7 @@ import pytest
 from build_compare import assert_same_build
 from build_fixtures import MAX_SEQ_LEN, tiny_events
 from conftest import free_port
+from spark_connect_server import spark_env
 
 from genctr.config import FeatureConfig
 
@@ -51,13 +53,12 @@ RUN_TIMEOUT_S = 420
 
 @dataclass
 class Daemons:
-    """The master, the workers and the Connect server; ``wait()`` blocks until all are up."""
+    """The master and the workers; ``wait()`` blocks until both workers are registered."""
 
     home: Path
     env: dict[str, str]
     logs: Path
     master_url: str
-    connect_url: str
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ready: bool = False
 
@@ -72,8 +73,7 @@ class Daemons:
     def wait(self) -> Daemons:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self.ready:
-            self.ready = (self.log("master").count("Registering worker") >= 2
-                          and "Spark Connect server started" in self.log("connect"))
+            self.ready = self.log("master").count("Registering worker") >= 2
             dead = [n for n, p in self.procs.items() if p.poll() is not None]
             if dead or (not self.ready and time.monotonic() > deadline):
                 tails = "\n".join(f"--- {n} ---\n{self.log(n)[-1500:]}" for n in self.procs)
@@ -104,18 +104,12 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 @pytest.fixture(scope="module")
 def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemons]:
-    """Launches the four daemons (without waiting for them) and stops them at the end of the module."""
-    import pyspark
-
-    home = Path(pyspark.__file__).parent
+    """Launches the three daemons (without waiting for them) and stops them at the end of the module."""
     root = tmp_path_factory.mktemp("spark-daemons")
-    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
-           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOG_DIR": str(root), "SPARK_CONF_DIR": str(root / "conf")}
-    (root / "conf").mkdir()  # an empty configuration directory: nothing from the machine leaks in
-    port, connect_port = free_port(), free_port()
-    d = Daemons(home, env, root, f"spark://127.0.0.1:{port}", f"sc://127.0.0.1:{connect_port}")
-    spark_class, spark_submit = str(home / "bin" / "spark-class"), str(home / "bin" / "spark-submit")
+    env = spark_env(root)
+    port = free_port()
+    d = Daemons(Path(env["SPARK_HOME"]), env, root, f"spark://127.0.0.1:{port}")
+    spark_class = str(d.home / "bin" / "spark-class")
     try:
         d.start("master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                            "--port", str(port), "--webui-port", str(free_port())])
@@ -124,11 +118,6 @@ def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemons]:
             d.start(f"worker{i}", [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
                                    "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()),
                                    "--work-dir", str(root / f"work{i}"), d.master_url])
-        d.start("connect", [spark_submit, "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
-                            "--master", "local[2]", "--driver-memory", "1g",
-                            "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
-                            "--conf", f"spark.connect.grpc.binding.port={connect_port}",
-                            "--conf", "spark.ui.enabled=false"])
         yield d
     finally:
         d.stop()
@@ -185,9 +174,10 @@ def test_the_build_on_a_standalone_cluster_equals_the_local_build(daemons: Daemo
     assert all(os.getpgid(p.pid) == p.pid for p in d.procs.values())
 
 
-def test_the_build_component_over_spark_connect_equals_the_local_build(daemons: Daemons, reference: dict[str, Path],
+def test_the_build_component_over_spark_connect_equals_the_local_build(spark_connect: str,
+                                                                       reference: dict[str, Path],
                                                                        tmp_path: Path) -> None:
-    d = daemons.wait()
+    env = spark_env(tmp_path / "client")
     artifact, shared = tmp_path / "artifact" / "build", tmp_path / "shared"
     script = tmp_path / "run_component.py"  # a file: pyspark.sql.connect treats a main without one as a doctest
     script.write_text(
@@ -201,27 +191,27 @@ def test_the_build_component_over_spark_connect_equals_the_local_build(daemons: 
         "from pyspark import SparkContext\n"
         "assert SparkContext._active_spark_context is None and SparkContext._gateway is None\n"
         "print(json.dumps(build.metadata))\n")
-    proc = _run([sys.executable, str(script), str(reference["events"]), str(artifact), d.connect_url, str(shared)],
-                {**d.env, "PYTHONPATH": str(ROOT)})
+    proc = _run([sys.executable, str(script), str(reference["events"]), str(artifact), spark_connect, str(shared)],
+                {**env, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-4000:]
     meta = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert meta["spark"] == {"submit": "local", "master": d.connect_url, "uri": f"{shared}/features"}
+    assert meta["spark"] == {"submit": "local", "master": spark_connect, "uri": f"{shared}/features"}
     assert_same_build(artifact, reference["build"])
     assert_same_build(shared / "features", reference["build"])  # the copy the server wrote, kept for reuse
 
 
-def test_connect_failures_are_project_errors_that_say_what_to_fix(daemons: Daemons, reference: dict[str, Path],
+def test_connect_failures_are_project_errors_that_say_what_to_fix(spark_connect: str, reference: dict[str, Path],
                                                                   tmp_path: Path) -> None:
     from moto_s3 import moto_s3
 
-    d = daemons.wait()
+    client_env = spark_env(tmp_path / "client")
     bad = tmp_path / "bad.parquet"
     tiny_events().assign(clicked=lambda df: df["clicked"].where(df.index % 50 != 7, 2)).to_parquet(bad, index=False)
 
     def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return _run([sys.executable, "-m", "genctr.features.spark_build", *args], env or d.env)
+        return _run([sys.executable, "-m", "genctr.features.spark_build", *args], env or client_env)
 
-    got = cli("--master", d.connect_url, "--events", str(bad), "--out", str(tmp_path / "out"))
+    got = cli("--master", spark_connect, "--events", str(bad), "--out", str(tmp_path / "out"))
     assert got.returncode == 2 and "column 'clicked' must be 0 or 1" in got.stderr, got.stderr[-3000:]
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
     # the server has no S3A connector: said so, with the fix, before any table is written
@@ -229,8 +219,8 @@ def test_connect_failures_are_project_errors_that_say_what_to_fix(daemons: Daemo
         import fsspec
 
         fsspec.filesystem("s3").put(str(reference["events"]), f"{BUCKET}/events", recursive=True)
-        got = cli("--master", d.connect_url, "--events", f"s3://{BUCKET}/events", "--out", f"s3://{BUCKET}/build",
-                  env={**d.env, **{k: os.environ[k] for k in os.environ if k.startswith("AWS_")}})
+        got = cli("--master", spark_connect, "--events", f"s3://{BUCKET}/events", "--out", f"s3://{BUCKET}/build",
+                  env={**client_env, **{k: os.environ[k] for k in os.environ if k.startswith("AWS_")}})
         assert got.returncode == 2, got.stderr[-3000:]
         assert "Spark cannot reach s3a://" in got.stderr and "hadoop-aws" in got.stderr, got.stderr[-3000:]
         assert not fsspec.filesystem("s3").exists(f"{BUCKET}/build")

@@ -70,6 +70,9 @@ class DemoConfig:
     # request's; the latency guardrail is set for that (the policy default suits real traffic).
     max_p99_latency_ms: float = 1_000.0
     seed: int = 0
+    # Spark master of the feature builds and the canary's click attribution: local[2] (a JVM in each
+    # Spark step), or a running cluster or Spark Connect server on this machine (spark://, sc://)
+    spark_master: str = "local[2]"
     skip_movielens: bool = False
     keep_serving: bool = False
 
@@ -131,12 +134,14 @@ def run_demo(cfg: DemoConfig | None = None, progress: Callable[[str], None] | No
     stage (default: the log); kfp.local's output goes to ``$GENCTR_HOME/demo/logs/``."""
     from genctr.data.sources.synthetic import SyntheticConfig
     from genctr.deploy.factory import DeployTarget, make_deployer
+    from genctr.features.spark_session import check_master, is_local
     from genctr.monitoring.canary import run_canary_step
     from genctr.monitoring.decision import CanaryPolicy
     from genctr.registry import ModelRegistry
     from genctr.simulation import SimulationConfig, simulate_deployment
 
     cfg = cfg or DemoConfig()
+    check_master(cfg.spark_master)  # a bad master fails here, not minutes later in the first build step
     stage = _Stages(5 if cfg.skip_movielens else 6, progress or log.info)
     root = home() / "demo"
     _stop_old_server()
@@ -147,8 +152,10 @@ def run_demo(cfg: DemoConfig | None = None, progress: Callable[[str], None] | No
     # the deploy step's default state dir ($GENCTR_HOME/deploy); the demo's own design for the canary
     target = DeployTarget(kind="local", name=DEPLOYMENT, randomisation=cfg.randomisation)
     result = DemoResult(root=root, report=root / "report.html")
-    common = {"registry_root": str(registry), "spark_master": "local[2]", "device": "cpu", "seed": cfg.seed,
+    common = {"registry_root": str(registry), "spark_master": cfg.spark_master, "device": "cpu", "seed": cfg.seed,
               "batch_size": 512}
+    if not is_local(cfg.spark_master):  # Spark off this process, on this machine: it shares the demo's disk
+        common["spark_build_uri"] = str(root / "spark-builds")
 
     if not cfg.skip_movielens:
         t0 = time.perf_counter()
@@ -207,7 +214,7 @@ def run_demo(cfg: DemoConfig | None = None, progress: Callable[[str], None] | No
             t0 = time.perf_counter()
             policy = CanaryPolicy(max_p99_latency_ms=cfg.max_p99_latency_ms)
             turn = run_canary_step(logs, deployer, policy, root / "canary", registry=ModelRegistry(str(registry)),
-                                   model_name=SYNTHETIC_MODEL, target=target.kind)
+                                   model_name=SYNTHETIC_MODEL, target=target.kind, spark_master=cfg.spark_master)
             result.seconds["canary analysis"] = time.perf_counter() - t0
             # the report reads the decision's fields, what was done and the files' paths
             result.canary = {**turn.to_dict(), "acted": turn.result.acted, "paths": turn.paths,

@@ -103,6 +103,8 @@ def step_cmd(
     out_dir: Path | None = typer.Option(None, help="Reports (default $GENCTR_HOME/canary/<deployment>)."),
     drift: bool = typer.Option(True, "--drift/--no-drift", help="Evidently drift report of the arms."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Decide and report; do not promote or roll back."),
+    spark_master: str = typer.Option("local[*]", help="Spark master of the click attribution: local[N], or a "
+                                                      "cluster / Spark Connect server sharing this disk."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole outcome as JSON."),
 ) -> None:
     """One turn of the canary loop: analyse the logs, decide, promote / roll back (unless --dry-run).
@@ -120,7 +122,7 @@ def step_cmd(
             ab_log_dir(str(log_dir) if log_dir else "", deployment), make_deployer(where),
             load_policy(parse_policy(policy)), out_dir or home() / "canary" / deployment,
             registry=open_registry(registry or str(home() / "registry")), model_name=model_name,
-            since_ts=since_ts, drift=drift, dry_run=dry_run, target=where.kind)
+            since_ts=since_ts, drift=drift, dry_run=dry_run, target=where.kind, spark_master=spark_master)
     except GenCTRError as exc:
         fail(exc)
     if as_json:

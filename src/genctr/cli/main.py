@@ -64,6 +64,9 @@ def demo(
     skip_movielens: bool = typer.Option(False, help="Skip the offline MovieLens run (synthetic world only)."),
     keep_serving: bool = typer.Option(False, help="Leave the local model server running afterwards."),
     seed: int = typer.Option(0, help="Seed of the synthetic world, training and traffic."),
+    spark_master: str = typer.Option("local[2]", help="Spark master of the feature builds and the click "
+                                                      "attribution: local[N], or a cluster or Spark Connect "
+                                                      "server on this machine (spark://, sc://)."),
     verbose: bool = typer.Option(False, "--verbose", help="Also show genctr's INFO logs (default: one line per "
                                                           "stage, warnings, and the summary)."),
 ) -> None:
@@ -78,7 +81,8 @@ def demo(
         logging.getLogger("genctr").setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
     try:
         result = run_demo(DemoConfig(requests=requests, canary_percent=canary_percent, seed=seed,
-                                     skip_movielens=skip_movielens, keep_serving=keep_serving), progress=typer.echo)
+                                     skip_movielens=skip_movielens, keep_serving=keep_serving,
+                                     spark_master=spark_master), progress=typer.echo)
     except GenCTRError as exc:
         fail(exc)
     for line in result.summary_lines():

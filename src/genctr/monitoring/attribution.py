@@ -141,10 +141,11 @@ def _read(spark: SparkSession, directory: str, columns: dict[str, str]) -> DataF
 
 
 def run_attribution(log_dir: str | Path, out_dir: str | Path, cfg: AttributionConfig | None = None, *,
-                    spark: SparkSession | None = None) -> AttributionCounts:
+                    spark: SparkSession | None = None, master: str = "local[*]") -> AttributionCounts:
     """Credit ``<log_dir>/raw_clicks`` to ``<log_dir>/impressions``: writes ``<out_dir>/clicks/`` (replaced
     whole, never half) and ``<out_dir>/attribution.json``. ``log_dir``: any path Spark reads
-    (local, ``s3a://``...); ``out_dir``: a local directory. ``spark``: default :func:`get_spark`."""
+    (local, ``s3a://``...); ``out_dir``: a local directory. ``spark``: default :func:`get_spark` on
+    ``master`` (a cluster or Connect master must share ``out_dir``'s disk: its executors write there)."""
     from genctr.features.spark_session import get_spark
 
     cfg = cfg or AttributionConfig()
@@ -157,7 +158,7 @@ def run_attribution(log_dir: str | Path, out_dir: str | Path, cfg: AttributionCo
         publish(empty, out / "clicks")  # replaces an earlier run's credited clicks too
         write_json(out / COUNTS_FILE, counts.to_dict())
         return counts
-    spark = spark or get_spark(app_name="genctr-attribution")
+    spark = spark or get_spark(master, app_name="genctr-attribution")
     impressions = _read(spark, f"{root}/impressions", {"request_id": "string", "item_id": "long", "ts": "long"})
     clicks = _read(spark, f"{root}/{RAW_CLICKS}", {"request_id": "string", "item_id": "long", "ts": "long"})
     result = attribute(impressions, clicks, cfg)

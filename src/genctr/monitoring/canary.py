@@ -244,17 +244,18 @@ class CanaryTurn:
 def run_canary_step(log_dir: str | Path, deployer: Deployer, policy: CanaryPolicy, out_dir: str | Path, *,
                     registry: ModelRegistry | None = None, model_name: str = "genctr-ctr",
                     since_ts: int | None = None, reference: pd.DataFrame | None = None, drift: bool = True,
-                    dry_run: bool = False, target: str | None = None) -> CanaryTurn:
+                    dry_run: bool = False, target: str | None = None, spark_master: str = "local[*]") -> CanaryTurn:
     """collect -> judge -> act on the deployment's canary, appended to ``<out_dir>/decisions.jsonl``.
 
     With ``policy.cuped`` the logs before ``since_ts`` are read too: each unit's pre-period
-    totals are the covariate (they predate the canary, so it cannot have moved them)."""
+    totals are the covariate (they predate the canary, so it cannot have moved them). Raw clicks
+    are attributed by Spark on ``spark_master`` (:func:`~genctr.monitoring.collect.collect`)."""
     pre_period = None
     if policy.cuped:
-        full = collect(log_dir, 0, duplicates=policy.duplicates)
+        full = collect(log_dir, 0, duplicates=policy.duplicates, spark_master=spark_master)
         logs, pre_period = window(full, since_ts or None), pre_period_totals(full, since_ts or 0)
     else:
-        logs = collect(log_dir, since_ts or 0, duplicates=policy.duplicates)
+        logs = collect(log_dir, since_ts or 0, duplicates=policy.duplicates, spark_master=spark_master)
     decision = judge(logs, deployer.status(), policy, out_dir, target=target, drift=drift, reference=reference,
                      pre_period=pre_period)
     result = act(decision, deployer, registry=registry, model_name=model_name, dry_run=dry_run)

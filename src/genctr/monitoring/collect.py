@@ -77,39 +77,42 @@ def window(logs: ABLogs, since_ts: int | None) -> ABLogs:
                   logs.quality)  # counted over the whole log: a duplicate is a fault wherever it is
 
 
-def attributed_logs(log_dir: str, duplicates: str, cfg: AttributionConfig) -> tuple[ABLogs, AttributionCounts]:
-    """A local sink log directory (``raw_clicks/``) with its clicks credited by the Spark join."""
+def attributed_logs(log_dir: str, duplicates: str, cfg: AttributionConfig,
+                    spark_master: str = "local[*]") -> tuple[ABLogs, AttributionCounts]:
+    """A local sink log directory (``raw_clicks/``) with its clicks credited by the Spark join on
+    ``spark_master`` (local, or a cluster / Connect server that shares this machine's disk)."""
     from genctr.monitoring.attribution import run_attribution
 
     with tempfile.TemporaryDirectory(prefix="attributed-") as work:
-        counts = run_attribution(log_dir, work, cfg)
+        counts = run_attribution(log_dir, work, cfg, master=spark_master)
         impressions, credited, quality = join_clicks(read_table(log_dir, "impressions"), read_table(work, "clicks"),
                                                      duplicates)
     quality = dataclasses.replace(quality, orphan_clicks=counts.orphans, duplicate_clicks=counts.duplicate_clicks)
     return ABLogs(read_table(log_dir, "requests"), impressions, credited, quality), counts
 
 
-def _collect(log_dir: str | Path, since_ts: int, duplicates: str,
-             attribution_window_s: int) -> tuple[ABLogs, AttributionCounts | None]:
+def _collect(log_dir: str | Path, since_ts: int, duplicates: str, attribution_window_s: int,
+             spark_master: str = "local[*]") -> tuple[ABLogs, AttributionCounts | None]:
     """The whole checked log of ``log_dir`` (not yet windowed) and the attribution's counts."""
     if isinstance(since_ts, bool) or not isinstance(since_ts, int) or since_ts < 0:
         raise ConfigError(f"since_ts must be epoch seconds >= 0 (0 = all traffic), got {since_ts!r}")
     cfg = AttributionConfig(window_s=attribution_window_s)
     with _local_logs(str(log_dir)) as local:
         if any(Path(local, RAW_CLICKS).glob("part-*.parquet")):
-            return attributed_logs(local, duplicates, cfg)
+            return attributed_logs(local, duplicates, cfg, spark_master)
         return read_logs(local, duplicates), None
 
 
 def collect(log_dir: str | Path, since_ts: int = 0, *, duplicates: str = "refuse",
-            attribution_window_s: int = DEFAULT_WINDOW_S) -> ABLogs:
+            attribution_window_s: int = DEFAULT_WINDOW_S, spark_master: str = "local[*]") -> ABLogs:
     """The checked A/B logs of ``log_dir`` (path or fsspec URI) at or after ``since_ts`` (0 = all).
 
-    Raw clicks (a sink's log directory) are attributed first (module docstring). Raises ConfigError
+    Raw clicks (a sink's log directory) are attributed first (module docstring), by Spark on
+    ``spark_master`` (local, or a cluster / Connect server sharing this disk). Raises ConfigError
     for a missing directory, a negative ``since_ts`` or window, DataValidationError (naming the table,
     column or part file) for a malformed table.
     """
-    return window(_collect(log_dir, since_ts, duplicates, attribution_window_s)[0], since_ts or None)
+    return window(_collect(log_dir, since_ts, duplicates, attribution_window_s, spark_master)[0], since_ts or None)
 
 
 def arm_counts(logs: ABLogs) -> dict[str, dict[str, int]]:
@@ -120,7 +123,8 @@ def arm_counts(logs: ABLogs) -> dict[str, dict[str, int]]:
 
 
 def collect_to(log_dir: str, since_ts: int, out_dir: str | Path, *, duplicates: str = "refuse",
-               attribution_window_s: int = DEFAULT_WINDOW_S, pre_period: bool = False) -> dict[str, Any]:
+               attribution_window_s: int = DEFAULT_WINDOW_S, pre_period: bool = False,
+               spark_master: str = "local[*]") -> dict[str, Any]:
     """:func:`collect`, written to ``out_dir`` in the log layout (the pipeline's collect step).
 
     Clicks on impressions before the window are dropped with them, so the copy reads back clean;
@@ -130,7 +134,7 @@ def collect_to(log_dir: str, since_ts: int, out_dir: str | Path, *, duplicates: 
     With ``pre_period`` (a CUPED policy) each user's totals before ``since_ts`` go to
     ``pre_period.parquet`` (:func:`read_pre_period`).
     """
-    full, attributed = _collect(log_dir, since_ts, duplicates, attribution_window_s)
+    full, attributed = _collect(log_dir, since_ts, duplicates, attribution_window_s, spark_master)
     logs = window(full, since_ts or None)
     if pre_period:
         with atomic_path(Path(out_dir) / PRE_PERIOD_FILE) as tmp:
