@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,6 +53,9 @@ def test_the_demo_runs_the_loop_and_stops_its_server(demo: Any) -> None:
     status = make_deployer(DeployTarget(kind="local", name=DEPLOYMENT,
                                         state_dir=str(demo.root.parent / "deploy"))).status()
     assert not status.ready  # the demo stops the server it started
+    # its builds ran on the Connect server, in the pipeline steps' processes; this one opened no Connect
+    # session (pyspark would then refuse local Spark here, and in every process started from here)
+    assert "SPARK_CONNECT_MODE_ENABLED" not in os.environ and "SPARK_REMOTE" not in os.environ
 
 
 def test_the_report_renders_in_a_headless_browser_with_the_decision(demo: Any, tmp_path: Path) -> None:

@@ -70,8 +70,10 @@ class DemoConfig:
     # request's; the latency guardrail is set for that (the policy default suits real traffic).
     max_p99_latency_ms: float = 1_000.0
     seed: int = 0
-    # Spark master of the feature builds and the canary's click attribution: local[2] (a JVM in each
-    # Spark step), or a running cluster or Spark Connect server on this machine (spark://, sc://)
+    # Spark master of the pipelines' feature builds: local[2] (a JVM in each build step), or a running
+    # cluster or Spark Connect server on this machine (spark://, sc://). The canary's click
+    # attribution runs in the demo's own process, on local Spark: pyspark keeps a process that has
+    # opened a Connect session on Connect for good.
     spark_master: str = "local[2]"
     skip_movielens: bool = False
     keep_serving: bool = False
@@ -214,7 +216,7 @@ def run_demo(cfg: DemoConfig | None = None, progress: Callable[[str], None] | No
             t0 = time.perf_counter()
             policy = CanaryPolicy(max_p99_latency_ms=cfg.max_p99_latency_ms)
             turn = run_canary_step(logs, deployer, policy, root / "canary", registry=ModelRegistry(str(registry)),
-                                   model_name=SYNTHETIC_MODEL, target=target.kind, spark_master=cfg.spark_master)
+                                   model_name=SYNTHETIC_MODEL, target=target.kind)
             result.seconds["canary analysis"] = time.perf_counter() - t0
             # the report reads the decision's fields, what was done and the files' paths
             result.canary = {**turn.to_dict(), "acted": turn.result.acted, "paths": turn.paths,

@@ -64,9 +64,9 @@ def demo(
     skip_movielens: bool = typer.Option(False, help="Skip the offline MovieLens run (synthetic world only)."),
     keep_serving: bool = typer.Option(False, help="Leave the local model server running afterwards."),
     seed: int = typer.Option(0, help="Seed of the synthetic world, training and traffic."),
-    spark_master: str = typer.Option("local[2]", help="Spark master of the feature builds and the click "
-                                                      "attribution: local[N], or a cluster or Spark Connect "
-                                                      "server on this machine (spark://, sc://)."),
+    spark_master: str = typer.Option("local[2]", help="Spark master of the pipelines' feature builds: "
+                                                      "local[N], or a cluster or Spark Connect server on "
+                                                      "this machine (spark://, sc://)."),
     verbose: bool = typer.Option(False, "--verbose", help="Also show genctr's INFO logs (default: one line per "
                                                           "stage, warnings, and the summary)."),
 ) -> None:
