@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -89,6 +90,11 @@ def test_a_bad_spark_master_fails_before_anything_runs(tmp_path: Path, monkeypat
     monkeypatch.setenv("GENCTR_HOME", str(tmp_path))
     with pytest.raises(ConfigError, match=r"Spark master 'local\[0\]' is not one of local\[\*\]"):
         run_demo(DemoConfig(spark_master="local[0]"))
-    result = CliRunner().invoke(app, ["demo", "--spark-master", "yarn-ish"])
+    quieted = logging.getLogger("genctr")  # `genctr demo` quiets genctr's INFO logs: put them back for later tests
+    level = quieted.level
+    try:
+        result = CliRunner().invoke(app, ["demo", "--spark-master", "yarn-ish"])
+    finally:
+        quieted.setLevel(level)
     assert result.exit_code == 2 and "Spark master 'yarn-ish' is not one of" in result.output, result.output
     assert not (tmp_path / "demo").exists()  # nothing started, nothing cleared
