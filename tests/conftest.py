@@ -14,8 +14,8 @@ os.environ.setdefault("PYSPARK_PYTHON", os.path.realpath(os.sys.executable))
 # Every JVM the suite starts runs seconds of work on tiny tables: pyspark's drivers (in the workers,
 # in pipeline steps and CLI subprocesses, inherited through the environment), the Connect server and
 # the standalone daemons. For such short lives HotSpot's C2 compiler costs more CPU than its code
-# saves; C1 alone halves a cold 40k-event build's CPU (35 -> 19-21 s, RESULTS.md "The test suite's
-# time"). The results do not depend on the JIT tier. Users' builds keep the JVM's default.
+# saves; C1 alone cuts a cold 40k-event build's CPU by a third or more (35 -> 19-28 s, RESULTS.md
+# "The test suite's time"). The results do not depend on the JIT tier. Users' builds keep the JVM's default.
 JVM_TEST_OPTS = "-XX:TieredStopAtLevel=1"
 for _var in ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS"):
     os.environ.setdefault(_var, JVM_TEST_OPTS)
@@ -84,10 +84,10 @@ def spark() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def spark_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``sc://`` URL of this worker's Spark Connect server (tests/spark_connect_server.py), started
+    """``sc://`` URL of this worker's Spark Connect server (tests/spark_daemons.py), started
     on first use: the kfp.local pipelines' Spark steps connect to one warm JVM instead of each
     booting a cold one (a cold 40k-event build costs 15-20 s, a warm one 6-8 s)."""
-    from spark_connect_server import start_connect_server
+    from spark_daemons import start_connect_server
 
     server = start_connect_server(tmp_path_factory.mktemp("spark-connect"), free_port())
     try:

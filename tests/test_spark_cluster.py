@@ -6,7 +6,8 @@ SPARK_HOME = the pyspark package, through pyspark's own launchers:
 
 * a standalone master and two workers (``bin/spark-class ...deploy.master.Master`` /
   ``...deploy.worker.Worker``; one core and 1 GiB each, work dirs under tmp);
-* and, for the Connect tests, the session's Spark Connect server (conftest ``spark_connect``:
+* and, for the Connect tests, the session's Spark Connect server (conftest ``spark_connect``,
+  tests/spark_daemons.py:
   ``bin/spark-submit --class ...connect.service.SparkConnectServer``, ``local[2]``, the bundled
   spark-connect jar), shared with the pipelines' Spark steps.
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -38,7 +38,7 @@ import pytest
 from build_compare import assert_same_build
 from build_fixtures import MAX_SEQ_LEN, tiny_events
 from conftest import free_port
-from spark_connect_server import spark_env
+from spark_daemons import START_TIMEOUT_S, spark_env, stop_groups
 
 from genctr.config import FeatureConfig
 
@@ -47,7 +47,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "src" / "genctr" / "features" / "spark_build.py"
 BUCKET = "genctr-cluster-it"
-START_TIMEOUT_S = 240.0  # four JVMs booting on two busy cores
 RUN_TIMEOUT_S = 420
 
 
@@ -83,23 +82,7 @@ class Daemons:
         return self
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(proc, signal.SIGKILL)  # whatever is left of the group (an executor JVM)
-            proc.wait()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
+        stop_groups(self.procs.values())
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,13 @@
-"""A Spark Connect server for a test session: ``bin/spark-submit --class ...SparkConnectServer``
-through pyspark's own launcher, ``local[2]``, on a free loopback port, the bundled spark-connect jar.
+"""Spark daemons for the tests, through pyspark's own launchers (``SPARK_HOME`` = the pyspark package):
+their environment, stopping a daemon's whole process group, and a Spark Connect server
+(``bin/spark-submit --class ...SparkConnectServer``, ``local[2]``, on a free loopback port, the
+bundled spark-connect jar).
 
-One per pytest worker, started by the first test that asks for it (conftest ``spark_connect``). Its
-JVM stays warm for every Spark step that later connects to it (kfp.local pipeline builds, the
-canary's attribution join, the Connect tests), instead of each step booting a cold JVM of its own.
-The server runs in a process group of its own, stopped whole at the end (SIGTERM, then SIGKILL).
+The Connect server: one per pytest worker, started by the first test that asks for it (conftest
+``spark_connect``). Its JVM stays warm for every Spark step that later connects to it (kfp.local
+pipeline builds, the canary's attribution join, the Connect tests), instead of each step booting a
+cold JVM of its own.
+Every daemon runs in a process group of its own, stopped whole at the end (:func:`stop_groups`).
 """
 from __future__ import annotations
 
@@ -13,10 +16,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-START_TIMEOUT_S = 240.0  # a JVM booting on two busy cores
+START_TIMEOUT_S = 240.0  # JVMs booting on two busy cores
 READY_LINE = "Spark Connect server started"
 
 
@@ -29,6 +33,29 @@ def spark_env(root: Path) -> dict[str, str]:
     return {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOCAL_IP": "127.0.0.1",
             "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
             "SPARK_LOG_DIR": str(root), "SPARK_CONF_DIR": str(root / "conf")}
+
+
+def stop_groups(procs: Iterable[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    """SIGTERM each daemon's process group, wait up to ``grace_s`` in all, then SIGKILL whatever is
+    left of each group (an executor JVM outlives its worker's leader otherwise) and reap the leader."""
+    procs = list(procs)
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 @dataclass
@@ -51,18 +78,7 @@ class ConnectServer:
         return self
 
     def stop(self) -> None:
-        for sig, wait_s in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        if self.proc.poll() is None:
-            self.proc.wait()
+        stop_groups([self.proc])
 
 
 def start_connect_server(root: Path, port: int) -> ConnectServer:
