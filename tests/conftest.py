@@ -147,7 +147,13 @@ def pytest_configure(config: pytest.Config) -> None:
         # pyspark.sql.connect (imported by Great Expectations) takes for a doctest run and exits.
         main = sys.modules["__main__"]
         if getattr(main, "__spec__", None) is None and not hasattr(main, "__file__"):
-            main.__file__ = sys.argv[0]
+            main.__file__ = "<string>"  # what `python -c` names its code's file (execnet starts workers so)
+        # inspect.stack() (kfp runs it in every task setter: set_container_image, set_cpu_request, ...)
+        # looks up each frame's module by file name; a file no module in sys.modules claims sends it
+        # through all of sys.modules (~7,000 here), 34 ms a setter and 70 s of the suite. The worker's
+        # bottom frames are execnet's `-c` code (claimed by __main__ above) and xdist's remote loop,
+        # which execnet executes from its source without importing it: imported here, it is claimed.
+        import xdist.remote  # noqa: F401
 
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
