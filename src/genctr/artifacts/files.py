@@ -17,19 +17,20 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from genctr import __version__
 from genctr.atomic import publish
 from genctr.errors import ArtifactError, describe
 from genctr.features.layout import FIRST_ID, BuildLayout
+
+if TYPE_CHECKING:  # torch is imported where tensors are read or written: the registry and the deployers
+    import torch  # use this module's file names without it
 
 FORMAT = 1
 REQUIRED_FILES = ("model.safetensors", "config.json")
@@ -41,6 +42,8 @@ TABLES = {"user": "user", "item": "item", "category": "cate"}  # vocabulary -> t
 def save_artifact(out_dir: str | Path, model: torch.nn.Module, config: dict[str, Any],
                   build_dir: str | Path | None, metrics: dict[str, Any]) -> Path:
     """Write the artifact under a temp name beside ``out_dir``, then rename it into place."""
+    from safetensors.torch import save_file
+
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -102,6 +105,9 @@ def load_weights(model_dir: str | Path, device: str | torch.device = "cpu",
                  expected: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Tensors of ``model.safetensors``, all finite; with ``expected`` (a state dict, e.g. of a
     meta-device model) the names, shapes and dtypes must match it exactly."""
+    import torch
+    from safetensors.torch import load_file
+
     path = Path(model_dir) / "model.safetensors"
     if not path.is_file():
         raise ArtifactError(f"{path} is missing or not a plain file; {FIX}")
@@ -164,6 +170,8 @@ def read_vocabulary(model_dir: str | Path, name: str) -> tuple[np.ndarray, np.nd
 
 def embedding_tables(model: torch.nn.Module) -> dict[str, torch.nn.Embedding]:
     """The model's id tables by field name (``...tables.<field>``), for a vocabulary size check."""
+    import torch
+
     return {name.rsplit(".", 1)[-1]: m for name, m in model.named_modules()
             if isinstance(m, torch.nn.Embedding) and ".tables." in f".{name}"}
 

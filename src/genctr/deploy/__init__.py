@@ -5,10 +5,6 @@
 * :mod:`genctr.deploy.local` — :class:`LocalDeployer` (one local ModelServer, JSON state file)
 * :mod:`genctr.deploy.manifests` — InferenceService / ServingRuntime from the SDK types, kustomize tree
 """
-from genctr.serving._kserve import import_kserve
-
-import_kserve()  # KServe parses sys.argv at import otherwise
-
-from genctr.deploy.base import CANARY, CHAMPION, Deployer, DeploymentStatus, assign_arm  # noqa: E402 - import_kserve() must run first
+from genctr.deploy.base import CANARY, CHAMPION, Deployer, DeploymentStatus, assign_arm
 
 __all__ = ["CANARY", "CHAMPION", "Deployer", "DeploymentStatus", "assign_arm"]

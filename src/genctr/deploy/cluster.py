@@ -30,6 +30,7 @@ import dataclasses
 import logging
 from typing import Any
 
+import genctr.serving._kserve  # noqa: F401 - KServe (imported in the functions below) with sys.argv emptied
 from genctr.deploy.base import CANARY, CHAMPION, ROUTER, Deployer, DeploymentStatus, check_percent
 from genctr.deploy.manifests import (
     ANN_CANARY,

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Protocol
 
 import yaml
 
+import genctr.serving._kserve  # noqa: F401 - KServe (imported in the functions below) with sys.argv emptied
 from genctr.atomic import write_text
 from genctr.errors import ConfigError
 from genctr.monitoring.headers import (

@@ -5,6 +5,11 @@
 benchmark) that parse can fail or misread flags: argparse accepts prefixes, so ``--work DIR``
 is read as KServe's ``--workers``. genctr passes every server setting to ``ModelServer``
 explicitly, so KServe's import-time parse is made to see no arguments.
+
+Importing this module is the guard: every genctr module that imports ``kserve`` at its top imports
+this module first (above an ``# isort: split``), so the parse never sees a caller's flags, whichever
+genctr module is imported first. The package ``genctr.serving`` itself does not import KServe: the
+light modules a deployment needs (the state file, the arm split, the Feast config) stay light.
 """
 from __future__ import annotations
 
@@ -21,3 +26,6 @@ def import_kserve() -> None:
         import kserve  # noqa: F401 - imported for its import-time set-up, with sys.argv emptied
     finally:
         sys.argv = argv
+
+
+import_kserve()

@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
+import genctr.serving._kserve  # noqa: F401 - first: KServe imported with sys.argv emptied
+
+# isort: split
 import numpy as np
 import torch
 from kserve.errors import InferenceError, InvalidInput

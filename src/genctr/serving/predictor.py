@@ -18,6 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import genctr.serving._kserve  # noqa: F401 - first: KServe imported with sys.argv emptied
+
+# isort: split
 import kserve
 import numpy as np
 import torch

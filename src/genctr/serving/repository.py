@@ -6,6 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import genctr.serving._kserve  # noqa: F401 - first: KServe imported with sys.argv emptied
+
+# isort: split
 from kserve.model_repository import ModelRepository
 
 from genctr.errors import ConfigError

@@ -41,6 +41,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import genctr.serving._kserve  # noqa: F401 - first: KServe imported with sys.argv emptied
+
+# isort: split
 import numpy as np
 import orjson
 from kserve.errors import InvalidInput

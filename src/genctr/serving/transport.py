@@ -20,6 +20,9 @@ import asyncio
 import logging
 from typing import Any
 
+import genctr.serving._kserve  # noqa: F401 - first: KServe imported with sys.argv emptied
+
+# isort: split
 import kserve
 
 log = logging.getLogger(__name__)
