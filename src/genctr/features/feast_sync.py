@@ -36,6 +36,7 @@ import yaml
 
 from genctr.atomic import publish, write_text
 from genctr.errors import ArtifactError, ConfigError
+from genctr.features.feast_import import import_feast
 from genctr.features.layout import BuildLayout
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def materialize(build_dir: str | Path, repo_dir: str | Path = DEFAULT_REPO_DIR,
     every row of the build is loaded and Feast records where the next incremental run starts.
     Returns the ready ``FeatureStore``.
     """
+    import_feast()
     from feast import FeatureStore
 
     if online not in _TEMPLATES:
@@ -175,6 +177,7 @@ def load_definitions(path: Path, source_root: str | Path) -> list[Any]:
     """Import ``feature_definitions.py`` as a fresh module; relative file-source paths are
     resolved against ``source_root`` (a build directory or a URI: absolute locations in the
     registry, so any reader finds them)."""
+    import_feast()
     from feast import Entity, FeatureService, FeatureView
     from feast.infra.offline_stores.file_source import FileSource
 

@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from genctr.errors import ConfigError
+from genctr.features.feast_import import import_feast
 from genctr.features.feast_sync import SEQ_FEATURES, USER_VIEW
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class FeastConfig:
 
     def open(self) -> FeatureStore:
         """A ``FeatureStore`` for this configuration (reads the registry; no network for SQLite)."""
+        import_feast()
         from feast import FeatureStore
         from feast.repo_config import RepoConfig
 
@@ -144,6 +146,7 @@ class OnlineFeatures:
         ids = [_file_id(p) for p in self._watched]
         if ids == self._ids or any(i is None for i in ids):
             return False
+        import_feast()
         from feast import FeatureStore
 
         old = (self.store, self.user_view, self.item_view, self._provider, self._config, self._user_key,
