@@ -47,6 +47,32 @@ def test_compiled_training_matches_eager(data: FeatureData) -> None:
                init_ctr(data, _small("dcnv2_ta", data.max_seq_len), None, seed=0).state_dict().items())
 
 
+def test_the_short_last_batch_does_not_recompile_the_objective(data: FeatureData, monkeypatch) -> None:
+    # A compiled graph for every batch shape: the epoch's short last batch would make dynamo compile
+    # the objective a second time, with a symbolic batch size, which the full batches then ran.
+    rows = len(data.splits["train"])
+    batch = 4096 if rows % 4096 else 4000
+    assert rows > batch and rows % batch, "the test needs a short last batch"
+    graphs: list[list[object]] = []
+
+    def backend(gm, example_inputs):  # records what each compilation was for, then runs its graph eagerly
+        graphs.append([d for t in example_inputs if isinstance(t, torch.Tensor) for d in t.shape[:1]])
+        return gm.forward
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, *a, **kw: real(fn, backend=backend))
+    torch._dynamo.reset()
+    model = init_ctr(data, _small("dcnv2_ta", data.max_seq_len), None, seed=0)
+    hist = train_ctr(data, model, TrainConfig(epochs=2, batch_size=batch, seed=0, compile=True, progress=False))
+    torch._dynamo.reset()
+    assert hist[-1]["rows"] == rows  # the short batch was trained on
+    assert graphs, "the objective was not compiled"
+    sizes = {d for g in graphs for d in g}
+    assert all(isinstance(d, int) for d in sizes), f"a graph with a symbolic batch size: {sizes}"
+    assert rows % batch not in sizes, f"the short batch ({rows % batch} rows) was compiled: {sizes}"
+    assert batch in sizes
+
+
 def test_compile_covers_pretraining_objectives(data: FeatureData, monkeypatch) -> None:
     # Pretraining calls ``pretrain_logits``, not ``forward``: the compiled callable must be the
     # objective, or pretraining would silently run eager.

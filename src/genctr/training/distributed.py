@@ -223,19 +223,22 @@ class ObjectiveModule(nn.Module):
     is what DDP wraps. ``model`` stays a submodule: its parameters are the ones synchronised.
     """
 
-    def __init__(self, model: nn.Module, objective: Any) -> None:
+    def __init__(self, model: nn.Module, objective: Any, eager: Any = None) -> None:
         super().__init__()
         self.model = model
         self.objective = objective
+        self.eager = objective if eager is None else eager
 
-    def forward(self, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
-        return self.objective(self.model, batch, generator)
+    def forward(self, batch: dict[str, Tensor], generator: torch.Generator, short: bool = False) -> Tensor:
+        # ``short``: a batch of another shape (the epoch's last) runs ``eager``, see ``loop.fit``
+        return (self.eager if short else self.objective)(self.model, batch, generator)
 
 
-def data_parallel(model: nn.Module, objective: Any, world: World) -> nn.Module:
+def data_parallel(model: nn.Module, objective: Any, world: World, eager: Any = None) -> nn.Module:
     """``objective`` over ``model`` wrapped in DistributedDataParallel (call on every rank at once).
 
-    The constructor broadcasts rank 0's parameters, so every replica starts identical.
+    The constructor broadcasts rank 0's parameters, so every replica starts identical. ``eager``:
+    the uncompiled objective, for the short batches (``ObjectiveModule``).
     ``find_unused_parameters``: some configurations leave parameters out of every step (the
     integrated decoder's next-item head under ``transfer=integrate``), and DDP would otherwise
     wait for their gradients and fail at the next step; with it they keep no gradient (None), as in
@@ -245,7 +248,7 @@ def data_parallel(model: nn.Module, objective: Any, world: World) -> nn.Module:
     """
     from torch.nn.parallel import DistributedDataParallel
 
-    wrapped = ObjectiveModule(model, objective)
+    wrapped = ObjectiveModule(model, objective, eager)
     device = next(model.parameters()).device
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" \
         else None

@@ -219,9 +219,12 @@ def fit(
     steps = int(history[-1].get("steps", 0)) if history else 0
     # Compile the whole objective, not only ``model.forward``: pretraining objectives call
     # other methods (``pretrain_logits``), and the loss fuses into the same graph.
+    # A batch of another size (the epoch's last, short one) runs eager: compiled, it would make
+    # dynamo recompile the objective with a symbolic batch size (a second full compile), and the
+    # full batches after it would then run the dynamic graph instead of the static one.
     step = torch.compile(objective) if cfg.compile else objective
     # every rank builds DDP at once; its constructor makes rank 0's weights everyone's
-    ddp = distributed.data_parallel(model, step, world) if world.active else None
+    ddp = distributed.data_parallel(model, step, world, eager=objective) if world.active else None
     for epoch in range(first, n_epochs):
         if steps >= total or (monitor is not None and should_stop(history, monitor, cfg.patience)):
             break
@@ -240,8 +243,12 @@ def fit(
         for s in bar:
             idx, weight = distributed.shard(perm[s : s + cfg.batch_size], world)  # (B / N,): this rank's rows
             batch = make_batch(idx)
+            short = cfg.compile and s + cfg.batch_size > n_rows  # the epoch's last batch, shorter than B
             with autocast(device, cfg):
-                loss = step(model, batch, step_gen) if ddp is None else ddp(batch, step_gen)
+                if ddp is not None:
+                    loss = ddp(batch, step_gen, short=short)
+                else:
+                    loss = (objective if short else step)(model, batch, step_gen)
             opt.zero_grad(set_to_none=True)
             (loss if weight == 1.0 else loss * weight).backward()  # DDP averages the ranks' gradients
             if cfg.grad_clip > 0:
