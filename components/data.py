@@ -58,21 +58,11 @@ def validate_events(events: Input[Dataset], report_html: Output[HTML], report_md
         report_html: GX report (HTML), written whether the suite passes or fails.
         report_md: The same report as Markdown.
     """
-    import os
-    import shutil
-    import tempfile
-
     from genctr import workflow
     from genctr.logging_setup import setup_logging
 
     setup_logging()
-    report_dir = tempfile.mkdtemp(prefix="gx-events-")
-    try:
-        workflow.validate_events(events.path, report_dir)
-    finally:  # the report says what failed: keep it even when the suite raises
-        for ext, artifact in ((".html", report_html), (".md", report_md)):
-            for name in sorted(f for f in os.listdir(report_dir) if f.endswith(ext))[:1]:
-                shutil.copyfile(os.path.join(report_dir, name), artifact.path)
+    workflow.validate_with_reports("events", events.path, report_html.path, report_md.path)  # the reports, pass or fail
 
 
 @component
@@ -129,21 +119,11 @@ def validate_samples(build: Input[Dataset], report_html: Output[HTML], report_md
         report_html: GX report (HTML), written whether the suite passes or fails.
         report_md: The same report as Markdown.
     """
-    import os
-    import shutil
-    import tempfile
-
     from genctr import workflow
     from genctr.logging_setup import setup_logging
 
     setup_logging()
-    report_dir = tempfile.mkdtemp(prefix="gx-samples-")
-    try:
-        workflow.validate_samples(build.path, report_dir)
-    finally:  # the report says what failed: keep it even when the suite raises
-        for ext, artifact in ((".html", report_html), (".md", report_md)):
-            for name in sorted(f for f in os.listdir(report_dir) if f.endswith(ext))[:1]:
-                shutil.copyfile(os.path.join(report_dir, name), artifact.path)
+    workflow.validate_with_reports("samples", build.path, report_html.path, report_md.path)  # the reports, pass or fail
 
 
 @component

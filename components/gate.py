@@ -47,12 +47,12 @@ def evaluate_and_gate(
     from genctr.paths import home
 
     setup_logging()
-    out_dir = tempfile.mkdtemp(prefix="gate-")
     gate = {"min_auc_gain": min_auc_gain, "alpha": alpha, "floor_auc": floor_auc}
-    result = workflow.evaluate_gate(build.path, candidate.path, registry_root or str(home() / "registry"),
-                                    model_name, gate=gate, out_dir=out_dir)
-    shutil.copyfile(os.path.join(out_dir, "report.html"), report.path)
-    shutil.copyfile(os.path.join(out_dir, "decision.json"), decision.path)
+    with tempfile.TemporaryDirectory(prefix="gate-") as out_dir:  # removed once copied to the artifacts
+        result = workflow.evaluate_gate(build.path, candidate.path, registry_root or str(home() / "registry"),
+                                        model_name, gate=gate, out_dir=out_dir)
+        shutil.copyfile(os.path.join(out_dir, "report.html"), report.path)
+        shutil.copyfile(os.path.join(out_dir, "decision.json"), decision.path)
     s = result.summary
     for who, roc_artifact in (("candidate", candidate_roc), ("champion", champion_roc)):
         if s[who] is None:  # first model: no champion

@@ -20,6 +20,21 @@ def artifact(cls: type, tmp_path: Path, name: str) -> object:
     return cls(name=name, uri=str(tmp_path / name), metadata={})
 
 
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The process's temporary directory, private to the test: what a component leaves there shows."""
+    import tempfile
+
+    root = tmp_path / "scratch"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def leftovers(scratch: Path, *prefixes: str) -> list[str]:
+    return sorted(p.name for p in scratch.iterdir() if p.name.startswith(prefixes))
+
+
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic canonical events via the ingest component (2,000 impressions)."""
@@ -90,14 +105,16 @@ def test_build_features_writes_a_build(build_dir: Path) -> None:
     assert stats["max_seq_len"] == 10
 
 
-def test_validate_events_passes_and_keeps_the_report(events_file: Path, tmp_path: Path) -> None:
+def test_validate_events_passes_and_keeps_the_report(events_file: Path, tmp_path: Path, scratch: Path) -> None:
     html, md = artifact(HTML, tmp_path, "report_html"), artifact(Markdown, tmp_path, "report_md")
     components.validate_events.python_func(events=Dataset(uri=str(events_file)), report_html=html, report_md=md)
     assert "<html" in Path(html.path).read_text().lower()
     assert Path(md.path).read_text().strip()
+    assert leftovers(scratch, "gx-") == []  # the report's scratch directory is gone
 
 
-def test_validate_events_fails_on_millisecond_timestamps_with_a_report(events_file: Path, tmp_path: Path) -> None:
+def test_validate_events_fails_on_millisecond_timestamps_with_a_report(events_file: Path, tmp_path: Path,
+                                                                       scratch: Path) -> None:
     df = pd.read_parquet(events_file)
     df["event_time"] = df["event_time"] * 1000  # a classic unit bug: passes the schema, fails the time range
     bad = tmp_path / "ms.parquet"
@@ -106,13 +123,15 @@ def test_validate_events_fails_on_millisecond_timestamps_with_a_report(events_fi
     with pytest.raises(DataValidationError, match="event_time"):
         components.validate_events.python_func(events=Dataset(uri=str(bad)), report_html=html, report_md=md)
     assert "event_time_in_range" in Path(md.path).read_text()  # the report survives the failure
+    assert leftovers(scratch, "gx-") == []  # and its scratch directory does not
 
 
 @pytest.mark.slow
-def test_validate_samples_passes(build_dir: Path, tmp_path: Path) -> None:
+def test_validate_samples_passes(build_dir: Path, tmp_path: Path, scratch: Path) -> None:
     html, md = artifact(HTML, tmp_path, "report_html"), artifact(Markdown, tmp_path, "report_md")
     components.validate_samples.python_func(build=Dataset(uri=str(build_dir)), report_html=html, report_md=md)
     assert Path(html.path).is_file() and Path(md.path).is_file()
+    assert leftovers(scratch, "gx-") == []
 
 
 @pytest.mark.slow
@@ -157,7 +176,7 @@ def test_pretrain_and_finetune_write_model_dirs_and_metrics(trained: dict[str, o
 
 
 @pytest.mark.slow
-def test_gate_then_register(build_dir: Path, trained: dict[str, object], tmp_path: Path) -> None:
+def test_gate_then_register(build_dir: Path, trained: dict[str, object], tmp_path: Path, scratch: Path) -> None:
     from genctr.registry import ModelRegistry
 
     registry = tmp_path / "registry"
@@ -174,6 +193,7 @@ def test_gate_then_register(build_dir: Path, trained: dict[str, object], tmp_pat
     assert outs["candidate_roc"].metadata["confidenceMetrics"]
     assert outs["champion_roc"].metadata == {}  # no champion yet
     assert "<html" in Path(outs["report"].path).read_text().lower()
+    assert leftovers(scratch, "gate-") == []  # the gate's working directory is gone once copied
 
     version = components.register_model.python_func(candidate=trained["model"], decision=outs["decision"],
                                                     registry_root=str(registry), model_name="unit",

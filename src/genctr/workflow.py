@@ -65,6 +65,23 @@ def validate_samples(build: str | Path, report_dir: str | Path) -> StepResult:
     return StepResult(str(report), {"passed": True})
 
 
+def validate_with_reports(suite: str, target: str | Path, html_out: str | Path, md_out: str | Path) -> StepResult:
+    """Run the GX ``suite`` ("events" or "samples") on ``target`` and copy its HTML and Markdown
+    reports to ``html_out`` / ``md_out`` (a component's artifacts), whether it passes or raises;
+    the suite's own report directory is temporary and removed either way."""
+    import shutil
+    import tempfile
+
+    run = {"events": validate_events, "samples": validate_samples}[suite]
+    with tempfile.TemporaryDirectory(prefix=f"gx-{suite}-") as report_dir:
+        try:
+            return run(target, report_dir)
+        finally:  # the report says what failed: keep it even when the suite raises
+            for ext, out in ((".html", html_out), (".md", md_out)):
+                for name in sorted(f.name for f in Path(report_dir).iterdir() if f.suffix == ext)[:1]:
+                    shutil.copyfile(Path(report_dir) / name, out)
+
+
 def materialize(build: str | Path, work_dir: str | Path, online: str = "sqlite",
                 redis_url: str = "localhost:6379", registry: str = "", sources: str = "") -> StepResult:
     """Feast: publish sources (to ``sources`` if given), apply to ``registry``, materialise the online store."""
