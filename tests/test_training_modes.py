@@ -71,6 +71,12 @@ def test_the_short_last_batch_does_not_recompile_the_objective(data: FeatureData
     assert all(isinstance(d, int) for d in sizes), f"a graph with a symbolic batch size: {sizes}"
     assert rows % batch not in sizes, f"the short batch ({rows % batch} rows) was compiled: {sizes}"
     assert batch in sizes
+    # an epoch of one batch has no full batch beside it: that one is compiled
+    graphs.clear()
+    train_ctr(data, init_ctr(data, _small("dnn", data.max_seq_len), None, seed=0),
+              TrainConfig(epochs=1, batch_size=rows + 1, seed=0, compile=True, progress=False))
+    torch._dynamo.reset()
+    assert rows in {d for g in graphs for d in g}
 
 
 def test_compile_covers_pretraining_objectives(data: FeatureData, monkeypatch) -> None:

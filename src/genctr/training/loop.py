@@ -243,7 +243,8 @@ def fit(
         for s in bar:
             idx, weight = distributed.shard(perm[s : s + cfg.batch_size], world)  # (B / N,): this rank's rows
             batch = make_batch(idx)
-            short = cfg.compile and s + cfg.batch_size > n_rows  # the epoch's last batch, shorter than B
+            # the epoch's last batch, shorter than B, after full ones (a run of one batch compiles that)
+            short = cfg.compile and cfg.batch_size < n_rows < s + cfg.batch_size
             with autocast(device, cfg):
                 if ddp is not None:
                     loss = ddp(batch, step_gen, short=short)
