@@ -382,6 +382,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ft-epochs", type=int, default=20, help="fine-tuning passes when --ft-steps is 0")
     p.add_argument("--category", default="combo", choices=["combo", "first"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--auc-cells", nargs="+", default=None, metavar="L:ARM",
+                   help="the (L, arm) cells of the AUC part, e.g. 200:full 2000:sub (default: every L x arm; "
+                        "quick: those two)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the cost rows (1: CPU time per step is steady on a shared machine)")
     p.add_argument("--work", type=Path, default=HERE / "data", help="where the MovieLens build is cached")
@@ -400,7 +403,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def auc_arms(args: argparse.Namespace) -> list[tuple[int, str]]:
-    """(L, arm) pairs for the AUC part; quick: the two the target compares."""
+    """(L, arm) pairs for the AUC part: ``--auc-cells``, else quick: the two the target compares."""
+    if args.auc_cells:
+        cells = []
+        for cell in args.auc_cells:
+            L, _, arm = cell.partition(":")
+            if not L.isdigit() or arm not in ARMS:
+                raise SystemExit(f"--auc-cells: {cell!r} is not L:ARM with ARM one of {', '.join(ARMS)}")
+            cells.append((int(L), arm))
+        return cells
     if args.quick:
         return [(200, "full"), (max(args.lengths), "sub")]
     return [(L, arm) for L in args.lengths for arm in args.arms]

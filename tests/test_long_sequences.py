@@ -436,3 +436,18 @@ def test_feast_serves_the_last_2000_behaviours(long_build: dict[str, Any], tmp_p
         assert got[u]["item_seq"] == mine.item_id.tolist()[-LONG_L:]  # Array(Int64) of 2000, in order
         assert got[u]["cate_seq"] == mine.category_id.tolist()[-LONG_L:]
         assert got[u]["seq_len"] == min(len(mine), LONG_L)
+
+
+def test_the_benchmarks_auc_cells_are_parsed_and_a_bad_one_is_named() -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "long_sequences.py"
+    spec = importlib.util.spec_from_file_location("long_sequences_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parse_args(["--auc-cells", "200:full", "2000:sub"])
+    assert bench.auc_arms(args) == [(200, "full"), (2000, "sub")]
+    assert bench.auc_arms(bench.parse_args(["--quick"])) == [(200, "full"), (2000, "sub")]
+    assert len(bench.auc_arms(bench.parse_args([]))) == len(bench.LENGTHS) * len(bench.ARMS)
+    with pytest.raises(SystemExit, match="'2000:fast' is not L:ARM"):
+        bench.auc_arms(bench.parse_args(["--auc-cells", "2000:fast"]))

@@ -80,6 +80,7 @@ def validate_with_reports(suite: str, target: str | Path, html_out: str | Path, 
             for ext, out in ((".html", html_out), (".md", md_out)):
                 for name in sorted(f.name for f in Path(report_dir).iterdir() if f.suffix == ext)[:1]:
                     shutil.copyfile(Path(report_dir) / name, out)
+            log.info("%s suite report kept as %s and %s", suite, html_out, md_out)  # the scratch copy goes
 
 
 def materialize(build: str | Path, work_dir: str | Path, online: str = "sqlite",
