@@ -399,19 +399,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.auc_cells:  # checked here, before hours of the other parts run
+        cells = [(L, arm) for L, _, arm in (c.partition(":") for c in args.auc_cells)]
+        for cell, (L, arm) in zip(args.auc_cells, cells, strict=True):
+            if not L.isdigit() or arm not in ARMS:
+                p.error(f"--auc-cells: {cell!r} is not L:ARM with ARM one of {', '.join(ARMS)}")
+        args.auc_cells = [(int(L), arm) for L, arm in cells]
     return args
 
 
 def auc_arms(args: argparse.Namespace) -> list[tuple[int, str]]:
     """(L, arm) pairs for the AUC part: ``--auc-cells``, else quick: the two the target compares."""
     if args.auc_cells:
-        cells = []
-        for cell in args.auc_cells:
-            L, _, arm = cell.partition(":")
-            if not L.isdigit() or arm not in ARMS:
-                raise SystemExit(f"--auc-cells: {cell!r} is not L:ARM with ARM one of {', '.join(ARMS)}")
-            cells.append((int(L), arm))
-        return cells
+        return list(args.auc_cells)  # parsed and checked by parse_args
     if args.quick:
         return [(200, "full"), (max(args.lengths), "sub")]
     return [(L, arm) for L in args.lengths for arm in args.arms]
