@@ -153,7 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # through all of sys.modules (~7,000 here), 34 ms a setter and 70 s of the suite. The worker's
         # bottom frames are execnet's `-c` code (claimed by __main__ above) and xdist's remote loop,
         # which execnet executes from its source without importing it: imported here, it is claimed.
-        import xdist.remote  # noqa: F401
+        import xdist.remote  # noqa: F401 - imported for its sys.modules entry (above)
 
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")

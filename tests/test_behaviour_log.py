@@ -399,7 +399,7 @@ def test_sources_without_a_log_refuse_the_option() -> None:
     with pytest.raises(ConfigError, match="data.behaviour_path applies to source 'events' only"):
         DataConfig(source="movielens", behaviour_log=True, behaviour_path="x.parquet")
     with pytest.raises(ConfigError, match="data.behaviour_log must be true or false"):
-        DataConfig(behaviour_log="yes")  # type: ignore[arg-type]
+        DataConfig(behaviour_log="yes")  # type: ignore[arg-type]  # the wrong type is the test
 
 
 def test_export_writes_the_log_beside_the_events_and_reads_it_back(tmp_path: Path) -> None:

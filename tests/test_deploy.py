@@ -149,7 +149,7 @@ def test_inference_service_logs_every_call_to_the_sink() -> None:
     assert "logger" not in no_logger["spec"]["predictor"]
     for bad in ({"logger_mode": "request"}, {"logger_url": "genctr-ab-log-sink:80"}):
         with pytest.raises(ConfigError, match="logger"):
-            ServingManifest(**bad)  # type: ignore[arg-type]
+            ServingManifest(**bad)  # type: ignore[arg-type]  # the wrong type is the test
 
 
 def test_committed_sink_manifests_equal_the_renderer_and_the_golden_file() -> None:

@@ -69,6 +69,7 @@ def test_bad_flags_are_exit_2() -> None:
     assert result.exit_code == 2 and "--skip: unknown check(s) ['gpu']" in result.stderr
 
 
+# the noqa below: the fixture imported above, taken by name
 def test_redis_is_checked_when_configured(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     ok = check_redis(DoctorConfig(redis_url=redis_url))
     assert ok.status == "ok" and "answered PING" in ok.detail

@@ -39,6 +39,7 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 
 
 def first(steps: list[tuple[str, str]], pred: object) -> int:
+    # the ignore below: pred is any callable the caller passes
     hits = [i for i, step in enumerate(steps) if pred(step)]  # type: ignore[operator]
     assert hits, "no such instruction"
     return hits[0]

@@ -264,6 +264,7 @@ def test_copy_tree_replaces_the_old_build_and_writes_stats_last(tmp_path: Path) 
     mem.pipe_file("/store/build/samples/train/part-9.parquet", b"old part")
     order: list[str] = []
     real_put = mem.put_file
+    # the ignore below: a spy on the in-memory filesystem's method
     mem.put_file = lambda a, b, **kw: (order.append(b), real_put(a, b, **kw))[1]  # type: ignore[method-assign]
     try:
         assert copy_tree(LocalFileSystem(), str(src), mem, "/store/build") == 3

@@ -111,6 +111,7 @@ def test_each_task_runs_in_a_sandbox_of_its_own(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
+# the noqa below: the fixture imported above, taken by name
 def cluster_run(s3: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
                 ) -> Iterator[dict[str, Any]]:
     """ONE training run from the cluster profile's defaults, storage on S3, every task sandboxed."""
@@ -170,6 +171,7 @@ def test_registry_feast_registry_and_build_are_on_s3(cluster_run: dict[str, Any]
     assert meta["online"] == "redis" and meta["registry"] == lay.feast_registry("redis")
 
 
+# the noqa below: the fixture imported above, taken by name
 def test_serving_reads_its_model_and_feast_registry_from_s3(cluster_run: dict[str, Any], redis_url: str,  # noqa: F811
                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run: LocalRun = cluster_run["run"]

@@ -430,7 +430,7 @@ def test_an_unreadable_pod_log_is_a_warning_not_a_failure(caplog: pytest.LogCapt
             raise ApiException(status=400, reason="container is waiting to start")
         return real_read(name, namespace, **kw)
 
-    cluster.core.read_namespaced_pod_log = read  # type: ignore[method-assign]
+    cluster.core.read_namespaced_pod_log = read  # type: ignore[method-assign]  # a spy on the real client's method
     with caplog.at_level(logging.WARNING):
         run(cluster, render(spec("pytorchjob", workers=2)))
     assert any("cannot read the log of pod" in r.getMessage() and "waiting to start" in r.getMessage()
@@ -552,7 +552,7 @@ def test_copy_tree_puts_the_completion_file_last(tmp_path: Path) -> None:
             order.append(path.rsplit("/", 1)[-1])
         return real_open(path, mode, **kw)
 
-    fs.open = spy  # type: ignore[method-assign]
+    fs.open = spy  # type: ignore[method-assign]  # a spy on the real filesystem's method
     try:
         assert copy_tree(str(src), "memory://copy-test/model", last="config.json") == 4
     finally:

@@ -229,6 +229,7 @@ def check_redis(cfg: DoctorConfig) -> Check:
         import redis
 
         kwargs = parse_redis_url(target)
+        # the ignore below: parse_redis_url returns dict[str, object]; redis.Redis types each keyword
         client = redis.Redis(socket_timeout=3, socket_connect_timeout=3, **kwargs)  # type: ignore[arg-type]
         client.ping()
         info: dict[str, object] = client.info("server")  # type: ignore[assignment]  # sync client: a dict

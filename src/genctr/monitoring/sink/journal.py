@@ -209,7 +209,7 @@ class JournalThread:
                     fut = b[2]
                     try:
                         fut.set_result(fn(*args))
-                    except BaseException as exc:  # noqa: BLE001
+                    except BaseException as exc:  # noqa: BLE001 - handed to the batch's waiting request
                         fut.set_exception(exc)
 
 
