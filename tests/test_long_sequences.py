@@ -297,7 +297,7 @@ def test_artifact_config_selects_the_option_and_serving_chunks_by_it(tmp_path: P
     model = build_ctr_model(cfg, GenCTR(cfg, ITEM_CATE)).eval()
     save_artifact(tmp_path / "m", model, {"kind": KIND_CTR, "model": dataclasses.asdict(cfg)}, None, {})
     loaded = load_model(tmp_path / "m")
-    # the ignore below: the CTR model's modules, typed as nn.Module
+    # the ignore below: load_model's return type is a union of the model classes
     assert loaded.backbone.inputs.top_k == 16 and loaded.decoder.window == 8  # type: ignore[union-attr]
     one = ctr_batch(1, L, [L])
     batch = {k: (v.expand(100, *v.shape[1:]) if k.startswith("hist") else v.repeat(100)) for k, v in one.items()}
@@ -311,7 +311,7 @@ def test_artifact_config_selects_the_option_and_serving_chunks_by_it(tmp_path: P
     np.testing.assert_allclose(pctr, expected, rtol=1e-5, atol=1e-6)
     genctr = GenCTR(decoder_cfg(12, "window", 5))  # pretraining artifacts carry the decoder option too
     save_artifact(tmp_path / "g", genctr, {"kind": KIND_GENCTR, "model": dataclasses.asdict(genctr.cfg)}, None, {})
-    # the ignore below: the GenCTR model's attribute, typed as a union
+    # the ignore below: load_model's return type is a union of the model classes
     assert load_model(tmp_path / "g").window == 5  # type: ignore[union-attr]
 
 

@@ -110,8 +110,8 @@ def test_each_task_runs_in_a_sandbox_of_its_own(tmp_path: Path) -> None:
             [str(box / SANDBOX_VARS[v]) for v in ("HOME", "TMPDIR", "GENCTR_HOME", "SPARK_LOCAL_DIRS")]
 
 
-@pytest.fixture(scope="module")
 # the noqa below: the fixture imported above, taken by name
+@pytest.fixture(scope="module")
 def cluster_run(s3: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
                 ) -> Iterator[dict[str, Any]]:
     """ONE training run from the cluster profile's defaults, storage on S3, every task sandboxed."""
