@@ -241,6 +241,58 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
                          "seconds": time.perf_counter() - t0, **run_facts(hist, ft), **facts})
 
 
+# Options that only choose which rows a table holds; ``--pool`` lets its sources differ in these alone.
+ROW_CHOICES = ("seeds", "fractions", "backbones", "transfers", "negatives", "dgenctr_arms", "tag", "pool",
+               "summarize_only", "work")
+
+
+def arm_names(args: argparse.Namespace) -> set[tuple[str, str]]:
+    """(backbone, arm) of every arm the options name, DGenCTR's included."""
+    names = {(b, a) for b in args.backbones for a, _, _ in genctr_arms(args)}
+    if args.dgenctr_arms:
+        names |= {("dgenctr", a) for a in ["dgenctr_none", *args.dgenctr_arms]}
+    return names
+
+
+def pool(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path) -> int:
+    """Write ``out`` from the rows of the ``--pool`` tags that these options name (seeds, fractions, arms),
+    copied unchanged; returns how many. Every source must have been run with these settings (the options
+    outside ``ROW_CHOICES``), and no (backbone, arm, seed, f) may come from two sources."""
+    import shlex
+
+    wanted_arms, seeds, fractions = arm_names(args), set(args.seeds), {float(f) for f in args.fractions}
+    mine = {k: v for k, v in vars(args).items() if k not in ROW_CHOICES}
+    rows: dict[tuple, dict] = {}
+    for tag in args.pool:
+        src, commands = RESULTS / f"{tag}.jsonl", RESULTS / f"{tag}.commands"
+        if tag == args.tag:
+            raise SystemExit(f"--pool: {tag} is the table being written; give the pooled table another --tag")
+        if not src.exists() or not commands.exists():
+            raise SystemExit(f"--pool: no results for tag {tag!r} ({src} and {commands} must both exist)")
+        ran = vars(parser.parse_args(shlex.split(commands.read_text().splitlines()[0])))
+        differ = sorted(k for k, v in mine.items() if ran.get(k) != v)
+        if differ:
+            raise SystemExit(f"--pool: {tag} was run with other settings than this command: "
+                             + ", ".join(f"{k}={ran.get(k)!r} here {mine[k]!r}" for k in differ))
+        for row in map(json.loads, src.read_text().splitlines()):
+            key = (row["backbone"], row["arm"], row["seed"], float(row.get("label_fraction", 1.0)))
+            if key[:2] not in wanted_arms or key[2] not in seeds or key[3] not in fractions:
+                continue
+            if key in rows:
+                raise SystemExit(f"--pool: {key} is in two of the pooled tables; pool tables of distinct seeds")
+            rows[key] = row
+    if not rows:
+        raise SystemExit("--pool: no row of those tables matches --seeds, --fractions and the arms named")
+    with atomic_path(out) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    ceilings = [RESULTS / f"{tag}.ceiling.json" for tag in args.pool]
+    if ceilings[0].exists():  # one world (the settings agree), so one ceiling
+        with atomic_path(RESULTS / f"{args.tag}.ceiling.json") as tmp:
+            tmp.write_text(ceilings[0].read_text())
+    log.info("pooled %d rows of %s into %s", len(rows), ", ".join(args.pool), out)
+    return len(rows)
+
+
 def log_command(path: Path, args: argparse.Namespace) -> list[str]:
     """Remember every command that wrote to this tag (the header lists them all)."""
     import shlex
@@ -276,6 +328,8 @@ def header(args: argparse.Namespace) -> str:
         data += f", {100 * args.wrong_category_frac:g} % of items with a wrong category"
     if args.behaviour_log:
         data += ", every rating a behaviour (the behaviour log)"
+    if args.pool:
+        data += f" (rows pooled unchanged from the tables {', '.join(args.pool)})"
     return (f"# Offline ablation ({args.tag})\n\n{data}, L={args.max_seq_len}, embed={args.embed_dim}, "
             f"fine-tune at most {ft_budget} (early stopping on valid {args.ft_metric}, patience "
             f"{args.ft_patience}) batch {args.batch_size} lr {args.lr} (transferred tables x{args.transfer_lr_mult:g}, "
@@ -344,6 +398,10 @@ def main() -> None:
     p.add_argument("--tag", default="ablation", help="Result file stem under benchmarks/results/.")
     p.add_argument("--work", type=Path, default=HERE / "data")
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--pool", nargs="+", default=[], metavar="TAG",
+                   help="Train nothing: write <tag>.jsonl from these tables' rows that --seeds, --fractions and "
+                        "the arm options name (unchanged), then report. The tables must share every other setting "
+                        "with this command and hold distinct seeds.")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -358,7 +416,9 @@ def main() -> None:
         text = header(ran)
     else:
         text = header(args)
-    if not args.summarize_only:
+    if args.pool:
+        pool(p, args, out)
+    elif not args.summarize_only:
         args.work.mkdir(parents=True, exist_ok=True)
         build, events = build_once(args)
         top = ceiling(build, events)
