@@ -53,7 +53,8 @@ def free_port() -> int:
 class StandaloneCluster:
     """A master and ``workers`` one-core workers on loopback, each JVM in a process group of its own."""
 
-    def __init__(self, work: Path, env: dict[str, str], workers: int, worker_memory: str) -> None:
+    def __init__(self, work: Path, env: dict[str, str], workers: int, worker_memory: str,
+                 worker_cores: int = 1) -> None:
         import pyspark
 
         self.home = Path(pyspark.__file__).parent
@@ -61,7 +62,7 @@ class StandaloneCluster:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.port = free_port()
         self.url = f"spark://127.0.0.1:{self.port}"
-        self.workers, self.worker_memory = workers, worker_memory
+        self.workers, self.worker_memory, self.worker_cores = workers, worker_memory, worker_cores
         work.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
@@ -71,7 +72,8 @@ class StandaloneCluster:
         for i in range(self.workers):
             (work / f"worker{i}").mkdir(parents=True, exist_ok=True)
             self._start(f"worker{i}", [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                                       "--cores", "1", "--memory", self.worker_memory, "--webui-port", str(free_port()),
+                                       "--cores", str(self.worker_cores), "--memory", self.worker_memory,
+                                       "--webui-port", str(free_port()),
                                        "--work-dir", str(work / f"worker{i}"), self.url])
 
     def _start(self, name: str, cmd: list[str]) -> None:
@@ -141,6 +143,11 @@ def main() -> int:
     p.add_argument("--cluster-driver-memory", default="1g", help="the cluster driver holds only stats")
     p.add_argument("--cluster-conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra setting of the cluster run (repeatable), e.g. spark.locality.wait=0")
+    p.add_argument("--worker-cores", type=int, default=1,
+                   help="task slots of each worker and its executor (local[2] has 2 in all)")
+    p.add_argument("--java-opts", default="",
+                   help="JVM options of every build JVM on both sides: the drivers (SPARK_SUBMIT_OPTS) and the "
+                        "executors (spark.executor.extraJavaOptions), e.g. -XX:+UseSerialGC")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/genctr-spark-cluster-bench"))
     p.add_argument("--keep-events", action="store_true", help="reuse events already in --work-dir")
@@ -155,9 +162,13 @@ def main() -> int:
         write_numpy_events(events, args.events, args.users, args.items, args.cates, seed=0)
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
            "PYSPARK_DRIVER_PYTHON": sys.executable, "GENCTR_LOG_FORMAT": "json"}
+    daemon_env = dict(env)  # the master and workers keep their defaults; only build JVMs get --java-opts
+    if args.java_opts:
+        env["SPARK_SUBMIT_OPTS"] = args.java_opts
     common = ["--events", str(events), "--max-seq-len", str(args.max_seq_len),
               "--shuffle-partitions", str(args.shuffle_partitions)]
-    cluster = StandaloneCluster(args.work_dir / "cluster", env, workers=2, worker_memory=args.worker_memory)
+    cluster = StandaloneCluster(args.work_dir / "cluster", daemon_env, workers=2, worker_memory=args.worker_memory,
+                                worker_cores=args.worker_cores)
     try:
         cluster.start()
         startup = cluster.wait()
@@ -166,10 +177,12 @@ def main() -> int:
                      *common]
         cluster_cmd = [str(cluster.home / "bin" / "spark-submit"), "--master", cluster.url,
                        "--driver-memory", args.cluster_driver_memory,
-                       "--conf", f"spark.executor.memory={args.worker_memory}", "--conf", "spark.executor.cores=1",
+                       "--conf", f"spark.executor.memory={args.worker_memory}",
+                       "--conf", f"spark.executor.cores={args.worker_cores}",
                        # the session starts once every executor is up: their JVM start is not build time
                        "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
                        "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=300s",
+                       *(["--conf", f"spark.executor.extraJavaOptions={args.java_opts}"] if args.java_opts else []),
                        *[x for kv in args.cluster_conf for x in ("--conf", kv)],
                        str(ENTRY), "--out", str(args.work_dir / "build-cluster"), *common]
         runs: dict[str, list[dict[str, Any]]] = {"local[2]": [], "cluster": []}
@@ -182,7 +195,7 @@ def main() -> int:
         cluster.stop()
     median = {k: statistics.median(r["build_s"] for r in v) for k, v in runs.items()}
     report = {"events": args.events, "machine": f"{os.cpu_count()} cores", "cluster_startup_s": round(startup, 1),
-              "cluster_conf": args.cluster_conf,
+              "cluster_conf": args.cluster_conf, "worker_cores": args.worker_cores, "java_opts": args.java_opts,
               "median_build_s": median, "ratio_cluster_over_local": round(median["cluster"] / median["local[2]"], 2),
               "runs": runs}
     print(f"| events | local[2] build s | cluster build s | ratio | load (1 min) |\n|---|---|---|---|---|\n"

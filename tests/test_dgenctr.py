@@ -65,7 +65,8 @@ def gen(seed: int = 1) -> torch.Generator:
     "bad",
     [dict(embed_dim=10, n_heads=4), dict(schedule="sqrt"), dict(loss_weighting="elbo"),
      dict(transfer="heads"), dict(temperature=0.0), dict(fixed_mask_ratio=0.0),
-     dict(price_boundaries=(5.0, 1.0)), dict(diffusion="yes"), dict(timesteps=0)],
+     dict(price_boundaries=(5.0, 1.0)), dict(diffusion="yes"), dict(timesteps=0),
+     dict(pretrain_samples="clicks")],
 )
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ConfigError):

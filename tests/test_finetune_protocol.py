@@ -162,6 +162,53 @@ def test_dgenctr_pretraining_hides_labels_outside_the_fraction(data: FeatureData
     assert int(known.sum()) == len(labelled_rows(data.splits["train"], 0.1, "impression", 0))  # ... 10 % labelled
 
 
+def test_behaviour_samples_are_every_training_behaviour_with_only_its_past(data: FeatureData) -> None:
+    import pyarrow.parquet as pq
+
+    hist = pq.read_table(data.layout.histories).to_pandas()
+    beh = data.behaviour_samples()
+    assert len(beh) == int(hist["n_train_behaviors"].sum()) > 0
+    batch = data.batch(beh, torch.arange(len(beh)))
+    user_of = {raw: int(idx) for split in data.splits.values() for raw, idx in zip(split.user_raw, split.user.tolist(),
+                                                                                     strict=True)}
+    i = 0
+    for row in hist.itertuples():
+        items = list(row.item_seq)
+        for j in range(row.n_train_behaviors):  # only the training prefix of each user's block
+            assert int(batch["item"][i]) == items[j]
+            n = int(batch["hist_len"][i])
+            assert n == min(j, L)
+            assert batch["hist_item"][i, :n].tolist() == items[j - n:j]  # the behaviours just before it, no later
+            assert int(batch["user"][i]) == user_of.get(row.user_id, 1)
+            i += 1
+    assert torch.all(batch["price"] == 0)  # unknown: histories hold no price
+
+
+@pytest.mark.parametrize("corpus", ["behaviours", "both"])
+def test_dgenctr_behaviour_corpus_shows_only_the_labelled_impressions_labels(data: FeatureData, tmp_path, monkeypatch,
+                                                                             corpus: str) -> None:
+    from genctr.models.dgenctr import DGenCTR
+    from genctr.models.dgenctr_config import DGenCTRConfig
+    from genctr.training.run_dgenctr import train_dgenctr
+
+    seen: list[dict[str, torch.Tensor]] = []
+    real = DGenCTR.pretrain_logits
+
+    def spy(self, batch, *a, **kw):
+        if self.training:
+            seen.append({k: batch[k] for k in ("label_known", "item", "hist_len")})
+        return real(self, batch, *a, **kw)
+
+    monkeypatch.setattr(DGenCTR, "pretrain_logits", spy)
+    cfg = DGenCTRConfig(embed_dim=16, n_layers=1, n_heads=2, head_hidden=16, timesteps=10, pretrain_samples=corpus)
+    train_dgenctr(data, cfg, TrainConfig(epochs=1, batch_size=1024, progress=False, label_fraction=0.1), tmp_path)
+    known = torch.cat([b["label_known"] for b in seen])
+    n_labelled = len(labelled_rows(data.splits["train"], 0.1, "impression", 0))
+    n_impressions = n_labelled if corpus == "behaviours" else len(data.splits["train"])
+    assert len(known) == n_impressions + len(data.behaviour_samples())  # one epoch: every sample once
+    assert int(known.sum()) == n_labelled  # behaviours and unlabelled impressions never show a label
+
+
 # ------------------------------------------------------------------ what every run records
 def test_every_run_writes_its_diagnostics(build: Path, tmp_path) -> None:
     quick = {"max_steps": 3, "batch_size": 32, "progress": False}

@@ -26,6 +26,7 @@ N_FIELDS = len(FIELDS)
 SCHEDULES = ("linear", "cosine")
 LOSS_WEIGHTINGS = ("mdlm", "inverse", "none")
 TRANSFER_MODES = ("full", "embedding_only", "scorer_only")
+PRETRAIN_SAMPLES = ("impressions", "behaviours", "both")
 
 # Price vocabulary: 0 = padding (unused), 1 = unknown (price <= 0 or not finite, e.g.
 # MovieLens, which has no price), 2 + b = bucket b of torch.bucketize(price, boundaries),
@@ -64,6 +65,11 @@ class DGenCTRConfig:
     # small field are mostly copies of a few values: the label's would be one true logit against ~B/2
     # copies of the opposite label (a loss of ~log B at init, not log 2). >= 2, so the label always is
     full_softmax_vocab: int = 64
+    # what pretraining denoises: "impressions" = every training impression (labels of the labelled share
+    # only); "behaviours" = the labelled impressions plus every training-period behaviour as a sample
+    # without a label (the corpus GenCTR's next-item pretraining reads, here at the sample level);
+    # "both" = every training impression plus the behaviours
+    pretrain_samples: str = "impressions"
 
     def __post_init__(self) -> None:
         coerce_fields(self, "dgenctr")  # types first: bools are not ints, floats are finite
@@ -80,6 +86,7 @@ class DGenCTRConfig:
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("loss_weighting", LOSS_WEIGHTINGS)
         self._check_choice("transfer", TRANSFER_MODES)
+        self._check_choice("pretrain_samples", PRETRAIN_SAMPLES)
         self._check_boundaries()
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
@@ -110,5 +117,6 @@ __all__ = [
     "SCHEDULES",
     "LOSS_WEIGHTINGS",
     "TRANSFER_MODES",
+    "PRETRAIN_SAMPLES",
     "DEFAULT_PRICE_BOUNDARIES",
 ]

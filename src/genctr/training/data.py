@@ -39,6 +39,21 @@ class Split:
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
+    def take(self, idx: Tensor) -> Split:
+        """The rows ``idx`` (K,) long, in that order."""
+        return Split(user=self.user[idx], item=self.item[idx], cate=self.cate[idx], price=self.price[idx],
+                     label=self.label[idx], end=self.end[idx], seq_len=self.seq_len[idx],
+                     user_raw=self.user_raw[idx.cpu().numpy()])
+
+
+def concat_splits(parts: list[Split]) -> Split:
+    """The rows of every part, back to back (one corpus from several kinds of sample)."""
+    def cat(name: str) -> Tensor:
+        return torch.cat([getattr(p, name) for p in parts])
+
+    return Split(user=cat("user"), item=cat("item"), cate=cat("cate"), price=cat("price"), label=cat("label"),
+                 end=cat("end"), seq_len=cat("seq_len"), user_raw=np.concatenate([p.user_raw for p in parts]))
+
 
 class FeatureData:
     """Samples of every split plus flat behaviour arrays, on ``device``."""
@@ -148,6 +163,38 @@ class FeatureData:
         before_test = self.hist_lengths.copy()  # users without test rows: every behaviour they have
         np.minimum.at(before_test, rows, hist_end)
         return np.maximum(before_test - self.n_train_behaviors, 0)
+
+    def behaviour_samples(self) -> Split:
+        """Every training-period behaviour as a sample, in flat (user, time) order: DGenCTR's behaviour corpus.
+
+        Behaviour j of a user (0-based, oldest first) gives user = the user's index, item / cate = the
+        behaviour's, history = the user's behaviours before it (the last L; none reach past the training
+        period, since training behaviours come first in a user's block), price 0 (unknown: histories hold
+        no price) and label 0, a placeholder: a behaviour has no impression label, so callers treat it as
+        unknown. A user with no impression in any split has no index and gets the OOV row 1.
+        """
+        n = self.n_train_behaviors  # (U,)
+        rows = np.repeat(np.arange(len(n)), n)  # (M,) history row (user) of each behaviour
+        local = np.arange(len(rows)) - np.repeat(np.cumsum(n) - n, n)  # (M,) j: behaviours before it
+        pos = self._user_start[rows] + local  # (M,) flat position of the behaviour itself
+        dev = self.device
+        flat = torch.as_tensor(pos, device=dev, dtype=torch.long)
+        m = len(rows)
+        return Split(
+            user=torch.as_tensor(self._user_vocab()[rows], device=dev, dtype=torch.long),
+            item=self.hist_item[flat], cate=self.hist_cate[flat],
+            price=torch.zeros(m, device=dev), label=torch.zeros(m, device=dev),
+            end=flat,  # one past the last visible behaviour: the ones before this one
+            seq_len=torch.as_tensor(np.minimum(local, self.max_seq_len), device=dev, dtype=torch.long),
+            user_raw=self._user_index.to_numpy()[rows],
+        )
+
+    def _user_vocab(self) -> np.ndarray:
+        """(U,) int64: the user vocabulary index of every history row, from the splits' samples (1 = OOV)."""
+        vocab = np.ones(len(self._user_start), np.int64)
+        for split in self.splits.values():
+            vocab[self._user_index.get_indexer(split.user_raw)] = split.user.cpu().numpy()
+        return vocab
 
     def train_item_counts(self) -> Tensor:
         """(n_items,) how often each item index occurs among training-period behaviours."""

@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from genctr.models.dgenctr import DGenCTR, dgenctr_loss, transfer
 from genctr.models.dgenctr_config import DGenCTRConfig
 from genctr.training.config import TrainConfig
-from genctr.training.data import FeatureData
+from genctr.training.data import FeatureData, Split, concat_splits
 from genctr.training.diagnostics import denoising_heldout
 from genctr.training.early_stopping import Monitor
-from genctr.training.labelled import label_known
+from genctr.training.labelled import label_known, labelled_rows
 from genctr.training.loop import fit
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,17 @@ def build_dgenctr(cfg: DGenCTRConfig, data: FeatureData) -> DGenCTR:
 
 def train_dgenctr(data: FeatureData, cfg: DGenCTRConfig, train: TrainConfig, ckpt_dir: str | Path,
                   on_epoch_end=None, fp: str = "") -> tuple[DGenCTR, list[dict]]:
-    """Masked-diffusion pretraining on the train split's samples (labels of the labelled share only).
+    """Masked-diffusion pretraining on the training period's samples (labels of the labelled share only).
 
-    Every training impression is a sample; with ``train.label_fraction`` < 1 the label of an
-    impression outside the labelled share (``genctr.training.labelled``, the rows fine-tuning
-    uses) is masked and never a target. The history holds the held-out (valid split) denoising
-    loss and per-field cross-entropies from the untrained model (epoch 0) on; with
-    ``train.patience`` the held-out loss decides when to stop.
+    The samples are ``pretraining_corpus``'s (``cfg.pretrain_samples``); with ``train.label_fraction``
+    < 1 the label of an impression outside the labelled share is masked and never a target. The
+    history holds the held-out (valid split) denoising loss and per-field cross-entropies from the
+    untrained model (epoch 0) on; with ``train.patience`` the held-out loss decides when to stop.
     """
     torch.manual_seed(train.seed)
     model = build_dgenctr(cfg, data)
-    s, valid = data.splits["train"], data.splits["valid"]
-    known = label_known(s, train.label_fraction, train.label_sampling, train.seed)  # (N,) bool or None
+    valid = data.splits["valid"]
+    s, known = pretraining_corpus(data, cfg, train)  # known: (N,) bool or None
 
     def make_batch(idx: Tensor) -> dict[str, Tensor]:
         batch = data.batch(s, idx)
@@ -65,6 +64,25 @@ def train_dgenctr(data: FeatureData, cfg: DGenCTRConfig, train: TrainConfig, ckp
                   evaluate=evaluate if has_valid else None, on_epoch_end=on_epoch_end, desc="pretrain dgenctr",
                   fingerprint=fp, monitor=HELDOUT_LOSS if has_valid else None, evaluate_at_start=True)
     return model, history
+
+
+def pretraining_corpus(data: FeatureData, cfg: DGenCTRConfig, train: TrainConfig) -> tuple[Split, Tensor | None]:
+    """The samples DGenCTR pretrains on (``cfg.pretrain_samples``) and which show their label: (N,) bool,
+    None when every one does. Only impressions of the labelled share (``genctr.training.labelled``, the rows
+    fine-tuning uses) ever show a label; a behaviour sample never does."""
+    s = data.splits["train"]
+    if cfg.pretrain_samples == "impressions":
+        return s, label_known(s, train.label_fraction, train.label_sampling, train.seed)
+    if cfg.pretrain_samples == "behaviours":
+        impressions = s.take(labelled_rows(s, train.label_fraction, train.label_sampling, train.seed))
+        shown = torch.ones(len(impressions), dtype=torch.bool, device=data.device)
+    else:  # both
+        impressions = s
+        known = label_known(s, train.label_fraction, train.label_sampling, train.seed)
+        shown = torch.ones(len(s), dtype=torch.bool, device=data.device) if known is None else known
+    behaviours = data.behaviour_samples()
+    hidden = torch.zeros(len(behaviours), dtype=torch.bool, device=data.device)
+    return concat_splits([impressions, behaviours]), torch.cat([shown, hidden])
 
 
 def init_dgenctr_ctr(data: FeatureData, cfg: DGenCTRConfig, pretrained: DGenCTR | None, seed: int) -> DGenCTR:
