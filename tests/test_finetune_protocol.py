@@ -181,7 +181,21 @@ def test_behaviour_samples_are_every_training_behaviour_with_only_its_past(data:
             assert batch["hist_item"][i, :n].tolist() == items[j - n:j]  # the behaviours just before it, no later
             assert int(batch["user"][i]) == user_of.get(row.user_id, 1)
             i += 1
-    assert torch.all(batch["price"] == 0)  # unknown: histories hold no price
+
+
+def test_behaviour_samples_carry_their_items_catalogue_price(tmp_path) -> None:
+    import pandas as pd
+
+    build = write_tiny_build(tmp_path / "build", L)
+    part = build / "items" / "part-0.parquet"
+    items = pd.read_parquet(part)
+    items["price"] = (items["item_idx"] * 0.5).astype("float32")  # the tiny build's prices are all 0
+    items.to_parquet(part)
+    data = FeatureData(str(build), L)
+    beh = data.behaviour_samples()
+    assert len(beh) > 0 and beh.item.min() >= 2
+    # an "unknown" price that only behaviours had would tell the denoiser a behaviour from an impression
+    assert beh.price.tolist() == pytest.approx((beh.item * 0.5).tolist())
 
 
 @pytest.mark.parametrize("corpus", ["behaviours", "both"])

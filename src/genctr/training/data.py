@@ -169,9 +169,11 @@ class FeatureData:
 
         Behaviour j of a user (0-based, oldest first) gives user = the user's index, item / cate = the
         behaviour's, history = the user's behaviours before it (the last L; none reach past the training
-        period, since training behaviours come first in a user's block), price 0 (unknown: histories hold
-        no price) and label 0, a placeholder: a behaviour has no impression label, so callers treat it as
-        unknown. A user with no impression in any split has no index and gets the OOV row 1.
+        period, since training behaviours come first in a user's block), price = the item's catalogue price
+        (``item_prices``: histories hold none, and an "unknown" price only behaviours had would tell the
+        denoiser which kind of sample it sees) and label 0, a placeholder: a behaviour has no impression
+        label, so callers treat it as unknown. A user with no impression in any split has no index and gets
+        the OOV row 1.
         """
         n = self.n_train_behaviors  # (U,)
         rows = np.repeat(np.arange(len(n)), n)  # (M,) history row (user) of each behaviour
@@ -179,11 +181,11 @@ class FeatureData:
         pos = self._user_start[rows] + local  # (M,) flat position of the behaviour itself
         dev = self.device
         flat = torch.as_tensor(pos, device=dev, dtype=torch.long)
-        m = len(rows)
+        item = self.hist_item[flat]
         return Split(
             user=torch.as_tensor(self._user_vocab()[rows], device=dev, dtype=torch.long),
-            item=self.hist_item[flat], cate=self.hist_cate[flat],
-            price=torch.zeros(m, device=dev), label=torch.zeros(m, device=dev),
+            item=item, cate=self.hist_cate[flat],
+            price=self.item_prices()[item], label=torch.zeros(len(rows), device=dev),
             end=flat,  # one past the last visible behaviour: the ones before this one
             seq_len=torch.as_tensor(np.minimum(local, self.max_seq_len), device=dev, dtype=torch.long),
             user_raw=self._user_index.to_numpy()[rows],
@@ -211,6 +213,15 @@ class FeatureData:
     def sequence_batch(self, ends: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         seq_item, seq_cate = self.gather_history(ends, lengths)
         return {"seq_item": seq_item, "seq_cate": seq_cate, "seq_len": lengths}
+
+    def item_prices(self) -> Tensor:
+        """(n_items,) float32 catalogue price of every item index (the items table's; 0 = unknown, as for
+        padding, OOV and items only a behaviour log has)."""
+        items = pq.read_table(self.layout.items, columns=["item_idx", "price"]).to_pandas()
+        items = items[items["item_idx"] >= 2]
+        table = np.zeros(self.vocab_sizes["item"], np.float32)
+        table[items["item_idx"].to_numpy()] = items["price"].fillna(0.0).to_numpy(np.float32)
+        return torch.as_tensor(table, device=self.device)
 
     def item_categories(self) -> Tensor:
         """(n_items,) category index of every item index (0/1 rows map to padding/OOV)."""
