@@ -27,6 +27,8 @@ def pretrain(
     batch_size: int = 0,
     seed: int = 0,
     device: str = "auto",
+    label_fraction: float = 1.0,
+    pretrain_samples: str = "impressions",
     train_workers: int = 1,
     train_gpus_per_worker: int = 0,
     trainer_api: str = "trainjob",
@@ -51,6 +53,11 @@ def pretrain(
         batch_size: Windows (GenCTR) or samples (DGenCTR) per step; 0 = the method's default
             (``genctr.training.config.PRETRAIN_BATCH``).
         lr, seed, device: Training settings (genctr TrainConfig).
+        label_fraction: DGenCTR: the labelled share of the training impressions, as fine-tuning's
+            (the same seeded draw): pretraining's label field sees only those labels. Unused by GenCTR,
+            whose pretraining reads behaviour only.
+        pretrain_samples: DGenCTR's corpus: ``impressions`` | ``behaviours`` (the labelled
+            impressions plus every training behaviour as an unlabelled sample) | ``both``.
         train_workers: 1 = train in this pod; N > 1 = a training job with N nodes.
         train_gpus_per_worker: GPUs of each job node (0 = CPU nodes); unused with one worker.
         trainer_api: ``trainjob`` (Kubeflow Trainer v2) | ``pytorchjob`` (Training Operator v1).
@@ -75,8 +82,10 @@ def pretrain(
         from genctr.training.config import pretrain_batch_size
 
         train = {"epochs": epochs, "max_steps": max_steps, "patience": patience, "lr": lr, "seed": seed,
-                 "batch_size": pretrain_batch_size(method, batch_size), "device": device}
-        model = {"max_seq_len": max_seq_len, **({"negatives": negatives} if method == "genctr" else {})}
+                 "batch_size": pretrain_batch_size(method, batch_size), "device": device,
+                 **({"label_fraction": label_fraction} if method == "dgenctr" else {})}
+        model = {"max_seq_len": max_seq_len, **({"negatives": negatives} if method == "genctr"
+                                                else {"pretrain_samples": pretrain_samples})}
         result = train_step("pretrain", build.path, pretrained.path, method=method, model=model, train=train,
                             workers=train_workers, gpus_per_worker=train_gpus_per_worker, trainer_api=trainer_api,
                             storage_root=storage_root, placement=job_placement, job_key=pretrained.uri)

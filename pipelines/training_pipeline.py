@@ -117,6 +117,7 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
         pretrain_patience: int = 10,
         pretrain_batch_size: int = 0,
         pretrain_lr: float = 1e-3,
+        dgenctr_pretrain_samples: str = "impressions",
         backbone: str = "dnn",
         transfer: str = "share",
         finetune_epochs: int = 10,
@@ -177,6 +178,9 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             pretrain_batch_size: Pretraining batch (0 = the method's: 64 windows for genctr,
                 512 samples for dgenctr).
             pretrain_lr: Pretraining learning rate.
+            dgenctr_pretrain_samples: dgenctr's pretraining corpus: impressions (every training
+                impression, labels of the labelled share) | behaviours (the labelled impressions plus
+                every training behaviour as an unlabelled sample) | both.
             backbone: dnn | dcnv2 | dcnv2_ta (genctr or none; dgenctr fine-tunes its own network).
             transfer: Use of the pretrained model. genctr: share | integrate;
                 dgenctr: full | embedding_only | scorer_only; pretrain_method none: none.
@@ -184,7 +188,8 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
             finetune_patience: Stop fine-tuning once this many passes bring no better valid
                 LogLoss, keeping the best pass's weights (0 = train every pass, keep the last).
             label_fraction: Share of the training impressions whose labels fine-tuning uses,
-                in (0, 1] (seeded by seed; pretraining still sees all training behaviour).
+                in (0, 1] (seeded by seed; pretraining still sees all training behaviour, and
+                dgenctr's pretraining only these labels).
             integration_scale: transfer=integrate: none (the decoder feature as it is) | match (at
                 the scale of the embeddings beside it; with few labels, use match).
             decoder_lr_mult: transfer=integrate: learning-rate factor of the integrated decoder, its
@@ -247,7 +252,8 @@ def build_pipeline(platform: PlatformConfig | None = None, profile: str | Profil
                                                   max_seq_len=max_seq_len, epochs=pretrain_epochs,
                                                   max_steps=pretrain_max_steps, patience=pretrain_patience,
                                                   lr=pretrain_lr, batch_size=pretrain_batch_size, seed=seed,
-                                                  device=device, **cluster),
+                                                  device=device, label_fraction=label_fraction,
+                                                  pretrain_samples=dgenctr_pretrain_samples, **cluster),
                                          "Pretrain")).after(checked_samples)
         tuned = with_storage(on_gpu(finetune(build=build, pretrained=pretrained.outputs["pretrained"],
                                              pretrain_method=pretrain_method, backbone=backbone, transfer=transfer,

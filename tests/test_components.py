@@ -202,3 +202,16 @@ def test_gate_then_register(build_dir: Path, trained: dict[str, object], tmp_pat
     assert reg.list_versions("unit") == [int(version)] and reg.champion("unit") == int(version)
     meta = reg.get("unit", int(version)).metadata
     assert meta["gate"]["passed"] is True and meta["pipeline_run"] == "unit-test"
+
+
+@pytest.mark.slow
+def test_dgenctr_pretrain_step_sees_only_the_labelled_share_and_its_corpus(build_dir: Path, tmp_path: Path) -> None:
+    # the step once dropped label_fraction: DGenCTR's label field then pretrained on every label while
+    # fine-tuning used a share of them
+    pre, metrics = artifact(Model, tmp_path, "pretrained"), artifact(Metrics, tmp_path, "metrics")
+    components.pretrain.python_func(build=Dataset(uri=str(build_dir)), pretrained=pre, metrics=metrics,
+                                    method="dgenctr", max_seq_len=10, epochs=1, batch_size=256, seed=0,
+                                    device="cpu", label_fraction=0.1, pretrain_samples="behaviours")
+    config = json.loads((Path(pre.path) / "config.json").read_text())
+    assert config["train"]["label_fraction"] == 0.1
+    assert config["model"]["pretrain_samples"] == "behaviours"
