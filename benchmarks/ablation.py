@@ -58,6 +58,8 @@ DGEN_ARMS = {  # arm name -> (pretraining overrides, fine-tuning transfer)
     # the pretraining corpus (DGenCTRConfig.pretrain_samples): labelled impressions + every training behaviour
     "dgenctr_full_behaviours": ({"pretrain_samples": "behaviours"}, "full"),
     "dgenctr_full_both": ({"pretrain_samples": "both"}, "full"),
+    "dgenctr_embedding_only_behaviours": ({"pretrain_samples": "behaviours"}, "embedding_only"),
+    "dgenctr_scorer_only_behaviours": ({"pretrain_samples": "behaviours"}, "scorer_only"),
 }
 
 
@@ -362,9 +364,10 @@ def main() -> None:
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="Override a ModelConfig field for every backbone arm and GenCTR pretraining (e.g. init=torch, "
                         "window_overlap=0.5, logq_correction=true, 'decoder={n_layers: 2}').")
-    p.add_argument("--dgenctr-arms", nargs="*", default=[a for a in DGEN_ARMS if not a.startswith("dgenctr_full_")],
-                   choices=list(DGEN_ARMS), help="DGenCTR arms beside dgenctr_none (default: the paper's ablations; "
-                   "dgenctr_full_behaviours / _both pretrain on the behaviour corpus)")
+    paper_arms = [a for a, (over, _) in DGEN_ARMS.items() if "pretrain_samples" not in over]
+    p.add_argument("--dgenctr-arms", nargs="*", default=paper_arms, choices=list(DGEN_ARMS),
+                   help="DGenCTR arms beside dgenctr_none (default: the paper's ablations; the *_behaviours / "
+                        "*_both arms pretrain on the behaviour corpus)")
     p.add_argument("--source", default="movielens", choices=["movielens", "synthetic"])
     p.add_argument("--synthetic-events", type=int, default=2_000_000)
     p.add_argument("--synthetic-users", type=int, default=2_000)

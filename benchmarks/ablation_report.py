@@ -117,23 +117,8 @@ def targets(df: pd.DataFrame, cmp: pd.DataFrame) -> list[str]:
                 if cs is not None and rs is not None:
                     line(cs.auc >= rs.auc, f"f = {f:g}, {backbone} {transfer}: CS {cs.auc:.4f} vs RS {rs.auc:.4f} "
                                            "(target CS ≥ RS)")
-        full, none = _get(cmp, f, "dgenctr", "dgenctr_full"), _get(cmp, f, "dgenctr", "dgenctr_none")
-        if full is not None and none is not None and not pd.isna(full.get("d_auc")):
-            line(full.d_auc > 0 and full.holm_auc < 0.05,
-                 f"f = {f:g}: DGenCTR full vs no pretraining ΔAUC {full.d_auc:+.4f} "
-                 f"[{full.d_auc_lo:+.4f}, {full.d_auc_hi:+.4f}], p_Holm {full.holm_auc:.2g}")
-            plain = cmp[(cmp.label_fraction == f) & (cmp.arm == "none")]
-            if not plain.empty:
-                best = plain.loc[plain.auc.idxmax()]
-                d = _paired(df, f, ("dgenctr", "dgenctr_full"), (best.backbone, "none"), "auc")
-                line(d.hi >= 0 if not math.isnan(d.hi) else None,
-                     f"f = {f:g}: DGenCTR full {full.auc:.4f} vs the best plain backbone ({best.backbone}) "
-                     f"{best.auc:.4f}: Δ {d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}] (target: at least match; met = "
-                     "the 95 % interval reaches 0, i.e. not shown to be below)")
-            for other in ("dgenctr_embedding_only", "dgenctr_scorer_only"):
-                o = _get(cmp, f, "dgenctr", other)
-                if o is not None:
-                    line(full.auc > o.auc, f"f = {f:g}: DGenCTR full {full.auc:.4f} > {other} {o.auc:.4f}")
+        for corpus in DGENCTR_CORPORA:  # the targets, for each pretraining corpus the table ran
+            _dgenctr_targets(df, cmp, f, corpus, line)
     for f in [f for f in cmp.label_fraction.unique() if f == 1.0]:
         worse = []
         for _, r in cmp[(cmp.label_fraction == f) & cmp.d_auc.notna()].iterrows():
@@ -143,6 +128,34 @@ def targets(df: pd.DataFrame, cmp: pd.DataFrame) -> list[str]:
         line(not worse, "f = 1: no pretrained arm significantly worse than its baseline in AUC or LogLoss "
              f"after Holm ({'; '.join(worse) if worse else 'none'}; {len(neg)} arm(s) worse in the mean)")
     return out
+
+
+# DGenCTR arm-name suffixes of the pretraining corpora (benchmarks/ablation.py DGEN_ARMS)
+DGENCTR_CORPORA = ("", "_behaviours", "_both")
+
+
+def _dgenctr_targets(df: pd.DataFrame, cmp: pd.DataFrame, f: float, corpus: str, line) -> None:
+    """DGenCTR's targets at label fraction f for the arms pretrained on one corpus (arm suffix ``corpus``)."""
+    name = f"dgenctr_full{corpus}"
+    full, none = _get(cmp, f, "dgenctr", name), _get(cmp, f, "dgenctr", "dgenctr_none")
+    if full is None or none is None or pd.isna(full.get("d_auc")):
+        return
+    label = f"DGenCTR full{corpus.replace('_', ' ')}"
+    line(full.d_auc > 0 and full.holm_auc < 0.05,
+         f"f = {f:g}: {label} vs no pretraining ΔAUC {full.d_auc:+.4f} "
+         f"[{full.d_auc_lo:+.4f}, {full.d_auc_hi:+.4f}], p_Holm {full.holm_auc:.2g}")
+    plain = cmp[(cmp.label_fraction == f) & (cmp.arm == "none")]
+    if not plain.empty:
+        best = plain.loc[plain.auc.idxmax()]
+        d = _paired(df, f, ("dgenctr", name), (best.backbone, "none"), "auc")
+        line(d.hi >= 0 if not math.isnan(d.hi) else None,
+             f"f = {f:g}: {label} {full.auc:.4f} vs the best plain backbone ({best.backbone}) "
+             f"{best.auc:.4f}: Δ {d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}] (target: at least match; met = "
+             "the 95 % interval reaches 0, i.e. not shown to be below)")
+    for other in (f"dgenctr_embedding_only{corpus}", f"dgenctr_scorer_only{corpus}"):
+        o = _get(cmp, f, "dgenctr", other)
+        if o is not None:
+            line(full.auc > o.auc, f"f = {f:g}: {label} {full.auc:.4f} > {other} {o.auc:.4f}")
 
 
 def _paired(df: pd.DataFrame, f: float, a: tuple[str, str], b: tuple[str, str], k: str):
