@@ -347,6 +347,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _plain(value: Any) -> Any:
+    """A setting as JSON holds it: paths (also in lists, e.g. ``--merge``) as strings."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
@@ -390,6 +397,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=HERE / "data", help="where the MovieLens build is cached")
     p.add_argument("--out", type=Path, default=RESULTS / "long_sequences.json")
     p.add_argument("--md", type=Path, default=None, help="also write the summary as Markdown here")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="run nothing: one AUC table (summary and targets) from these runs' AUC rows, unchanged; "
+                        "they must share the training settings, and the sub arm its window and top-K")
     args = p.parse_args(argv)
     q = args.quick
     defaults = {"lengths": [200, 2000] if q else list(LENGTHS), "seeds": [0] if q else [0, 1, 2, 3, 4],
@@ -408,6 +418,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# Settings every AUC run of a merged table must share (``--merge``), and those only the sub arm's runs read.
+AUC_SETTINGS = ("category", "pt_steps", "ft_steps", "ft_epochs", "batch_size", "pt_batch_size", "device", "quick")
+SUB_SETTINGS = ("window", "top_k")
+
+
+def merge_auc(paths: list[Path]) -> dict[str, Any]:
+    """One AUC table from the ``auc`` rows of earlier runs' JSON (``--merge``), rows unchanged.
+
+    Refuses runs whose shared settings (``AUC_SETTINGS``) differ, sub-arm rows run with another window
+    or top-K (``SUB_SETTINGS``; full-attention rows do not read them), and an (L, arm, seed) two runs hold.
+    """
+    rows: dict[tuple[int, str, int], dict[str, Any]] = {}
+    shared: dict[str, Any] | None = None
+    sub: dict[str, Any] | None = None
+    for path in paths:
+        run = json.loads(path.read_text())
+        settings = run.get("meta", {}).get("settings", {})
+        if not run.get("auc"):
+            raise SystemExit(f"--merge: {path} has no AUC rows")
+        mine = {k: settings.get(k) for k in AUC_SETTINGS}
+        if shared is not None and mine != shared:
+            raise SystemExit(f"--merge: {path} was run with other settings: "
+                             + ", ".join(f"{k}={mine[k]!r} (not {shared[k]!r})" for k in AUC_SETTINGS
+                                         if mine[k] != shared[k]))
+        shared = mine
+        for r in run["auc"]:
+            if r["arm"] == "sub":
+                knobs = {k: settings.get(k) for k in SUB_SETTINGS}
+                if sub is not None and knobs != sub:
+                    raise SystemExit(f"--merge: the sub arm of {path} used {knobs}, an earlier file's {sub}")
+                sub = knobs
+            key = (r["L"], r["arm"], r["seed"])
+            if key in rows:
+                raise SystemExit(f"--merge: L={key[0]} {key[1]} seed {key[2]} is in two of the files")
+            rows[key] = r
+    auc = [rows[k] for k in sorted(rows)]
+    return {"auc": auc, "auc_summary": auc_summary(auc),
+            "merged": {"from": [str(p) for p in paths], **(shared or {}), **(sub or {})}}
+
+
 def auc_arms(args: argparse.Namespace) -> list[tuple[int, str]]:
     """(L, arm) pairs for the AUC part: ``--auc-cells``, else quick: the two the target compares."""
     if args.auc_cells:
@@ -422,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("genctr").setLevel(logging.WARNING)
     t0, load_before = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = merge_auc(args.merge) if args.merge else {}
+    if args.merge:
+        args.parts = []  # a merge trains nothing
     if "cost" in args.parts:
         result["cost"] = run_cost(args)
     build = movielens_build(args.work, args.category) if {"serving", "auc"} & set(args.parts) else None
@@ -435,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                       "machine": machine(), "load_before": load_before,
                       "load_after": [round(x, 2) for x in os.getloadavg()],
                       "seconds": round(time.perf_counter() - t0, 1),
-                      "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+                      "settings": {k: _plain(v) for k, v in vars(args).items()}}
     result["targets"] = targets(result)
     from genctr.atomic import write_json, write_text
 

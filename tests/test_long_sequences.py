@@ -441,12 +441,7 @@ def test_feast_serves_the_last_2000_behaviours(long_build: dict[str, Any], tmp_p
 
 
 def test_the_benchmarks_auc_cells_are_parsed_and_a_bad_one_is_named(capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "long_sequences.py"
-    spec = importlib.util.spec_from_file_location("long_sequences_bench", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_module()
     args = bench.parse_args(["--auc-cells", "200:full", "2000:sub"])
     assert bench.auc_arms(args) == [(200, "full"), (2000, "sub")]
     assert bench.auc_arms(bench.parse_args(["--quick"])) == [(200, "full"), (2000, "sub")]
@@ -454,3 +449,51 @@ def test_the_benchmarks_auc_cells_are_parsed_and_a_bad_one_is_named(capsys: pyte
     with pytest.raises(SystemExit) as exit_:  # at parse time, before any part runs
         bench.parse_args(["--auc-cells", "2000:fast"])
     assert exit_.value.code == 2 and "'2000:fast' is not L:ARM" in capsys.readouterr().err
+
+
+def _bench_module():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "long_sequences.py"
+    spec = importlib.util.spec_from_file_location("long_sequences_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def _run_json(path: Path, rows: list[tuple[int, str, int, float]], **settings: Any) -> Path:
+    import json
+
+    base = {"category": "combo", "pt_steps": 150, "ft_steps": 0, "ft_epochs": 4, "batch_size": 256,
+            "pt_batch_size": 64, "device": "cpu", "quick": False, "window": 64, "top_k": 64}
+    path.write_text(json.dumps({"auc": [{"L": L, "arm": arm, "seed": seed, "auc": auc} for L, arm, seed, auc in rows],
+                                "meta": {"settings": {**base, **settings}}}))
+    return path
+
+
+def test_merged_auc_runs_pair_by_seed_and_refuse_mixed_settings(tmp_path: Path) -> None:
+    import json
+
+    bench = _bench_module()
+    # full attention's rows came from a run whose (unused) sub settings were the defaults
+    full = _run_json(tmp_path / "full.json", [(200, "full", 0, 0.760), (200, "full", 1, 0.770)])
+    sub = _run_json(tmp_path / "sub.json", [(2000, "sub", 0, 0.765), (2000, "sub", 1, 0.766)], window=200, top_k=200)
+    more = _run_json(tmp_path / "more.json", [(200, "full", 2, 0.750), (2000, "sub", 2, 0.752)], window=200, top_k=200)
+    out = tmp_path / "merged.json"
+    assert bench.main(["--merge", str(full), str(sub), str(more), "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    cell = {(r["L"], r["arm"]): r for r in merged["auc_summary"]}
+    assert cell[(200, "full")]["seeds"] == cell[(2000, "sub")]["seeds"] == 3
+    assert cell[(2000, "sub")]["delta_vs_full_L200"] == pytest.approx((0.005 - 0.004 + 0.002) / 3, abs=1e-5)
+    assert merged["targets"]["auc_sub_2000_vs_full_200"]["met"] is True
+    assert merged["merged"]["window"] == 200 and len(merged["merged"]["from"]) == 3
+
+    other_sub = _run_json(tmp_path / "w64.json", [(2000, "sub", 3, 0.7)])  # window 64: another function
+    with pytest.raises(SystemExit, match="the sub arm of"):
+        bench.main(["--merge", str(sub), str(other_sub), "--out", str(tmp_path / "x.json")])
+    budget = _run_json(tmp_path / "pt300.json", [(200, "full", 3, 0.7)], pt_steps=300)
+    with pytest.raises(SystemExit, match="pt_steps=300"):
+        bench.main(["--merge", str(full), str(budget), "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="seed 0 is in two"):
+        bench.main(["--merge", str(full), str(full), "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()  # a refused merge writes nothing
