@@ -397,9 +397,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=HERE / "data", help="where the MovieLens build is cached")
     p.add_argument("--out", type=Path, default=RESULTS / "long_sequences.json")
     p.add_argument("--md", type=Path, default=None, help="also write the summary as Markdown here")
-    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
-                   help="run nothing: one AUC table (summary and targets) from these runs' AUC rows, unchanged; "
-                        "they must share the training settings, and the sub arm its window and top-K")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON[@L:ARM,...]",
+                   help="run nothing: one AUC table (summary and targets) from these runs' AUC rows, unchanged "
+                        "(JSON@200:full takes only that cell of a run); they must share the training settings, "
+                        "and the sub arm its window and top-K")
     args = p.parse_args(argv)
     q = args.quick
     defaults = {"lengths": [200, 2000] if q else list(LENGTHS), "seeds": [0] if q else [0, 1, 2, 3, 4],
@@ -423,8 +424,11 @@ AUC_SETTINGS = ("category", "pt_steps", "ft_steps", "ft_epochs", "batch_size", "
 SUB_SETTINGS = ("window", "top_k")
 
 
-def merge_auc(paths: list[Path]) -> dict[str, Any]:
+def merge_auc(specs: list[str]) -> dict[str, Any]:
     """One AUC table from the ``auc`` rows of earlier runs' JSON (``--merge``), rows unchanged.
+
+    A spec is a path, or ``path@L:ARM[,L:ARM...]`` to take only those cells of that run (e.g. full
+    attention's rows of a run whose sub arm had other settings).
 
     Refuses runs whose shared settings (``AUC_SETTINGS``) differ, sub-arm rows run with another window
     or top-K (``SUB_SETTINGS``; full-attention rows do not read them), and an (L, arm, seed) two runs hold.
@@ -432,7 +436,10 @@ def merge_auc(paths: list[Path]) -> dict[str, Any]:
     rows: dict[tuple[int, str, int], dict[str, Any]] = {}
     shared: dict[str, Any] | None = None
     sub: dict[str, Any] | None = None
-    for path in paths:
+    for spec in specs:
+        name, _, picked = spec.partition("@")
+        path = Path(name)
+        cells = {(int(L), arm) for L, _, arm in (c.partition(":") for c in picked.split(","))} if picked else None
         run = json.loads(path.read_text())
         settings = run.get("meta", {}).get("settings", {})
         if not run.get("auc"):
@@ -444,6 +451,8 @@ def merge_auc(paths: list[Path]) -> dict[str, Any]:
                                          if mine[k] != shared[k]))
         shared = mine
         for r in run["auc"]:
+            if cells is not None and (r["L"], r["arm"]) not in cells:
+                continue
             if r["arm"] == "sub":
                 knobs = {k: settings.get(k) for k in SUB_SETTINGS}
                 if sub is not None and knobs != sub:
@@ -455,7 +464,7 @@ def merge_auc(paths: list[Path]) -> dict[str, Any]:
             rows[key] = r
     auc = [rows[k] for k in sorted(rows)]
     return {"auc": auc, "auc_summary": auc_summary(auc),
-            "merged": {"from": [str(p) for p in paths], **(shared or {}), **(sub or {})}}
+            "merged": {"from": list(specs), **(shared or {}), **(sub or {})}}
 
 
 def auc_arms(args: argparse.Namespace) -> list[tuple[int, str]]:

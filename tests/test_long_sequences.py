@@ -491,6 +491,11 @@ def test_merged_auc_runs_pair_by_seed_and_refuse_mixed_settings(tmp_path: Path) 
     other_sub = _run_json(tmp_path / "w64.json", [(2000, "sub", 3, 0.7)])  # window 64: another function
     with pytest.raises(SystemExit, match="the sub arm of"):
         bench.main(["--merge", str(sub), str(other_sub), "--out", str(tmp_path / "x.json")])
+    # file@L:ARM takes one cell of a run: full attention's row of a run whose sub arm was another function
+    both = _run_json(tmp_path / "both.json", [(200, "full", 0, 0.760), (2000, "sub", 0, 0.7)])
+    assert bench.main(["--merge", f"{both}@200:full", str(sub), "--out", str(out)]) == 0
+    cell = {(r["L"], r["arm"]): r for r in json.loads(out.read_text())["auc_summary"]}
+    assert cell[(2000, "sub")]["seeds"] == 2 and cell[(2000, "sub")]["auc_mean"] == pytest.approx(0.7655)
     budget = _run_json(tmp_path / "pt300.json", [(200, "full", 3, 0.7)], pt_steps=300)
     with pytest.raises(SystemExit, match="pt_steps=300"):
         bench.main(["--merge", str(full), str(budget), "--out", str(tmp_path / "x.json")])
