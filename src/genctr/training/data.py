@@ -8,7 +8,7 @@ index operations on device tensors: no per-sample Python and no DataLoader.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -41,18 +41,17 @@ class Split:
 
     def take(self, idx: Tensor) -> Split:
         """The rows ``idx`` (K,) long, in that order."""
-        return Split(user=self.user[idx], item=self.item[idx], cate=self.cate[idx], price=self.price[idx],
-                     label=self.label[idx], end=self.end[idx], seq_len=self.seq_len[idx],
-                     user_raw=self.user_raw[idx.cpu().numpy()])
+        host = idx.cpu().numpy()
+        return Split(**{f.name: getattr(self, f.name)[host if f.name == "user_raw" else idx] for f in fields(Split)})
 
 
 def concat_splits(parts: list[Split]) -> Split:
     """The rows of every part, back to back (one corpus from several kinds of sample)."""
-    def cat(name: str) -> Tensor:
-        return torch.cat([getattr(p, name) for p in parts])
+    def cat(name: str) -> Tensor | np.ndarray:
+        columns = [getattr(p, name) for p in parts]
+        return np.concatenate(columns) if name == "user_raw" else torch.cat(columns)
 
-    return Split(user=cat("user"), item=cat("item"), cate=cat("cate"), price=cat("price"), label=cat("label"),
-                 end=cat("end"), seq_len=cat("seq_len"), user_raw=np.concatenate([p.user_raw for p in parts]))
+    return Split(**{f.name: cat(f.name) for f in fields(Split)})
 
 
 class FeatureData:
@@ -70,6 +69,7 @@ class FeatureData:
         # flat position 0 is a padding sentinel, so user blocks start at 1
         starts = np.concatenate([[1], 1 + np.cumsum(lengths)[:-1]]) if len(lengths) else np.zeros(0, np.int64)
         self._user_index = pd.Index(hist["user_id"].to_numpy())
+        self._hist_user_idx = hist["user_idx"].to_numpy(np.int64)  # (U,) user vocabulary index of each row
         self._user_start = starts
         self.n_train_behaviors = hist["n_train_behaviors"].to_numpy(np.int64)
         self.hist_lengths = lengths
@@ -172,8 +172,7 @@ class FeatureData:
         period, since training behaviours come first in a user's block), price = the item's catalogue price
         (``item_prices``: histories hold none, and an "unknown" price only behaviours had would tell the
         denoiser which kind of sample it sees) and label 0, a placeholder: a behaviour has no impression
-        label, so callers treat it as unknown. A user with no impression in any split has no index and gets
-        the OOV row 1.
+        label, so callers treat it as unknown. The user index is the histories' own ``user_idx``.
         """
         n = self.n_train_behaviors  # (U,)
         rows = np.repeat(np.arange(len(n)), n)  # (M,) history row (user) of each behaviour
@@ -183,20 +182,13 @@ class FeatureData:
         flat = torch.as_tensor(pos, device=dev, dtype=torch.long)
         item = self.hist_item[flat]
         return Split(
-            user=torch.as_tensor(self._user_vocab()[rows], device=dev, dtype=torch.long),
+            user=torch.as_tensor(self._hist_user_idx[rows], device=dev, dtype=torch.long),
             item=item, cate=self.hist_cate[flat],
             price=self.item_prices()[item], label=torch.zeros(len(rows), device=dev),
             end=flat,  # one past the last visible behaviour: the ones before this one
             seq_len=torch.as_tensor(np.minimum(local, self.max_seq_len), device=dev, dtype=torch.long),
             user_raw=self._user_index.to_numpy()[rows],
         )
-
-    def _user_vocab(self) -> np.ndarray:
-        """(U,) int64: the user vocabulary index of every history row, from the splits' samples (1 = OOV)."""
-        vocab = np.ones(len(self._user_start), np.int64)
-        for split in self.splits.values():
-            vocab[self._user_index.get_indexer(split.user_raw)] = split.user.cpu().numpy()
-        return vocab
 
     def train_item_counts(self) -> Tensor:
         """(n_items,) how often each item index occurs among training-period behaviours."""
