@@ -47,11 +47,11 @@ class Split:
 
 def concat_splits(parts: list[Split]) -> Split:
     """The rows of every part, back to back (one corpus from several kinds of sample)."""
-    def cat(name: str) -> Tensor | np.ndarray:
-        columns = [getattr(p, name) for p in parts]
-        return np.concatenate(columns) if name == "user_raw" else torch.cat(columns)
+    def cat(name: str) -> Tensor:
+        return torch.cat([getattr(p, name) for p in parts])
 
-    return Split(**{f.name: cat(f.name) for f in fields(Split)})
+    return Split(user=cat("user"), item=cat("item"), cate=cat("cate"), price=cat("price"), label=cat("label"),
+                 end=cat("end"), seq_len=cat("seq_len"), user_raw=np.concatenate([p.user_raw for p in parts]))
 
 
 class FeatureData:
