@@ -222,7 +222,8 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
         ft = finetune_config(args, seed, fraction)
         # the label field is pretrained on the labelled share only: one pretraining per fraction
         pt = TrainConfig(epochs=args.dg_epochs, max_steps=args.dg_max_steps, patience=args.pt_patience,
-                         batch_size=args.dg_batch_size, lr=args.pt_lr, seed=seed, label_fraction=fraction,
+                         batch_size=args.dg_batch_size, lr=args.pt_lr, weight_decay=args.dg_weight_decay,
+                         seed=seed, label_fraction=fraction,
                          label_sampling=args.label_sampling, progress=False)
         pretrained: dict[str, object] = {}
         pre_facts: dict[str, dict] = {}
@@ -393,6 +394,8 @@ def main() -> None:
     p.add_argument("--pt-patience", type=int, default=PT_PATIENCE, help="Pretraining early stopping on held-out loss.")
     p.add_argument("--dg-epochs", type=int, default=2)
     p.add_argument("--dg-max-steps", type=int, default=0, help="DGenCTR pretraining steps (0: epochs).")
+    p.add_argument("--dg-weight-decay", type=float, default=0.0,
+                   help="Decoupled (AdamW) weight decay of DGenCTR pretraining.")
     p.add_argument("--dg-dim", type=int, default=32)
     p.add_argument("--dg-layers", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=256)

@@ -102,6 +102,22 @@ def test_transfer_lr_multiplier_and_freeze(data: FeatureData, tmp_path, mult: fl
     assert history[0]["drift_cos_item"] == pytest.approx(1.0, abs=1e-6)  # logged from the untrained model on
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_weight_decay_is_decoupled_and_spares_frozen_tables(frozen: bool) -> None:
+    # A weight with no gradient: decoupled decay shrinks it by the factor (1 - lr * wd) each step.
+    # Adam's L2 form would add wd * w to its gradient and normalise it, moving it by about lr
+    # whatever its size (2.0 -> 1.9 here, not 1.98). A group at lr 0 (frozen tables) never moves.
+    from genctr.training.loop import make_optimizer
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(model.weight, 2.0)
+    cfg = TrainConfig(lr=0.1, weight_decay=0.1, transfer_lr_mult=0.0 if frozen else 1.0, progress=False)
+    opt = make_optimizer(model, cfg, transferred=["weight"])
+    (model.weight * 0.0).sum().backward()
+    opt.step()
+    assert model.weight.item() == pytest.approx(2.0 if frozen else 2.0 * (1 - 0.1 * 0.1), abs=1e-6)
+
+
 def test_embedding_drift_is_the_mean_row_cosine() -> None:
     model = torch.nn.Embedding(4, 2, padding_idx=0)
     with torch.no_grad():

@@ -89,12 +89,17 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, transferred: Collection[s
     # 2x faster than foreach, which runs ~8 element-wise passes; the dense embedding tables make
     # the optimizer a visible share of a CPU step). Older builds without it fall back to foreach.
     # A group at lr 0 leaves its parameters bit-for-bit unchanged (Adam's update is lr * m / v).
+    # Weight decay is decoupled (AdamW: p -= lr * wd * p beside the Adam step). Adam's own
+    # weight_decay adds wd * p to the gradient, which the second moment then normalises away:
+    # every weight shrinks by about lr per step whatever its size, and rows of a table the batch
+    # never touched move as if they had a gradient. With wd = 0 the two are the same update.
+    adam = torch.optim.AdamW if cfg.weight_decay > 0 else torch.optim.Adam
     groups = param_groups(model, cfg, transferred, decoder)
     try:
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        return adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(param_groups(model, cfg, transferred, decoder), lr=cfg.lr,
-                                weight_decay=cfg.weight_decay, foreach=True)
+        return adam(param_groups(model, cfg, transferred, decoder), lr=cfg.lr,
+                    weight_decay=cfg.weight_decay, foreach=True)
 
 
 def step_budget(n_rows: int, cfg: TrainConfig) -> tuple[int, int]:
