@@ -66,7 +66,7 @@ def gen(seed: int = 1) -> torch.Generator:
     [dict(embed_dim=10, n_heads=4), dict(schedule="sqrt"), dict(loss_weighting="elbo"),
      dict(transfer="heads"), dict(temperature=0.0), dict(fixed_mask_ratio=0.0),
      dict(price_boundaries=(5.0, 1.0)), dict(diffusion="yes"), dict(timesteps=0),
-     dict(pretrain_samples="clicks")],
+     dict(pretrain_samples="clicks"), dict(label_loss_weight=0.0), dict(label_loss_weight=-1.0)],
 )
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ConfigError):
@@ -353,6 +353,19 @@ def test_label_out_of_pretraining_only_removes_the_label() -> None:
     assert torch.allclose(without.pretrain_logits(flipped, gen(3)).logits[rest], b.logits[rest], atol=1e-6)
     # ... whereas with the label in pretraining an unmasked label is seen by the others
     assert not torch.allclose(with_label.pretrain_logits(flipped, gen(3)).logits[rest], a.logits[rest], atol=1e-6)
+
+
+def test_label_loss_weight_scales_only_the_label_terms() -> None:
+    base = tiny_model()
+    heavy = tiny_model(tiny_cfg(label_loss_weight=5.0))
+    heavy.load_state_dict(base.state_dict())
+    batch = tiny_batch()
+    a, b = base.pretrain_logits(batch, gen(4)), heavy.pretrain_logits(batch, gen(4))
+    rest = [k for k in range(6) if k != LABEL]
+    assert a.target_mask[LABEL].any() and torch.equal(a.target_mask, b.target_mask)
+    assert torch.equal(a.weights[rest], b.weights[rest])
+    assert torch.allclose(b.weights[LABEL], 5.0 * a.weights[LABEL])
+    assert torch.equal(a.logits, b.logits)  # the network is the same; only the objective leans on the label
 
 
 # ------------------------------------------------------------------ set invariance

@@ -136,6 +136,19 @@ def test_dgenctr_pretraining_logs_the_label_loss(data: FeatureData, tmp_path) ->
     assert all(math.isfinite(r["heldout_loss"]) for r in history) and history[-1]["steps"] == 3
 
 
+def test_dgenctr_pretraining_logs_the_networks_ctr_auc_before_fine_tuning(data: FeatureData, tmp_path) -> None:
+    # The diagnostic is the AUC of the network read as a CTR model (label masked, the rest shown) on
+    # the valid split, as evaluate_split scores a fine-tuned one; and it moves as pretraining learns
+    # the label from the other fields (lr 0.01 over 30 steps of the tiny build's labelled impressions).
+    from genctr.training.run import evaluate_split
+
+    cfg = DGenCTRConfig(embed_dim=16, n_layers=1, n_heads=2, head_hidden=16, timesteps=10, dropout=0.0)
+    model, history = train_dgenctr(data, cfg, TrainConfig(max_steps=30, batch_size=128, lr=1e-2, progress=False),
+                                   tmp_path)
+    assert history[-1]["heldout_ctr_auc"] == pytest.approx(evaluate_split(model, data, "valid")["auc"], abs=1e-9)
+    assert history[-1]["heldout_ctr_auc"] != pytest.approx(history[0]["heldout_ctr_auc"], abs=1e-3)
+
+
 def test_patience_without_a_heldout_metric_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="patience"):
         _count_steps(tmp_path, patience=2)

@@ -175,6 +175,8 @@ class DGenCTR(nn.Module):
     def _weights(self, t: Tensor, target_mask: Tensor) -> Tensor:
         """(F, B) coefficients: schedule weight, normalised to a mean over (field, sample)."""
         w = loss_weight(t, self.cfg)[None, :] * target_mask  # (F, B)
+        if self.cfg.label_loss_weight != 1.0:
+            w[LABEL] *= self.cfg.label_loss_weight
         if self.cfg.loss_weighting == "none":
             return w / target_mask.sum().clamp(min=1)  # plain mean over masked fields
         n_targetable = N_FIELDS - (0 if self.cfg.label_in_pretraining else 1)

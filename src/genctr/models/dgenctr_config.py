@@ -70,6 +70,10 @@ class DGenCTRConfig:
     # without a label (the corpus GenCTR's next-item pretraining reads, here at the sample level);
     # "both" = every training impression plus the behaviours
     pretrain_samples: str = "impressions"
+    # factor on the label field's cross-entropy in the pretraining loss (1 = a field like the others).
+    # Labels are known on a share f of the samples only, and the label is one of six targets, so under
+    # scarce labels the shared network hears little of it; 1 / f gives it a labelled field's weight
+    label_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         coerce_fields(self, "dgenctr")  # types first: bools are not ints, floats are finite
@@ -82,6 +86,7 @@ class DGenCTRConfig:
             )
         check_range("dgenctr.dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         check_range("dgenctr.temperature", self.temperature, lo=0.0, lo_open=True)
+        check_range("dgenctr.label_loss_weight", self.label_loss_weight, lo=0.0, lo_open=True)
         check_range("dgenctr.fixed_mask_ratio", self.fixed_mask_ratio, lo=0.0, hi=1.0, lo_open=True)
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("loss_weighting", LOSS_WEIGHTINGS)

@@ -5,7 +5,11 @@
   AUC of item popularity (training-period counts) on the very same candidates: a scorer that
   does not beat popularity has learnt nothing a count table does not hold.
 * DGenCTR pretraining: the held-out denoising loss and each field's cross-entropy, the
-  label's among them (log 2 at initialisation).
+  label's among them (log 2 at initialisation), and the AUC of the pretrained network read
+  as a CTR model before any fine-tuning (its label token masked, every other field shown, as
+  fine-tuning reads it). The label's cross-entropy is taken at random noise levels, where
+  most fields are masked, so it stays near log 2 even when the label is learnt; that AUC says
+  what the network would tell fine-tuning about clicks.
 * Fine-tuning: the drift of every transferred embedding table (mean cosine of its rows to
   the pretrained ones) and, with model integration, the integration feature's norm ratio
   (its per-dim RMS over that of the backbone's embedding inputs).
@@ -21,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genctr.evaluation.metrics import auc
 from genctr.models.dgenctr_scoring import dgenctr_loss, field_cross_entropy
 from genctr.models.losses import sampled_softmax_loss
 from genctr.models.transfer import CTRModel
@@ -91,9 +96,12 @@ def denoising_heldout(model: DGenCTR, data: FeatureData, split: Split, seed: int
     loss_sum, n = 0.0, 0
     ce_sum = torch.zeros(len(FIELDS), device=device)
     ce_count = torch.zeros(len(FIELDS), device=device)
+    ctr_logits = []  # [B] per batch: the CTR read-out (label masked, t = the fine-tuning step)
     for s in range(0, len(split), batch_size):
         idx = torch.arange(s, min(s + batch_size, len(split)), device=device)
-        out = model.pretrain_logits(data.batch(split, idx), gen)
+        batch = data.batch(split, idx)
+        out = model.pretrain_logits(batch, gen)
+        ctr_logits.append(model(batch).float())
         bsz = len(idx)
         loss_sum += float(dgenctr_loss(out.logits, out.targets, out.target_mask, out.weights)) * bsz
         n += bsz
@@ -102,8 +110,12 @@ def denoising_heldout(model: DGenCTR, data: FeatureData, split: Split, seed: int
         ce_count += out.target_mask.sum(dim=1)
     model.train(was_training)
     per_field = (ce_sum / ce_count).tolist()  # NaN for a field that was never a target
+    labels = split.label.cpu().numpy()
+    scores = torch.cat(ctr_logits).cpu().numpy() if ctr_logits else labels
+    one_class = len(labels) == 0 or labels.min() == labels.max()
     return {"heldout_loss": loss_sum / n if n else float("nan"),
-            **{f"heldout_ce_{name}": v for name, v in zip(FIELDS, per_field, strict=True)}}
+            **{f"heldout_ce_{name}": v for name, v in zip(FIELDS, per_field, strict=True)},
+            "heldout_ctr_auc": float("nan") if one_class else auc(labels, scores)}
 
 
 def table_key(name: str) -> str:
