@@ -148,6 +148,9 @@ def main() -> int:
     p.add_argument("--java-opts", default="",
                    help="JVM options of every build JVM on both sides: the drivers (SPARK_SUBMIT_OPTS) and the "
                         "executors (spark.executor.extraJavaOptions), e.g. -XX:+UseSerialGC")
+    p.add_argument("--cluster-driver-java-opts", default="",
+                   help="JVM options of the cluster's driver alone (after --java-opts), e.g. -XX:TieredStopAtLevel=1: "
+                        "it plans and schedules but holds no data")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/genctr-spark-cluster-bench"))
     p.add_argument("--keep-events", action="store_true", help="reuse events already in --work-dir")
@@ -177,6 +180,8 @@ def main() -> int:
                      *common]
         cluster_cmd = [str(cluster.home / "bin" / "spark-submit"), "--master", cluster.url,
                        "--driver-memory", args.cluster_driver_memory,
+                       *(["--driver-java-options", args.cluster_driver_java_opts]
+                         if args.cluster_driver_java_opts else []),
                        "--conf", f"spark.executor.memory={args.worker_memory}",
                        "--conf", f"spark.executor.cores={args.worker_cores}",
                        # the session starts once every executor is up: their JVM start is not build time
@@ -196,6 +201,7 @@ def main() -> int:
     median = {k: statistics.median(r["build_s"] for r in v) for k, v in runs.items()}
     report = {"events": args.events, "machine": f"{os.cpu_count()} cores", "cluster_startup_s": round(startup, 1),
               "cluster_conf": args.cluster_conf, "worker_cores": args.worker_cores, "java_opts": args.java_opts,
+              "cluster_driver_java_opts": args.cluster_driver_java_opts,
               "median_build_s": median, "ratio_cluster_over_local": round(median["cluster"] / median["local[2]"], 2),
               "runs": runs}
     print(f"| events | local[2] build s | cluster build s | ratio | load (1 min) |\n|---|---|---|---|---|\n"
