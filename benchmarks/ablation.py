@@ -48,18 +48,24 @@ log = logging.getLogger("ablation")
 # 0.833); patience 3 stopped it on the plateau, at 72 of its 600 steps (RESULTS.md)
 PT_MAX_STEPS, PT_PATIENCE, PT_EPOCHS = 600, 10, 3
 
-DGEN_ARMS = {  # arm name -> (pretraining overrides, fine-tuning transfer)
-    "dgenctr_full": ({}, "full"),
-    "dgenctr_embedding_only": ({}, "embedding_only"),
-    "dgenctr_scorer_only": ({}, "scorer_only"),
-    "dgenctr_no_label": ({"label_in_pretraining": False}, "full"),
-    "dgenctr_no_diffusion": ({"diffusion": False}, "full"),
-    "dgenctr_shared_head": ({"feature_specific_heads": False}, "full"),
+# arm name -> (pretraining overrides, fine-tuning model overrides: the transfer above all, fine-tuning
+# TrainConfig overrides); an arm's pretraining is shared with every arm of the same pretraining overrides
+DGEN_ARMS: dict[str, tuple[dict, dict, dict]] = {
+    "dgenctr_full": ({}, {"transfer": "full"}, {}),
+    "dgenctr_embedding_only": ({}, {"transfer": "embedding_only"}, {}),
+    "dgenctr_scorer_only": ({}, {"transfer": "scorer_only"}, {}),
+    "dgenctr_no_label": ({"label_in_pretraining": False}, {"transfer": "full"}, {}),
+    "dgenctr_no_diffusion": ({"diffusion": False}, {"transfer": "full"}, {}),
+    "dgenctr_shared_head": ({"feature_specific_heads": False}, {"transfer": "full"}, {}),
     # the pretraining corpus (DGenCTRConfig.pretrain_samples): labelled impressions + every training behaviour
-    "dgenctr_full_behaviours": ({"pretrain_samples": "behaviours"}, "full"),
-    "dgenctr_full_both": ({"pretrain_samples": "both"}, "full"),
-    "dgenctr_embedding_only_behaviours": ({"pretrain_samples": "behaviours"}, "embedding_only"),
-    "dgenctr_scorer_only_behaviours": ({"pretrain_samples": "behaviours"}, "scorer_only"),
+    "dgenctr_full_behaviours": ({"pretrain_samples": "behaviours"}, {"transfer": "full"}, {}),
+    "dgenctr_full_both": ({"pretrain_samples": "both"}, {"transfer": "full"}, {}),
+    "dgenctr_embedding_only_behaviours": ({"pretrain_samples": "behaviours"}, {"transfer": "embedding_only"}, {}),
+    "dgenctr_scorer_only_behaviours": ({"pretrain_samples": "behaviours"}, {"transfer": "scorer_only"}, {}),
+    # a fresh label head (value table e(0), e(1) and heads G_k) on the pretrained network, which fine-tunes
+    # (encoder) or stays frozen (probe: what the pretrained representation alone tells of the click)
+    "dgenctr_encoder": ({}, {"transfer": "encoder"}, {}),
+    "dgenctr_probe": ({}, {"transfer": "encoder", "transfer_group": "all"}, {"transfer_lr_mult": 0.0}),
 }
 
 
@@ -233,15 +239,16 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
             if arm == "dgenctr_none":
                 cfg, pre, facts = base, None, {}
             else:
-                over, transfer = DGEN_ARMS[arm]
+                over, ft_model, ft_train = DGEN_ARMS[arm]
                 key = json.dumps(over, sort_keys=True)
                 if key not in pretrained:
                     with tempfile.TemporaryDirectory() as ck:
                         pretrained[key], hist = train_dgenctr(data, dataclasses.replace(base, **over), pt, ck)
                     pre_facts[key] = {**run_facts(hist, pt, prefix="pt_"), "pt_seconds": time.perf_counter() - t0}
-                cfg, pre, facts = dataclasses.replace(base, **over, transfer=transfer), pretrained[key], pre_facts[key]
+                cfg, pre, facts = dataclasses.replace(base, **over, **ft_model), pretrained[key], pre_facts[key]
+            arm_ft = dataclasses.replace(ft, **DGEN_ARMS[arm][2]) if arm != "dgenctr_none" else ft
             model = init_dgenctr_ctr(data, cfg, pre, seed)
-            hist = train_ctr(data, model, ft)
+            hist = train_ctr(data, model, arm_ft)
             m = evaluate_split(model, data, "test")
             record(out, {"backbone": "dgenctr", "arm": arm, "seed": seed, "label_fraction": fraction, **m,
                          "seconds": time.perf_counter() - t0, **run_facts(hist, ft), **facts})
@@ -365,10 +372,12 @@ def main() -> None:
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="Override a ModelConfig field for every backbone arm and GenCTR pretraining (e.g. init=torch, "
                         "window_overlap=0.5, logq_correction=true, 'decoder={n_layers: 2}').")
-    paper_arms = [a for a, (over, _) in DGEN_ARMS.items() if "pretrain_samples" not in over]
+    paper_arms = [a for a, (over, ft_model, ft_train) in DGEN_ARMS.items()
+                  if "pretrain_samples" not in over and not ft_train and ft_model["transfer"] != "encoder"]
     p.add_argument("--dgenctr-arms", nargs="*", default=paper_arms, choices=list(DGEN_ARMS),
                    help="DGenCTR arms beside dgenctr_none (default: the paper's ablations; the *_behaviours / "
-                        "*_both arms pretrain on the behaviour corpus)")
+                        "*_both arms pretrain on the behaviour corpus; dgenctr_encoder / dgenctr_probe put a fresh "
+                        "label head on the pretrained network, which fine-tunes or, for the probe, stays frozen)")
     p.add_argument("--source", default="movielens", choices=["movielens", "synthetic"])
     p.add_argument("--synthetic-events", type=int, default=2_000_000)
     p.add_argument("--synthetic-users", type=int, default=2_000)

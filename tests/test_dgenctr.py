@@ -280,10 +280,12 @@ def _groups(model: DGenCTR) -> dict[str, list[str]]:
         "full": names,
         "embedding_only": [n for n in names if n.startswith("embedding.")],
         "scorer_only": [n for n in names if n.startswith(("denoiser.", "heads."))],
+        "encoder": [n for n in names if n.startswith(("embedding.", "denoiser."))
+                    and not n.startswith("embedding.tables.label.")],
     }
 
 
-@pytest.mark.parametrize("mode", ["full", "embedding_only", "scorer_only"])
+@pytest.mark.parametrize("mode", ["full", "embedding_only", "scorer_only", "encoder"])
 def test_transfer_copies_exactly_the_named_subset(mode: str) -> None:
     pre, ft = tiny_model(seed=0), tiny_model(seed=1)
     with torch.no_grad():  # constant inits (norms, biases) would otherwise match already
@@ -311,6 +313,25 @@ def test_transfer_groups_partition_the_model_and_default_to_config() -> None:
         transfer(tiny_model(tiny_cfg(feature_specific_heads=False)), tiny_model(), "full")
     with pytest.raises(ConfigError):
         transfer(tiny_model(), tiny_model(), "everything")
+
+
+def test_encoder_transfer_starts_the_label_head_fresh_and_groups_what_it_copied() -> None:
+    groups = _groups(tiny_model())
+    heads = {n for n in groups["full"] if n.startswith("heads.")}
+    assert heads and set(groups["full"]) - set(groups["encoder"]) == heads | {"embedding.tables.label.weight"}
+    tables = tiny_model(tiny_cfg(transfer="encoder"), seed=1)
+    transfer(tiny_model(), tables)
+    assert tables.transfer_group == tables.transferred_tables  # default transfer_group: the tables
+    assert "embedding.tables.item.weight" in tables.transferred_tables
+    assert "embedding.tables.label.weight" not in tables.transferred_tables
+    every = tiny_model(tiny_cfg(transfer="encoder", transfer_group="all"), seed=1)
+    copied = transfer(tiny_model(), every)
+    params = {n for n, _ in every.named_parameters()}
+    assert set(every.transfer_group) == set(copied) & params  # every copied parameter, no buffer
+    assert any(n.startswith("denoiser.") for n in every.transfer_group)
+    assert every.transferred_tables == tables.transferred_tables  # drift still reads the tables alone
+    with pytest.raises(ConfigError, match="transfer_group"):
+        tiny_cfg(transfer_group="some")
 
 
 # ------------------------------------------------------------------ ablations

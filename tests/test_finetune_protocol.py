@@ -2,6 +2,7 @@
 learning rate / freeze and their drift, the labelled fraction, and the diagnostics every run writes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -100,6 +101,31 @@ def test_transfer_lr_multiplier_and_freeze(data: FeatureData, tmp_path, mult: fl
     drift = history[-1]["drift_cos_item"]
     assert (drift < 1.0) if moved else drift == pytest.approx(1.0, abs=1e-6)
     assert history[0]["drift_cos_item"] == pytest.approx(1.0, abs=1e-6)  # logged from the untrained model on
+
+
+@pytest.mark.parametrize("group", ["tables", "all"])
+def test_dgenctr_transfer_group_freezes_the_copied_network_under_a_fresh_label_head(
+        data: FeatureData, tmp_path, group: str) -> None:
+    # transfer=encoder, transfer_lr_mult 0: "tables" freezes the copied tables alone, "all" every copied
+    # tensor (the transformer too), so only the fresh label table and heads learn: a probe of the network
+    from genctr.models.dgenctr_config import DGenCTRConfig
+    from genctr.training.run_dgenctr import init_dgenctr_ctr, train_dgenctr
+
+    cfg = DGenCTRConfig(embed_dim=16, n_layers=1, n_heads=2, head_hidden=16, dropout=0.0, timesteps=10)
+    pre, _ = train_dgenctr(data, cfg, TrainConfig(max_steps=2, batch_size=64, progress=False), tmp_path / "pt")
+    ft_cfg = dataclasses.replace(cfg, transfer="encoder", transfer_group=group)
+    model = init_dgenctr_ctr(data, ft_cfg, pre, seed=1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_ctr(data, model, TrainConfig(max_steps=6, batch_size=64, lr=1e-2, transfer_lr_mult=0.0,
+                                       progress=False), tmp_path / "ft")
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    label_head = {n for n in before if n.startswith("heads.")} | {"embedding.tables.label.weight"}
+    assert label_head <= moved  # the fresh head always learns
+    assert not moved & set(model.transferred_tables)  # the copied tables are frozen either way
+    layers = {n for n in moved if n.startswith("denoiser.")}
+    assert (not layers) if group == "all" else layers  # the transformer is frozen only with "all"
+    if group == "all":
+        assert moved == label_head
 
 
 @pytest.mark.parametrize("frozen", [False, True])

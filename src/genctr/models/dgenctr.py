@@ -56,12 +56,16 @@ FINETUNE_KEYS = ("user", "item", "cate", "price", "hist_item", "hist_cate", "his
 PRETRAIN_KEYS = FINETUNE_KEYS + ("label",)
 ITEM, CATE = FIELD_INDEX["item"], FIELD_INDEX["cate"]
 
-# Parameter-name prefixes copied by each transfer mode ("" matches every tensor).
+# Parameter-name prefixes copied by each transfer mode ("" matches every tensor), and those each
+# leaves out. ``encoder`` copies the network that reads a sample (tables, [MASK] and type vectors,
+# pooling, transformer) and starts the label's value table e(0), e(1) and the heads G_k fresh.
 TRANSFER_PREFIXES: dict[str, tuple[str, ...]] = {
     "full": ("",),
     "embedding_only": ("embedding.",),
     "scorer_only": ("denoiser.", "heads."),
+    "encoder": ("embedding.", "denoiser."),
 }
+TRANSFER_EXCLUDED: dict[str, tuple[str, ...]] = {"encoder": ("embedding.tables.label.",)}
 
 
 class PretrainOutput(NamedTuple):
@@ -99,8 +103,10 @@ class DGenCTR(nn.Module):
         # fields scored against their whole table (see DGenCTRConfig.full_softmax_vocab)
         self.full_vocab_fields: tuple[str, ...] = tuple(
             n for n in FIELDS if n in vocab and vocab[n] <= cfg.full_softmax_vocab)
-        # parameter names of the embedding tables copied from pretraining (set by ``transfer``)
+        # parameter names of the embedding tables copied from pretraining, and of the parameters the
+        # fine-tuning loop's transfer learning rate acts on (both set by ``transfer``)
         self.transferred_tables: tuple[str, ...] = ()
+        self.transfer_group: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------- pretraining
     def pretrain_logits(
@@ -218,7 +224,11 @@ def transfer(pretrained: DGenCTR, finetune_model: DGenCTR, mode: str | None = No
     """Copy pretrained tensors into ``finetune_model`` in place; returns the copied names.
 
     mode (default ``finetune_model.cfg.transfer``): full = every tensor; embedding_only =
-    ``embedding.*``; scorer_only = ``denoiser.*`` and ``heads.*``.
+    ``embedding.*``; scorer_only = ``denoiser.*`` and ``heads.*``; encoder = ``embedding.*`` and
+    ``denoiser.*`` but the label's value table. Sets ``finetune_model.transferred_tables`` (the copied
+    embedding tables: what the drift diagnostics read) and ``transfer_group`` (what the fine-tuning
+    loop's transfer learning rate acts on: those tables, or with ``cfg.transfer_group="all"`` every
+    copied tensor).
     """
     mode = finetune_model.cfg.transfer if mode is None else mode
     if mode not in TRANSFER_MODES:
@@ -228,7 +238,8 @@ def transfer(pretrained: DGenCTR, finetune_model: DGenCTR, mode: str | None = No
         raise ConfigError(
             f"cannot transfer: parameter names differ ({sorted(set(src) ^ set(dst))[:5]}...)"
         )
-    names = [n for n in src if n.startswith(TRANSFER_PREFIXES[mode])]
+    names = [n for n in src if n.startswith(TRANSFER_PREFIXES[mode])
+             and not n.startswith(TRANSFER_EXCLUDED.get(mode, ()))]
     for name in names:
         if src[name].shape != dst[name].shape:
             raise ConfigError(
@@ -239,6 +250,10 @@ def transfer(pretrained: DGenCTR, finetune_model: DGenCTR, mode: str | None = No
     for name in names:
         dst[name].copy_(src[name])  # state_dict tensors share storage with the parameters
     finetune_model.transferred_tables = tuple(n for n in names if n.startswith("embedding.tables."))
+    trainable = {n for n, _ in finetune_model.named_parameters()}  # buffers are copied but not trained
+    finetune_model.transfer_group = (tuple(n for n in names if n in trainable)
+                                     if finetune_model.cfg.transfer_group == "all"
+                                     else finetune_model.transferred_tables)
     return names
 
 
@@ -256,6 +271,7 @@ __all__ = [
     "field_losses",
     "transfer",
     "TRANSFER_PREFIXES",
+    "TRANSFER_EXCLUDED",
     "FIELDS",
     "LABEL",
     "SEQ",

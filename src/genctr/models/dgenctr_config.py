@@ -25,7 +25,8 @@ N_FIELDS = len(FIELDS)
 
 SCHEDULES = ("linear", "cosine")
 LOSS_WEIGHTINGS = ("mdlm", "inverse", "none")
-TRANSFER_MODES = ("full", "embedding_only", "scorer_only")
+TRANSFER_MODES = ("full", "embedding_only", "scorer_only", "encoder")
+TRANSFER_GROUPS = ("tables", "all")
 PRETRAIN_SAMPLES = ("impressions", "behaviours", "both")
 
 # Price vocabulary: 0 = padding (unused), 1 = unknown (price <= 0 or not finite, e.g.
@@ -54,7 +55,14 @@ class DGenCTRConfig:
     schedule: str = "linear"  # mask ratio λ(t): linear t/T | cosine 1 - cos(π t / 2T)
     temperature: float = 0.1  # τ of the cosine sampled softmax (and of the CTR logit)
     loss_weighting: str = "mdlm"  # mdlm: T(λ(t)-λ(t-1))/λ(t) (= 1/λ(t) when linear) | inverse: 1/λ(t) | none
-    transfer: str = "full"  # what fine-tuning copies from pretraining: full | embedding_only | scorer_only
+    # what fine-tuning copies from pretraining: full | embedding_only | scorer_only | encoder (every tensor but
+    # the label's own: its value table and the scoring heads start fresh, a new label head on the pretrained
+    # network)
+    transfer: str = "full"
+    # what train.transfer_lr_mult and train.transfer_freeze_steps act on in fine-tuning: "tables" = the copied
+    # embedding tables; "all" = every copied tensor (with transfer_lr_mult 0, a frozen pretrained network
+    # under whatever was not copied, e.g. the fresh label head of transfer=encoder)
+    transfer_group: str = "tables"
     label_in_pretraining: bool = True  # False: the label token is always masked in pretraining, never a target
     diffusion: bool = True  # False: one fixed mask ratio for every sample (and a single timestep, t = 1)
     fixed_mask_ratio: float = 0.5  # the ratio when diffusion=False (0.5 = the linear schedule's mean)
@@ -91,6 +99,7 @@ class DGenCTRConfig:
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("loss_weighting", LOSS_WEIGHTINGS)
         self._check_choice("transfer", TRANSFER_MODES)
+        self._check_choice("transfer_group", TRANSFER_GROUPS)
         self._check_choice("pretrain_samples", PRETRAIN_SAMPLES)
         self._check_boundaries()
 
@@ -122,6 +131,7 @@ __all__ = [
     "SCHEDULES",
     "LOSS_WEIGHTINGS",
     "TRANSFER_MODES",
+    "TRANSFER_GROUPS",
     "PRETRAIN_SAMPLES",
     "DEFAULT_PRICE_BOUNDARIES",
 ]

@@ -52,7 +52,8 @@ class TrainConfig:
     # stopping: the whole budget is trained and the last weights kept
     patience: int = 0
     early_stop_metric: str = "logloss"  # logloss (lower is better) | auc (higher is better)
-    # -- transferred embedding tables (share / integrate / DGenCTR transfer; no effect without one)
+    # -- transferred embedding tables (share / integrate / DGenCTR transfer; no effect without one;
+    #    with DGenCTR's transfer_group="all", every tensor its transfer copied)
     transfer_lr_mult: float = 1.0  # >= 0: their learning rate is lr * this (0 = frozen for the whole run)
     transfer_freeze_steps: int = 0  # >= 0: they get no update in the first N optimizer steps
     # >= 0: model integration's pretrained decoder (all of it, its own copies of the item and category

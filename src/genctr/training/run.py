@@ -178,7 +178,8 @@ def train_ctr(data: FeatureData, model: nn.Module, train: TrainConfig,
         history = fit(model, ctr_objective, len(rows), lambda idx: data.batch(s, rows[idx]), train, path,
                       evaluate=valid_metrics, on_epoch_end=on_epoch_end, desc="finetune",
                       fingerprint=fp, monitor=finetune_monitor(train) if len(valid) else None,
-                      transferred=transferred, decoder=getattr(model, "decoder_parameters", ()),
+                      transferred=getattr(model, "transfer_group", transferred),  # DGenCTR may widen it
+                      decoder=getattr(model, "decoder_parameters", ()),
                       evaluate_at_start=True)
     finally:
         if tmp is not None:
