@@ -237,7 +237,7 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
         for arm in [a for a in arms if ("dgenctr", a, seed, fraction) not in done]:
             t0 = time.perf_counter()
             if arm == "dgenctr_none":
-                cfg, pre, facts = base, None, {}
+                cfg, pre, facts, ft_train = base, None, {}, {}
             else:
                 over, ft_model, ft_train = DGEN_ARMS[arm]
                 key = json.dumps(over, sort_keys=True)
@@ -246,12 +246,12 @@ def run_dgenctr_arms(data, args, seed, out, done) -> None:
                         pretrained[key], hist = train_dgenctr(data, dataclasses.replace(base, **over), pt, ck)
                     pre_facts[key] = {**run_facts(hist, pt, prefix="pt_"), "pt_seconds": time.perf_counter() - t0}
                 cfg, pre, facts = dataclasses.replace(base, **over, **ft_model), pretrained[key], pre_facts[key]
-            arm_ft = dataclasses.replace(ft, **DGEN_ARMS[arm][2]) if arm != "dgenctr_none" else ft
+            arm_ft = dataclasses.replace(ft, **ft_train)
             model = init_dgenctr_ctr(data, cfg, pre, seed)
             hist = train_ctr(data, model, arm_ft)
             m = evaluate_split(model, data, "test")
             record(out, {"backbone": "dgenctr", "arm": arm, "seed": seed, "label_fraction": fraction, **m,
-                         "seconds": time.perf_counter() - t0, **run_facts(hist, ft), **facts})
+                         "seconds": time.perf_counter() - t0, **run_facts(hist, arm_ft), **facts})
 
 
 # Options that only choose which rows a table holds; ``--pool`` lets its sources differ in these alone.

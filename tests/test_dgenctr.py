@@ -327,7 +327,7 @@ def test_encoder_transfer_starts_the_label_head_fresh_and_groups_what_it_copied(
     every = tiny_model(tiny_cfg(transfer="encoder", transfer_group="all"), seed=1)
     copied = transfer(tiny_model(), every)
     params = {n for n, _ in every.named_parameters()}
-    assert set(every.transfer_group) == set(copied) & params  # every copied parameter, no buffer
+    assert set(every.transfer_group) == set(copied) & params == set(every.copied_parameters)  # no buffer
     assert any(n.startswith("denoiser.") for n in every.transfer_group)
     assert every.transferred_tables == tables.transferred_tables  # drift still reads the tables alone
     with pytest.raises(ConfigError, match="transfer_group"):

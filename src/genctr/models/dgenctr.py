@@ -103,10 +103,19 @@ class DGenCTR(nn.Module):
         # fields scored against their whole table (see DGenCTRConfig.full_softmax_vocab)
         self.full_vocab_fields: tuple[str, ...] = tuple(
             n for n in FIELDS if n in vocab and vocab[n] <= cfg.full_softmax_vocab)
-        # parameter names of the embedding tables copied from pretraining, and of the parameters the
-        # fine-tuning loop's transfer learning rate acts on (both set by ``transfer``)
-        self.transferred_tables: tuple[str, ...] = ()
-        self.transfer_group: tuple[str, ...] = ()
+        # names of the parameters copied from pretraining (set by ``transfer``)
+        self.copied_parameters: tuple[str, ...] = ()
+
+    @property
+    def transferred_tables(self) -> tuple[str, ...]:
+        """The copied embedding tables (what the drift diagnostics read)."""
+        return tuple(n for n in self.copied_parameters if n.startswith("embedding.tables."))
+
+    @property
+    def transfer_group(self) -> tuple[str, ...]:
+        """What the fine-tuning loop's transfer learning rate acts on: the copied tables, or with
+        ``cfg.transfer_group="all"`` every copied parameter."""
+        return self.copied_parameters if self.cfg.transfer_group == "all" else self.transferred_tables
 
     # ----------------------------------------------------------------- pretraining
     def pretrain_logits(
@@ -225,10 +234,8 @@ def transfer(pretrained: DGenCTR, finetune_model: DGenCTR, mode: str | None = No
 
     mode (default ``finetune_model.cfg.transfer``): full = every tensor; embedding_only =
     ``embedding.*``; scorer_only = ``denoiser.*`` and ``heads.*``; encoder = ``embedding.*`` and
-    ``denoiser.*`` but the label's value table. Sets ``finetune_model.transferred_tables`` (the copied
-    embedding tables: what the drift diagnostics read) and ``transfer_group`` (what the fine-tuning
-    loop's transfer learning rate acts on: those tables, or with ``cfg.transfer_group="all"`` every
-    copied tensor).
+    ``denoiser.*`` but the label's value table. Sets ``finetune_model.copied_parameters``, from
+    which its ``transferred_tables`` and ``transfer_group`` follow.
     """
     mode = finetune_model.cfg.transfer if mode is None else mode
     if mode not in TRANSFER_MODES:
@@ -249,11 +256,8 @@ def transfer(pretrained: DGenCTR, finetune_model: DGenCTR, mode: str | None = No
             )
     for name in names:
         dst[name].copy_(src[name])  # state_dict tensors share storage with the parameters
-    finetune_model.transferred_tables = tuple(n for n in names if n.startswith("embedding.tables."))
     trainable = {n for n, _ in finetune_model.named_parameters()}  # buffers are copied but not trained
-    finetune_model.transfer_group = (tuple(n for n in names if n in trainable)
-                                     if finetune_model.cfg.transfer_group == "all"
-                                     else finetune_model.transferred_tables)
+    finetune_model.copied_parameters = tuple(n for n in names if n in trainable)
     return names
 
 
