@@ -32,6 +32,16 @@ def tiny_events(seed: int = 0) -> pd.DataFrame:
     })
 
 
+def write_partitioned_events(events: Path, parts: int = 3) -> pd.DataFrame:
+    """:func:`tiny_events` as ``parts`` Parquet files under ``events`` (several input partitions, as a
+    cluster reads them); returns the events."""
+    events.mkdir(parents=True)
+    df = tiny_events()
+    for i in range(parts):
+        df.iloc[i::parts].to_parquet(events / f"part-{i}.parquet", index=False)
+    return df
+
+
 def shared_build(tmp_path_factory: Any, spark: Any) -> Path:
     """Build ``tiny_events()`` once per session (L = MAX_SEQ_LEN); returns the build directory."""
     if "tiny" not in _BUILDS:

@@ -122,9 +122,10 @@ def synthetic_build(spark, tmp_path_factory) -> dict[str, object]:
 HEAVIEST_FIRST = (
     "test_demo.py", "test_pipeline_local.py", "test_canary_pipeline.py", "test_storage_s3.py", "test_training.py",
     "test_spark_cluster.py", "test_training_modes.py", "test_canary_loop.py", "test_ab_loop_e2e.py",
-    "test_serving_tuning.py", "test_distributed.py", "test_feast.py", "test_trainer_job.py", "test_spark_build.py",
-    "test_behaviour_log.py", "test_attack_serving.py", "test_attack_artifacts.py", "test_components.py",
-    "test_pipeline_compile.py", "test_expectations.py", "test_profiles.py", "test_attack_data.py", "test_registry.py",
+    "test_serving_tuning.py", "test_distributed.py", "test_feast.py", "test_trainer_job.py", "test_spark_pods.py",
+    "test_spark_build.py", "test_behaviour_log.py", "test_attack_serving.py", "test_attack_artifacts.py",
+    "test_components.py", "test_pipeline_compile.py", "test_expectations.py", "test_profiles.py", "test_attack_data.py",
+    "test_registry.py",
 )
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 from build_compare import assert_same_build
-from build_fixtures import MAX_SEQ_LEN, tiny_events
+from build_fixtures import MAX_SEQ_LEN, tiny_events, write_partitioned_events
 from conftest import free_port
 from spark_daemons import START_TIMEOUT_S, spark_env, stop_groups
 
@@ -113,10 +113,7 @@ def reference(daemons: Daemons, spark: Any, tmp_path_factory: pytest.TempPathFac
 
     root = tmp_path_factory.mktemp("cluster-reference")
     events = root / "events"
-    events.mkdir()
-    df = tiny_events()
-    for i in range(3):
-        df.iloc[i::3].to_parquet(events / f"part-{i}.parquet", index=False)
+    write_partitioned_events(events)
     build_features(events, root / "build", FeatureConfig(max_seq_len=MAX_SEQ_LEN), spark=spark)
     return {"events": events, "build": root / "build", "root": root}
 

@@ -6,11 +6,11 @@ laptop) and starts ``executor.instances`` executor pods. Both read the events fr
 build to an object store (``s3://`` becomes Hadoop's ``s3a://``), with the storage Secret's
 ``AWS_*`` keys as environment variables, exactly as the other genctr pods get them.
 
-What the cluster must provide (none of it is in the pyspark wheel or checked here):
+The image (container-images/Dockerfile) holds genctr at ``/opt/genctr`` and its entry point,
+``container-images/spark-entrypoint.sh``, turns the ``driver`` / ``executor`` arguments Spark gives the
+containers into ``spark-submit`` / the executor JVM (tests/test_spark_pods.py runs both branches).
+What the cluster must provide (none of it is checked here):
 
-* an image whose entry point is Spark's Kubernetes ``entrypoint.sh`` (it turns the ``driver`` /
-  ``executor`` arguments Spark gives the container into ``spark-submit`` / the executor JVM) and
-  that holds genctr at ``/opt/genctr``;
 * the S3A connector: ``spec.deps.packages`` names hadoop-aws at the bundled Hadoop version, which
   the operator resolves from Maven at submission (an image with the jars can drop it);
 * the operator's mutating webhook, which applies ``envFrom`` and labels to the pods;
